@@ -1,0 +1,215 @@
+"""Typed, validated configuration: dataclasses built from dicts/YAML with clear errors.
+
+Unknown keys, wrong types and impossible values raise :class:`CryopickError` naming the key,
+so a bad config fails before any work (or cluster) starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from cryopick.errors import CryopickError
+
+T = TypeVar("T")
+
+
+@dataclass
+class PreprocessConfig:
+    """How a micrograph becomes network input."""
+
+    bin: float = 2.0  # Fourier-crop factor; ignored when target_pixel_size is set
+    target_pixel_size: float | None = None  # Å/px after binning (needs a pixel size)
+    normalize: bool = True  # per-micrograph mean/std
+    clip_sigma: float | None = 4.0  # robust clipping at +-k std (None = off)
+    lowpass_sigma: float = 0.0  # Gaussian low-pass in binned pixels (0 = off)
+
+    def validate(self, where: str = "preprocess") -> None:
+        _positive(self.bin, f"{where}.bin")
+        if self.target_pixel_size is not None:
+            _positive(self.target_pixel_size, f"{where}.target_pixel_size")
+        if self.clip_sigma is not None:
+            _positive(self.clip_sigma, f"{where}.clip_sigma")
+        if self.lowpass_sigma < 0:
+            raise CryopickError(f"{where}.lowpass_sigma must be >= 0, got {self.lowpass_sigma}")
+
+
+@dataclass
+class ModelConfig:
+    """U-Net shape."""
+
+    base_width: int = 16  # 64 is the full 31 M-parameter U-Net
+    depth: int = 4  # number of poolings
+
+    def validate(self, where: str = "model") -> None:
+        _positive(self.base_width, f"{where}.base_width")
+        if not 1 <= self.depth <= 6:
+            raise CryopickError(f"{where}.depth must be between 1 and 6, got {self.depth}")
+
+
+@dataclass
+class TrainConfig:
+    """Patch training on one process (Ray Train wraps the same step)."""
+
+    patch_size: int = 128  # binned pixels; a multiple of 2**depth
+    batch_size: int = 16
+    steps: int = 1500
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    pos_weight: float = 1.0  # BCE weight of particle pixels
+    label_radius_fraction: float = 0.5  # circle radius = fraction * diameter / 2
+    val_fraction: float = 0.2  # share of each labeled micrograph's area held back if no val set
+    val_every: int = 250
+    max_minutes: float | None = None  # stop early after this wall time
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    num_threads: int | None = None  # torch CPU threads (None = torch default)
+
+    def validate(self, where: str = "train") -> None:
+        for key in ("patch_size", "batch_size", "steps", "val_every"):
+            _positive(getattr(self, key), f"{where}.{key}")
+        _positive(self.lr, f"{where}.lr")
+        if self.patch_size % 16:
+            raise CryopickError(f"{where}.patch_size must be a multiple of 16, got {self.patch_size}")
+        if not 0.0 <= self.val_fraction < 0.9:
+            raise CryopickError(f"{where}.val_fraction must be in [0, 0.9), got {self.val_fraction}")
+        if not 0.0 < self.label_radius_fraction <= 1.5:
+            raise CryopickError(
+                f"{where}.label_radius_fraction must be in (0, 1.5], got {self.label_radius_fraction}"
+            )
+
+
+@dataclass
+class PickConfig:
+    """Heatmap -> coordinates."""
+
+    threshold: float | None = None  # None = the threshold stored with the model
+    min_distance: float | None = None  # px (original); None = the value stored with the model
+    tile_size: int = 512  # binned pixels
+    tile_overlap: float = 0.25
+    tile_batch: int = 4
+    smooth_sigma: float | None = None  # Gaussian smoothing before peak finding (binned px)
+    border: float = 0.0  # drop picks closer than this to the edge (original px)
+    amp: bool = False  # bfloat16/float16 autocast
+    channels_last: bool = True
+
+    def validate(self, where: str = "pick") -> None:
+        if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
+            raise CryopickError(f"{where}.threshold must be in [0, 1], got {self.threshold}")
+        if self.min_distance is not None:
+            _positive(self.min_distance, f"{where}.min_distance")
+        _positive(self.tile_size, f"{where}.tile_size")
+        if self.tile_size % 16:
+            raise CryopickError(f"{where}.tile_size must be a multiple of 16, got {self.tile_size}")
+        if not 0.0 <= self.tile_overlap < 1.0:
+            raise CryopickError(f"{where}.tile_overlap must be in [0, 1), got {self.tile_overlap}")
+        _positive(self.tile_batch, f"{where}.tile_batch")
+
+
+def _positive(value: float, key: str) -> None:
+    if not value > 0:
+        raise CryopickError(f"{key} must be positive, got {value!r}")
+
+
+def _check_type(value: Any, hint: Any, key: str) -> Any:
+    """Coerce ``value`` to ``hint`` where lossless (int -> float), else raise naming ``key``."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(hint)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _check_type(value, arg, key)
+            except CryopickError as exc:
+                errors.append(str(exc))
+        raise CryopickError(errors[0] if errors else f"{key}: bad value {value!r}")
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise CryopickError(f"{key} must be a list, got {type(value).__name__} {value!r}")
+        (item,) = typing.get_args(hint)[:1] or (Any,)
+        return [_check_type(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise CryopickError(f"{key} must be a mapping, got {type(value).__name__}")
+        return dict(value)
+    if hint is Any:
+        return value
+    if dataclasses.is_dataclass(hint):
+        return from_dict(hint, value, key)
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is bool and not isinstance(value, bool):
+        raise CryopickError(f"{key} must be true or false, got {value!r}")
+    if hint in (int, float) and isinstance(value, bool):
+        raise CryopickError(f"{key} must be a number, got {value!r}")
+    if isinstance(hint, type) and not isinstance(value, hint):
+        raise CryopickError(f"{key} must be of type {hint.__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "") -> T:
+    """Build dataclass ``cls`` from ``data``, rejecting unknown keys and wrong types.
+
+    Nested dataclass fields take nested dicts. ``validate()`` runs when the class has one.
+    """
+    data = data or {}
+    if not isinstance(data, dict):
+        raise CryopickError(f"{where or cls.__name__} must be a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - names)
+    if unknown:
+        prefix = f"{where}." if where else ""
+        raise CryopickError(
+            f"unknown config key {prefix}{unknown[0]} (known: {', '.join(sorted(names))})"
+        )
+    kwargs = {k: _check_type(v, hints[k], f"{where}.{k}" if where else k) for k, v in data.items()}
+    obj = cls(**kwargs)
+    validate = getattr(obj, "validate", None)
+    if callable(validate):
+        validate(where or cls.__name__.lower().replace("config", ""))
+    return obj
+
+
+def to_dict(obj: Any) -> dict[str, Any]:
+    """A JSON-ready dict of a (nested) dataclass."""
+    return json.loads(json.dumps(dataclasses.asdict(obj), default=str))
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML or JSON config file into a dict, with a clear error for bad syntax."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise CryopickError("no such config file", path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise CryopickError(f"not valid YAML ({str(exc).splitlines()[0]})", path) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise CryopickError("config must be a mapping of keys to values", path)
+    return data
+
+
+__all__ = [
+    "ModelConfig",
+    "PickConfig",
+    "PreprocessConfig",
+    "TrainConfig",
+    "field",
+    "from_dict",
+    "load_yaml",
+    "to_dict",
+]

@@ -1,0 +1,127 @@
+"""Labeled micrographs -> training and validation items (preprocessed images + masks).
+
+A :class:`TrainItem` is what patches are cut from; a :class:`ValItem` is what the picker is
+scored on while training. Without separate validation micrographs, the bottom
+``val_fraction`` of every labeled micrograph is held back: its labels are set to ignore for
+training and its picks are used for scoring, so even one labeled micrograph gets a validation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cryopick.config import PreprocessConfig
+from cryopick.errors import CryopickError
+from cryopick.io.coords import check_inside, find_coords_file, read_coords
+from cryopick.io.micrograph import read_micrograph
+from cryopick.labels import IGNORE, circle_mask
+from cryopick.preprocess import Binned, preprocess
+
+
+@dataclass
+class TrainItem:
+    """One micrograph to cut training patches from.
+
+    Attributes:
+        name: micrograph stem.
+        image: (h, w) float32 preprocessed micrograph.
+        mask: (h, w) int8 targets in {-1, 0, 1}.
+    """
+
+    name: str
+    image: np.ndarray
+    mask: np.ndarray
+
+
+@dataclass
+class ValItem:
+    """One micrograph (or part of one) to score picks on.
+
+    Attributes:
+        image: (h, w) float32 preprocessed micrograph.
+        true_xy: (M, 2) expert centres in binned pixels.
+        rows: (r0, r1) binned rows that are scored; picks and truth outside are ignored.
+        scale: original px per binned px (to report distances in original pixels).
+    """
+
+    name: str
+    image: np.ndarray
+    true_xy: np.ndarray
+    rows: tuple[int, int]
+    scale: float
+
+
+@dataclass
+class LabeledMicrograph:
+    """A preprocessed micrograph with its expert picks (binned pixels)."""
+
+    name: str
+    binned: Binned
+    xy: np.ndarray  # (N, 2) in binned pixels
+
+
+def coords_for(mic: Path, coords_dir: Path) -> Path:
+    """The coordinate file matching ``mic`` by stem, or a clear error."""
+    found = find_coords_file(coords_dir, mic.stem)
+    if found is None:
+        raise CryopickError(f"no coordinate file for micrograph {mic.name} (looked for {mic.stem}.star/.box/.csv/.txt)", coords_dir)
+    return found
+
+
+def load_labeled(
+    mic: Path, coords_dir: Path, diameter: float, pre: PreprocessConfig, pixel_size: float | None = None
+) -> LabeledMicrograph:
+    """Read, check and preprocess one micrograph and its expert picks."""
+    m = read_micrograph(mic, pixel_size)
+    if diameter >= min(m.shape):
+        raise CryopickError(f"particle diameter {diameter:g} px is larger than the {m.shape[1]}x{m.shape[0]} micrograph", mic)
+    cpath = coords_for(mic, coords_dir)
+    xy, _ = read_coords(cpath)
+    if len(xy) == 0:
+        raise CryopickError("coordinate file is empty: a labeled micrograph needs picks", cpath)
+    check_inside(xy, m.shape, cpath)
+    b = preprocess(m.data, pre, m.pixel_size)
+    return LabeledMicrograph(name=m.name, binned=b, xy=b.to_binned(xy))
+
+
+def label_radius(diameter: float, fraction: float, scale: float) -> float:
+    """Circle radius in binned pixels: ``fraction`` of the particle radius."""
+    return max(1.0, fraction * diameter / 2.0 / scale)
+
+
+def make_train_item(lm: LabeledMicrograph, radius: float, hold_rows: tuple[int, int] | None = None) -> TrainItem:
+    """Circle mask for ``lm``; rows in ``hold_rows`` are ignored (kept for validation)."""
+    mask = circle_mask(lm.binned.image.shape, lm.xy, radius)
+    if hold_rows is not None:
+        mask[hold_rows[0] : hold_rows[1]] = IGNORE
+    return TrainItem(name=lm.name, image=lm.binned.image, mask=mask)
+
+
+def make_val_item(lm: LabeledMicrograph, rows: tuple[int, int] | None = None) -> ValItem:
+    h = lm.binned.image.shape[0]
+    return ValItem(name=lm.name, image=lm.binned.image, true_xy=lm.xy, rows=rows or (0, h), scale=lm.binned.mean_scale)
+
+
+def split_items(
+    labeled: list[LabeledMicrograph],
+    val: list[LabeledMicrograph],
+    diameter: float,
+    radius_fraction: float,
+    val_fraction: float,
+) -> tuple[list[TrainItem], list[ValItem]]:
+    """Training and validation items; hold back each labeled micrograph's bottom rows if no ``val``."""
+    train_items: list[TrainItem] = []
+    val_items = [make_val_item(v) for v in val]
+    for lm in labeled:
+        r = label_radius(diameter, radius_fraction, lm.binned.mean_scale)
+        if val or val_fraction <= 0:
+            train_items.append(make_train_item(lm, r))
+            continue
+        h = lm.binned.image.shape[0]
+        r0 = int(round(h * (1.0 - val_fraction)))
+        train_items.append(make_train_item(lm, r, hold_rows=(r0, h)))
+        val_items.append(make_val_item(lm, rows=(r0, h)))
+    return train_items, val_items

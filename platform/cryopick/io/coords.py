@@ -1,0 +1,197 @@
+"""Particle coordinate files: RELION ``.star``, EMAN2/crYOLO ``.box``, ``.csv`` and Topaz ``.txt``.
+
+Coordinates are particle centres in pixels of the ORIGINAL micrograph, ``x`` = column and
+``y`` = row of ``data[y, x]``. Every reader returns ``(xy, scores)``:
+
+    xy:     (N, 2) float64, columns x, y
+    scores: (N,) float64; 1.0 where the file carries no score
+
+``.box`` files store the lower-left corner of a ``box_size`` box (EMAN2 convention), so the
+writer needs the box size and the reader recovers the centre from the box columns.
+"""
+
+from __future__ import annotations
+
+import csv
+import io as _io
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cryopick.errors import CryopickError
+from cryopick.io.atomic import atomic_write, write_text_atomic
+
+FORMATS: dict[str, str] = {"star": ".star", "box": ".box", "csv": ".csv", "txt": ".txt"}
+COORD_SUFFIXES = tuple(FORMATS.values())
+
+
+def _finish(path: Path, xy: np.ndarray, scores: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
+    scores = np.ones(len(xy)) if scores is None else np.asarray(scores, dtype=np.float64)
+    if not (np.isfinite(xy).all() and np.isfinite(scores).all()):
+        raise CryopickError("coordinate file contains NaN or infinite values", path)
+    return xy, scores
+
+
+def _read_star(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    import starfile
+
+    try:
+        data = starfile.read(path, always_dict=True)
+    except Exception as exc:
+        raise CryopickError(f"not a readable STAR file ({exc})", path) from None
+    for block in data.values():
+        if isinstance(block, pd.DataFrame) and {"rlnCoordinateX", "rlnCoordinateY"} <= set(block):
+            xy = block[["rlnCoordinateX", "rlnCoordinateY"]].to_numpy(dtype=np.float64)
+            score = block.get("rlnAutopickFigureOfMerit")
+            return _finish(path, xy, None if score is None else score.to_numpy(dtype=np.float64))
+    raise CryopickError("no data block with _rlnCoordinateX and _rlnCoordinateY", path)
+
+
+def _read_table(path: Path, sep: str) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path, sep=sep, comment="#")
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame()
+    except Exception as exc:
+        raise CryopickError(f"not a readable table ({exc})", path) from None
+
+
+def _pick_columns(path: Path, df: pd.DataFrame, xs: tuple[str, ...], ys: tuple[str, ...]) -> np.ndarray:
+    cols = {c.strip().lower(): c for c in df.columns}
+    x = next((cols[c] for c in xs if c in cols), None)
+    y = next((cols[c] for c in ys if c in cols), None)
+    if x is None or y is None:
+        raise CryopickError(f"expected columns {xs[0]!r} and {ys[0]!r}, found {list(df.columns)}", path)
+    try:
+        return df[[x, y]].to_numpy(dtype=np.float64)
+    except ValueError:
+        raise CryopickError("coordinate columns hold non-numeric values", path) from None
+
+
+def _score_column(df: pd.DataFrame) -> np.ndarray | None:
+    for c in df.columns:
+        if c.strip().lower() in ("score", "confidence", "rlnautopickfigureofmerit"):
+            return pd.to_numeric(df[c], errors="coerce").to_numpy(dtype=np.float64)
+    return None
+
+
+def _read_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    df = _read_table(path, ",")
+    if df.empty:
+        return _finish(path, np.zeros((0, 2)), None)
+    return _finish(path, _pick_columns(path, df, ("x",), ("y",)), _score_column(df))
+
+
+def _read_txt(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    df = _read_table(path, "\t")
+    if df.empty:
+        return _finish(path, np.zeros((0, 2)), None)
+    return _finish(path, _pick_columns(path, df, ("x_coord", "x"), ("y_coord", "y")), _score_column(df))
+
+
+def _read_box(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    text = path.read_text()
+    rows = [line.split() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+    if not rows:
+        return _finish(path, np.zeros((0, 2)), None)
+    try:
+        arr = np.array([[float(v) for v in r[:5]] for r in rows if len(r) >= 4])
+    except ValueError:
+        raise CryopickError("box rows must hold numbers: x y width height [score]", path) from None
+    if len(arr) != len(rows):
+        raise CryopickError("every box row needs at least 4 columns: x y width height", path)
+    centres = arr[:, :2] + arr[:, 2:4] / 2.0
+    return _finish(path, centres, arr[:, 4] if arr.shape[1] >= 5 else None)
+
+
+_READERS = {".star": _read_star, ".csv": _read_csv, ".txt": _read_txt, ".box": _read_box}
+
+
+def read_coords(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """Read particle centres and scores from a ``.star``, ``.box``, ``.csv`` or ``.txt`` file.
+
+    Returns:
+        xy: (N, 2) float64 centres (x, y) in original micrograph pixels.
+        scores: (N,) float64, 1.0 where the file has none.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CryopickError("no such coordinate file", path)
+    reader = _READERS.get(path.suffix.lower())
+    if reader is None:
+        raise CryopickError(f"unknown coordinate format {path.suffix!r} (use {', '.join(_READERS)})", path)
+    return reader(path)
+
+
+def write_coords(
+    path: str | Path,
+    xy: np.ndarray,
+    scores: np.ndarray | None = None,
+    fmt: str | None = None,
+    box_size: float | None = None,
+) -> Path:
+    """Write particle centres atomically; the format comes from ``fmt`` or the suffix.
+
+    Args:
+        xy: (N, 2) centres in original micrograph pixels.
+        scores: (N,) pick scores; written where the format holds them.
+        box_size: box edge in pixels, required for ``box`` (corner = centre - box/2).
+    """
+    path = Path(path)
+    fmt = fmt or path.suffix.lstrip(".").lower()
+    if fmt not in FORMATS:
+        raise CryopickError(f"unknown coordinate format {fmt!r} (use {', '.join(FORMATS)})", path)
+    xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
+    scores = np.ones(len(xy)) if scores is None else np.asarray(scores, dtype=np.float64)
+    if fmt == "star":
+        import starfile
+
+        df = pd.DataFrame(
+            {"rlnCoordinateX": xy[:, 0], "rlnCoordinateY": xy[:, 1], "rlnAutopickFigureOfMerit": scores}
+        )
+        with atomic_write(path, suffix=".star") as tmp:
+            starfile.write(df, tmp, float_format="%.3f")
+    elif fmt == "box":
+        if not box_size or box_size <= 0:
+            raise CryopickError("writing .box files needs a positive box size", path)
+        corners = xy - box_size / 2.0
+        lines = [
+            f"{cx:.2f}\t{cy:.2f}\t{box_size:g}\t{box_size:g}\t{s:.6f}" for (cx, cy), s in zip(corners, scores)
+        ]
+        write_text_atomic(path, "\n".join(lines) + ("\n" if lines else ""))
+    else:
+        buf = _io.StringIO()
+        if fmt == "csv":
+            writer = csv.writer(buf, lineterminator="\n")
+            writer.writerow(["x", "y", "score"])
+            writer.writerows((f"{x:.3f}", f"{y:.3f}", f"{s:.6f}") for (x, y), s in zip(xy, scores))
+        else:  # Topaz: image_name, x_coord, y_coord, score, tab separated
+            buf.write("image_name\tx_coord\ty_coord\tscore\n")
+            buf.writelines(
+                f"{path.stem}\t{x:.3f}\t{y:.3f}\t{s:.6f}\n" for (x, y), s in zip(xy, scores)
+            )
+        write_text_atomic(path, buf.getvalue())
+    return path
+
+
+def find_coords_file(directory: str | Path, stem: str) -> Path | None:
+    """The coordinate file for micrograph ``stem`` in ``directory`` (matched by file stem)."""
+    directory = Path(directory)
+    for suffix in COORD_SUFFIXES:
+        candidate = directory / f"{stem}{suffix}"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def check_inside(xy: np.ndarray, shape: tuple[int, int], path: str | Path) -> None:
+    """Raise if any centre lies outside an image of ``shape`` = (H, W)."""
+    h, w = shape
+    bad = (xy[:, 0] < -0.5) | (xy[:, 0] > w - 0.5) | (xy[:, 1] < -0.5) | (xy[:, 1] > h - 0.5)
+    if bad.any():
+        x, y = xy[np.argmax(bad)]
+        raise CryopickError(
+            f"{int(bad.sum())} coordinate(s) outside the {w}x{h} micrograph, e.g. ({x:g}, {y:g})", path
+        )

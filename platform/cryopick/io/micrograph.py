@@ -1,0 +1,125 @@
+"""Read micrographs (MRC via ``mrcfile``, TIFF via ``tifffile``) into float32 arrays.
+
+Every failure becomes a :class:`CryopickError` naming the file, never a library traceback.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cryopick.errors import CryopickError
+from cryopick.io.atomic import atomic_write
+
+MRC_SUFFIXES = (".mrc", ".mrcs", ".map", ".rec")
+TIFF_SUFFIXES = (".tif", ".tiff")
+
+
+@dataclass(frozen=True)
+class Micrograph:
+    """A 2-D micrograph.
+
+    Attributes:
+        data: (H, W) float32 image; ``data[y, x]``.
+        pixel_size: Å per pixel, or None when neither the header nor the user gave one.
+        path: the file it was read from.
+    """
+
+    data: np.ndarray
+    pixel_size: float | None
+    path: Path
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (int(self.data.shape[0]), int(self.data.shape[1]))
+
+    @property
+    def name(self) -> str:
+        return self.path.stem
+
+
+def _to_2d(data: np.ndarray, path: Path) -> np.ndarray:
+    """Accept (H, W) or a one-frame stack (1, H, W); reject anything else."""
+    if data.ndim == 3 and data.shape[0] == 1:
+        data = data[0]
+    if data.ndim != 2:
+        raise CryopickError(
+            f"expected a 2-D micrograph or a one-frame stack, got shape {tuple(data.shape)}", path
+        )
+    if min(data.shape) < 16:
+        raise CryopickError(f"micrograph is only {data.shape[1]}x{data.shape[0]} pixels", path)
+    return data
+
+
+def _read_mrc(path: Path) -> tuple[np.ndarray, float | None]:
+    import mrcfile
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # mrcfile warns on odd headers; we check what matters
+            with mrcfile.open(path, mode="r", permissive=False) as mrc:
+                data = np.asarray(mrc.data)
+                voxel = float(mrc.voxel_size.x)
+    except (ValueError, OSError, EOFError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CryopickError(f"not a readable MRC file ({reason})", path) from None
+    if data is None or data.size == 0:
+        raise CryopickError("MRC file holds no image data", path)
+    return data, (voxel if voxel > 0 else None)
+
+
+def _read_tiff(path: Path) -> tuple[np.ndarray, float | None]:
+    import tifffile
+
+    try:
+        data = tifffile.imread(path)
+    except Exception as exc:  # tifffile raises many types for corrupt files
+        raise CryopickError(f"not a readable TIFF file ({exc})", path) from None
+    return np.asarray(data), None
+
+
+def read_micrograph(path: str | Path, pixel_size: float | None = None) -> Micrograph:
+    """Read one micrograph as float32 and check it is usable.
+
+    Args:
+        path: an MRC (any of modes 0, 1, 2, 6, 12) or TIFF file.
+        pixel_size: Å/px; overrides the header when given.
+
+    Raises:
+        CryopickError: missing, truncated or unreadable file; not 2-D; NaN/inf; constant image.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CryopickError("no such micrograph file", path)
+    suffix = path.suffix.lower()
+    if suffix in TIFF_SUFFIXES:
+        data, header_px = _read_tiff(path)
+    elif suffix in MRC_SUFFIXES:
+        data, header_px = _read_mrc(path)
+    else:
+        raise CryopickError(
+            f"unknown micrograph type {suffix!r} (use {', '.join(MRC_SUFFIXES + TIFF_SUFFIXES)})",
+            path,
+        )
+    data = _to_2d(data, path).astype(np.float32, copy=True)
+    if not np.isfinite(data).all():
+        raise CryopickError("micrograph contains NaN or infinite values", path)
+    if float(data.max()) == float(data.min()):
+        raise CryopickError(f"micrograph is constant (every pixel is {float(data.min()):g})", path)
+    if pixel_size is not None and pixel_size <= 0:
+        raise CryopickError(f"pixel size must be positive, got {pixel_size}", path)
+    return Micrograph(data=data, pixel_size=pixel_size or header_px, path=path)
+
+
+def write_mrc(path: str | Path, data: np.ndarray, pixel_size: float | None = None) -> None:
+    """Write a 2-D array as an MRC file atomically (for heatmaps and test data)."""
+    import mrcfile
+
+    with atomic_write(path, suffix=".mrc") as tmp:
+        with mrcfile.new(tmp, overwrite=True) as mrc:
+            mrc.set_data(np.ascontiguousarray(data))
+            if pixel_size:
+                mrc.voxel_size = pixel_size

@@ -1,0 +1,91 @@
+"""Particle centres -> training masks, and the masked BCE loss.
+
+Mask values: 1 = particle, 0 = background, -1 = ignore (no gradient).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+IGNORE = -1
+
+
+def disk_offsets(radius: float) -> np.ndarray:
+    """(K, 2) integer (dy, dx) offsets covering a disk of ``radius`` plus one pixel of slack."""
+    r = int(np.ceil(radius)) + 1
+    dy, dx = np.mgrid[-r : r + 1, -r : r + 1]
+    return np.stack([dy.ravel(), dx.ravel()], axis=1)
+
+
+def circle_mask(shape: tuple[int, int], xy: np.ndarray, radius: float) -> np.ndarray:
+    """Filled circles of ``radius`` px around each centre.
+
+    Args:
+        shape: (H, W) of the mask.
+        xy: (N, 2) centres (x, y) in the mask's pixels; sub-pixel positions are honoured.
+        radius: circle radius in pixels; a pixel is inside when its centre is within ``radius``.
+
+    Returns:
+        (H, W) int8 mask with 1 inside any circle and 0 elsewhere.
+    """
+    h, w = shape
+    mask = np.zeros((h, w), dtype=np.int8)
+    xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
+    if len(xy) == 0:
+        return mask
+    off = disk_offsets(radius)  # (K, 2)
+    base = np.round(xy[:, ::-1]).astype(np.int64)  # (N, 2) as (row, col)
+    pos = base[:, None, :] + off[None, :, :]  # (N, K, 2)
+    d2 = ((pos - xy[:, None, ::-1]) ** 2).sum(-1)
+    keep = (d2 <= radius**2) & (pos[..., 0] >= 0) & (pos[..., 0] < h) & (pos[..., 1] >= 0) & (pos[..., 1] < w)
+    rows, cols = pos[keep][:, 0], pos[keep][:, 1]
+    mask[rows, cols] = 1
+    return mask
+
+
+def pseudo_label_mask(prob: np.ndarray, positive: float = 0.95, negative: float = 0.05) -> np.ndarray:
+    """Self-training targets from a heatmap: p > positive -> 1, p < negative -> 0, else ignore.
+
+    Args:
+        prob: (H, W) particle probabilities in [0, 1].
+
+    Returns:
+        (H, W) int8 mask in {-1, 0, 1}.
+    """
+    if not 0.0 <= negative < positive <= 1.0:
+        raise ValueError(f"need 0 <= negative < positive <= 1, got {negative}, {positive}")
+    mask = np.full(prob.shape, IGNORE, dtype=np.int8)
+    mask[prob > positive] = 1
+    mask[prob < negative] = 0
+    return mask
+
+
+def mask_coverage(mask: np.ndarray) -> dict[str, float]:
+    """Share of pixels that are particle / background / ignored."""
+    n = max(mask.size, 1)
+    return {
+        "positive": float((mask == 1).sum() / n),
+        "negative": float((mask == 0).sum() / n),
+        "ignored": float((mask == IGNORE).sum() / n),
+    }
+
+
+def masked_bce(logits: torch.Tensor, target: torch.Tensor, pos_weight: float = 1.0) -> torch.Tensor:
+    """Pixel-wise binary cross-entropy averaged over non-ignored pixels.
+
+    loss = mean over {target >= 0} of -[w * t * log p + (1 - t) * log(1 - p)], p = sigmoid(logits),
+    computed from logits for numerical stability. Returns 0 (with a gradient) when every pixel
+    is ignored, so a fully ignored batch cannot produce NaN.
+
+    Args:
+        logits: (B, 1, H, W) or any shape matching ``target``.
+        target: same shape, values in {-1, 0, 1}.
+    """
+    target = target.to(logits.dtype)
+    valid = target >= 0
+    t = target.clamp(min=0.0)
+    weight = torch.where(t > 0, torch.full_like(t, pos_weight), torch.ones_like(t)) * valid
+    loss = F.binary_cross_entropy_with_logits(logits, t, weight=weight, reduction="sum")
+    return loss / valid.sum().clamp(min=1)

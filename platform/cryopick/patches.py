@@ -1,0 +1,56 @@
+"""Random training patches with flips and 90-degree rotations."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from cryopick.dataset import TrainItem
+from cryopick.labels import IGNORE
+
+
+def _pad_to(image: np.ndarray, mask: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pad items smaller than a patch: image by reflection, mask with ignore."""
+    ph, pw = max(0, size - image.shape[0]), max(0, size - image.shape[1])
+    if not (ph or pw):
+        return image, mask
+    image = np.pad(image, ((0, ph), (0, pw)), mode="reflect" if ph < image.shape[0] and pw < image.shape[1] else "edge")
+    mask = np.pad(mask, ((0, ph), (0, pw)), constant_values=IGNORE)
+    return image, mask
+
+
+def augment(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """One of the 8 dihedral transforms, applied to image and mask alike."""
+    k = int(rng.integers(4))
+    image, mask = np.rot90(image, k), np.rot90(mask, k)
+    if rng.random() < 0.5:
+        image, mask = image[:, ::-1], mask[:, ::-1]
+    return image, mask
+
+
+def sample_patches(
+    items: Sequence[TrainItem], n: int, size: int, rng: np.random.Generator, augment_patches: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` random patches, micrographs chosen in proportion to their labeled area.
+
+    Returns:
+        images: (n, 1, size, size) float32.
+        masks: (n, 1, size, size) int8 in {-1, 0, 1}.
+    """
+    weights = np.array([float((it.mask >= 0).sum()) for it in items])
+    if weights.sum() == 0:
+        raise ValueError("no labeled pixels to train on")
+    weights /= weights.sum()
+    images = np.empty((n, 1, size, size), dtype=np.float32)
+    masks = np.empty((n, 1, size, size), dtype=np.int8)
+    picks = rng.choice(len(items), size=n, p=weights)
+    for i, j in enumerate(picks):
+        image, mask = _pad_to(items[j].image, items[j].mask, size)
+        y = int(rng.integers(image.shape[0] - size + 1))
+        x = int(rng.integers(image.shape[1] - size + 1))
+        pi, pm = image[y : y + size, x : x + size], mask[y : y + size, x : x + size]
+        if augment_patches:
+            pi, pm = augment(pi, pm, rng)
+        images[i, 0], masks[i, 0] = pi, pm
+    return images, masks

@@ -1,0 +1,96 @@
+"""Whole-micrograph heatmaps by sliding-window inference (nnU-Net style).
+
+Tiles overlap and are blended with a Gaussian importance map, so there are no tile seams; tiles
+run in batches under ``torch.inference_mode``, so peak memory is set by the tile batch, not by
+the micrograph.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+from cryopick.config import PickConfig
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """'auto' -> CUDA when available, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def gaussian_importance(shape: tuple[int, int], sigma_scale: float = 0.125) -> np.ndarray:
+    """(h, w) float32 Gaussian weights peaking at the tile centre, clamped above zero.
+
+    Tile borders see the least context, so they count least where tiles overlap.
+    """
+    axes = []
+    for size in shape:
+        c = np.arange(size, dtype=np.float64) - (size - 1) / 2.0
+        axes.append(np.exp(-(c**2) / (2 * (size * sigma_scale) ** 2)))
+    w = np.outer(axes[0], axes[1])
+    return np.maximum(w / w.max(), 1e-3).astype(np.float32)  # edge pixels still need weight
+
+
+def tile_starts(length: int, tile: int, step: int) -> list[int]:
+    """Start offsets covering [0, length) with tiles of ``tile`` px and stride <= ``step``."""
+    if length <= tile:
+        return [0]
+    n = int(np.ceil((length - tile) / step)) + 1
+    return [int(round(s)) for s in np.linspace(0, length - tile, n)]
+
+
+def _tiles(shape: tuple[int, int], tile: tuple[int, int], overlap: float) -> Iterator[tuple[int, int]]:
+    for y in tile_starts(shape[0], tile[0], max(16, int(tile[0] * (1.0 - overlap)))):
+        for x in tile_starts(shape[1], tile[1], max(16, int(tile[1] * (1.0 - overlap)))):
+            yield y, x
+
+
+def _autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
+    if not enabled:
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if device.type == "cpu" or torch.cuda.is_bf16_supported() else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def predict_heatmap(
+    model: nn.Module,
+    image: np.ndarray,
+    cfg: PickConfig | None = None,
+    device: torch.device | None = None,
+) -> np.ndarray:
+    """Particle probabilities for a whole preprocessed micrograph.
+
+    Args:
+        model: a U-Net returning (B, 1, h, w) probabilities; put in eval mode here.
+        image: (H, W) float32 preprocessed micrograph.
+        cfg: tiling / precision settings.
+
+    Returns:
+        (H, W) float32 heatmap in [0, 1].
+    """
+    cfg = cfg or PickConfig()
+    device = device or next(model.parameters()).device
+    model.eval()
+    h, w = image.shape
+    th, tw = min(cfg.tile_size, h), min(cfg.tile_size, w)  # small micrographs: one tile
+    weight = gaussian_importance((th, tw))
+    acc = np.zeros((h, w), dtype=np.float32)
+    norm = np.zeros((h, w), dtype=np.float32)
+    positions = list(_tiles((h, w), (th, tw), cfg.tile_overlap))
+    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    with torch.inference_mode(), _autocast(device, cfg.amp):
+        for i in range(0, len(positions), cfg.tile_batch):
+            batch_pos = positions[i : i + cfg.tile_batch]
+            batch = np.stack([image[y : y + th, x : x + tw] for y, x in batch_pos])[:, None]
+            x_t = torch.from_numpy(batch).to(device).contiguous(memory_format=memory_format)
+            probs = model(x_t).float().cpu().numpy()[:, 0]
+            for (y, x), p in zip(batch_pos, probs):
+                acc[y : y + th, x : x + tw] += p * weight
+                norm[y : y + th, x : x + tw] += weight
+    return acc / norm
