@@ -1,0 +1,75 @@
+"""Write one benchmark's figures into its own section of ``docs/benchmarks.md``.
+
+Each script owns the text between ``<!-- BEGIN name -->`` and ``<!-- END name -->``, so scripts
+run independently (and re-runs replace their old figures) without touching each other's sections.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import platform
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DOC = REPO / "docs" / "benchmarks.md"
+HEADER = "# cryopick benchmarks\n\nEvery figure below was measured by the script named in its section; rerun it to refresh.\n"
+
+
+def machine() -> str:
+    """One line: CPU model, cores, memory, GPU if any, date."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = ""
+    try:
+        kb = int(next(l for l in Path("/proc/meminfo").read_text().splitlines() if l.startswith("MemTotal")).split()[1])
+        mem = f", {kb / 2**20:.0f} GiB RAM"
+    except (OSError, StopIteration, ValueError):
+        pass
+    gpu = "no GPU"
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            gpu = torch.cuda.get_device_name(0)
+        torch_v = f", torch {torch.__version__}"
+    except ImportError:
+        torch_v = ""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"{cpu}, {cores} cores{mem}, {gpu}{torch_v}; {_dt.date.today().isoformat()}"
+
+
+def command() -> str:
+    return "python " + " ".join([str(Path(sys.argv[0]).resolve().relative_to(REPO)) if Path(sys.argv[0]).exists() else sys.argv[0], *sys.argv[1:]])
+
+
+def git_rev() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def update_section(name: str, title: str, body: str, doc: Path = DOC) -> None:
+    """Replace (or append) section ``name`` with ``body``, stamped with command, machine and commit."""
+    block = (
+        f"<!-- BEGIN {name} -->\n## {title}\n\n"
+        f"Command: `{command()}`  \nMachine: {machine()}  \nCommit: {git_rev()}\n\n{body.strip()}\n<!-- END {name} -->"
+    )
+    text = doc.read_text() if doc.exists() else HEADER
+    pattern = re.compile(rf"<!-- BEGIN {re.escape(name)} -->.*?<!-- END {re.escape(name)} -->", re.S)
+    text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
+    tmp = doc.with_suffix(".md.tmp")
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    tmp.write_text(text)
+    tmp.replace(doc)
+    print(block)
