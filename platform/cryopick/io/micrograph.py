@@ -68,6 +68,8 @@ def _read_mrc(path: Path) -> tuple[np.ndarray, float | None]:
         raise CryopickError(f"not a readable MRC file ({reason})", path) from None
     if data is None or data.size == 0:
         raise CryopickError("MRC file holds no image data", path)
+    if np.iscomplexobj(data):  # modes 3/4: a Fourier transform, not an image
+        raise CryopickError(f"MRC holds complex values (dtype {data.dtype}), not a real-space micrograph", path)
     return data, (voxel if voxel > 0 else None)
 
 

@@ -1,0 +1,114 @@
+"""Pick a whole data set: resumable, fault tolerant, one coordinate file per micrograph.
+
+Writes OUT/picks/NAME.star (or --format), a RELION OUT/coordinate_files.star index, all picks
+merged in OUT/particles.star (RELION 5 / cryoSPARC import), OUT/failures.tsv (micrograph, reason),
+OUT/summary.json and OUT/particles_per_micrograph.png. Rerunning the same command skips every
+micrograph whose output is complete and redoes partial ones; bad micrographs (truncated, corrupt,
+empty, NaN, constant, smaller than the particle) are listed in failures.tsv and the campaign goes
+on. Exit code 0 when every micrograph was picked, 1 when some failed, 2 on a usage error.
+
+Engine: local (this process) by default; Ray (--ray) when RAY_ADDRESS is set or --workers > 1,
+with an actor pool that loads the model once per actor and uses GPUs where the cluster has them.
+--config takes a YAML like pipelines/configs/pick_cpu.yaml; flags override it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+TOP_KEYS = ("model", "micrographs", "out", "engine", "campaign")
+# flag -> (section, key) in the campaign config; None section = top level of CampaignConfig
+FLAGS = {
+    "format": (None, "format"), "box_size": (None, "box_size"), "pixel_size": (None, "pixel_size"),
+    "device": (None, "device"), "workers": (None, "workers"), "cpus_per_worker": (None, "cpus_per_worker"),
+    "gpus_per_worker": (None, "gpus_per_worker"), "batch_size": (None, "batch_size"),
+    "max_task_retries": (None, "max_task_retries"), "threshold": ("pick", "threshold"),
+    "min_distance": ("pick", "min_distance"), "border": ("pick", "border"), "tile_size": ("pick", "tile_size"),
+    "tile_batch": ("pick", "tile_batch"), "mask_sigma": ("mask", "max_sigma"), "mask_window": ("mask", "window"),
+}
+
+
+def add_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", type=Path, help="run directory from `cryopick train` (or a model.pt)")
+    parser.add_argument("--micrographs", nargs="+", help="MRC/TIFF files, globs, directories, .txt or RELION .star manifests")
+    parser.add_argument("--out", type=Path, help="campaign output directory (reused to resume)")
+    parser.add_argument("--config", type=Path, help="YAML with model/micrographs/out/engine and a campaign section")
+    parser.add_argument("--format", choices=["star", "box", "csv", "txt"], help="pick file format (default star)")
+    parser.add_argument("--threshold", type=float, help="score threshold in [0, 1] (default: stored with the model)")
+    parser.add_argument("--min-distance", type=float, help="minimum distance between picks, px (default: stored)")
+    parser.add_argument("--border", type=float, help="drop picks closer than this to the edge, px")
+    parser.add_argument("--box-size", type=float, help="box size for .box output, px (default 1.5 x diameter)")
+    parser.add_argument("--pixel-size", type=float, help="Å/px, overriding the MRC headers")
+    g = parser.add_argument_group("carbon / thick-ice mask")
+    g.add_argument("--mask", action=argparse.BooleanOptionalAction, default=None,
+                   help="drop picks in regions whose local mean/std is far from the micrograph's median")
+    g.add_argument("--mask-sigma", type=float, help="flag regions this many robust sigmas off the median (default 4)")
+    g.add_argument("--mask-window", type=float, help="statistics window in particle diameters (default 3)")
+    g = parser.add_argument_group("engine")
+    e = g.add_mutually_exclusive_group()
+    e.add_argument("--ray", dest="engine", action="store_const", const="ray", help="run on Ray (RAY_ADDRESS or a local Ray)")
+    e.add_argument("--local", dest="engine", action="store_const", const="local", help="run in this process")
+    g.add_argument("--workers", type=int, help="Ray actors (default: one per GPU, else one per --cpus-per-worker CPUs)")
+    g.add_argument("--cpus-per-worker", type=float, help="Ray CPUs per actor (default 1)")
+    g.add_argument("--gpus-per-worker", type=float, help="Ray GPUs per actor (default 1 when the cluster has GPUs)")
+    g.add_argument("--batch-size", type=int, help="micrographs per actor call (default 4)")
+    g.add_argument("--max-task-retries", type=int, help="retries of a batch whose actor died (default 3)")
+    g.add_argument("--device", help="auto, cpu, cuda or cuda:N (default auto)")
+    g.add_argument("--tile-size", type=int, help="inference tile, binned px (default 512)")
+    g.add_argument("--tile-batch", type=int, help="tiles per forward pass (halved automatically on out-of-memory)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def resolve(args: argparse.Namespace) -> tuple[Path, list[Path], Path, Any, str]:
+    """YAML (if any) overlaid with flags -> (model, micrographs, out, CampaignConfig, engine).
+
+    Raises:
+        CryopickError: unknown keys, bad values, missing inputs or files (before any work starts).
+    """
+    from cryopick.campaign import campaign_config
+    from cryopick.config import load_yaml
+    from cryopick.errors import CryopickError
+    from cryopick.io.manifest import resolve_micrographs
+
+    raw = load_yaml(args.config) if args.config else {}
+    unknown = sorted(set(raw) - set(TOP_KEYS))
+    if unknown:
+        raise CryopickError(f"unknown config key {unknown[0]!r} (known: {', '.join(TOP_KEYS)})", args.config)
+    section: dict[str, Any] = dict(raw.get("campaign") or {})
+    for sub in ("pick", "mask"):
+        section[sub] = dict(section.get(sub) or {})
+    for flag, (sub, key) in FLAGS.items():
+        value = getattr(args, flag, None)
+        if value is not None:
+            (section[sub] if sub else section)[key] = value
+    if args.mask is not None:
+        section["mask"]["enabled"] = args.mask
+    cfg = campaign_config(section)
+    model = args.model or raw.get("model")
+    mics = args.micrographs or raw.get("micrographs")
+    out = args.out or raw.get("out")
+    for name, value in (("--model", model), ("--micrographs", mics), ("--out", out)):
+        if not value:
+            raise CryopickError(f"{name} is required (as a flag or in --config)")
+    model = Path(model)
+    if not model.exists():
+        raise CryopickError("no such model (expected a run directory with model.pt)", model)
+    micrographs = resolve_micrographs([mics] if isinstance(mics, str) else mics)
+    engine = args.engine or raw.get("engine") or "auto"
+    if engine == "auto":
+        engine = "ray" if os.environ.get("RAY_ADDRESS") or cfg.workers > 1 else "local"
+    if engine not in ("local", "ray"):
+        raise CryopickError(f"engine must be auto, local or ray, got {engine!r}")
+    return model, micrographs, Path(out), cfg, engine
+
+
+def main(args: argparse.Namespace) -> int:
+    from cryopick.campaign import run_campaign
+
+    model, micrographs, out, cfg, engine = resolve(args)
+    summary = run_campaign(model, micrographs, out, cfg, engine, progress=not args.quiet)
+    print("\n".join(summary.lines()))
+    return 1 if summary.failed else 0

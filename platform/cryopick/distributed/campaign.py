@@ -1,0 +1,148 @@
+"""Ray Data engine for picking campaigns: an actor pool that loads the model once per actor.
+
+``ray.data.from_items(paths)`` streams through ``map_batches(_PickActor, concurrency=N)``; each
+actor reads, picks and writes its micrographs' files atomically (``MicrographPicker``) and
+returns only small status rows, so the driver never holds images or heatmaps and memory stays
+bounded however many micrographs there are.
+
+Faults:
+- a bad micrograph is a ``failed`` row, never an exception;
+- an actor that dies (killed, OOM-killed by Ray's memory monitor) is restarted by Ray
+  (``max_restarts=-1``) and its batch retried (``max_task_retries``); micrographs the dead actor
+  had finished are complete on disk and skipped, so each ends with exactly one output file;
+- a batch that exhausts its retries is dropped by Ray Data (``max_errored_blocks=-1``) instead of
+  failing the run; its micrographs are retried one per task, so one poison micrograph fails alone
+  and is recorded as lost rather than taking its batch-mates with it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import os
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray
+import ray.data
+
+from cryopick.campaign import ROW_KEYS, CampaignConfig, CampaignPlan, MicrographPicker
+
+
+class _PickActor:
+    """Ray Data callable class: model loaded in ``__init__`` (once per actor), rows out."""
+
+    def __init__(self, model: str, cfg: CampaignConfig, out: str, fp: str) -> None:
+        self.picker = MicrographPicker(model, cfg, out, fp)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[Any]]:
+        rows = [self.picker.process(str(p)) for p in batch["path"]]
+        return {k: [r[k] for r in rows] for k in ROW_KEYS}
+
+
+def ensure_ray(num_cpus: int | None = None) -> None:
+    """Connect to the cluster in ``RAY_ADDRESS`` (a submitted job), or start a local Ray.
+
+    Resources are passed only for a new local Ray: inside ``ray job submit`` a ``ray.init``
+    with ``num_cpus`` raises ValueError.
+    """
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(log_to_driver=False)
+    else:
+        # address="local": a new Ray for this process, never someone else's cluster on this host
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+
+
+def pool_shape(cfg: CampaignConfig) -> tuple[int, float, float]:
+    """(actors, CPUs per actor, GPUs per actor) for the connected cluster."""
+    res = ray.cluster_resources()
+    gpus = float(res.get("GPU", 0.0))
+    gpus_per = cfg.gpus_per_worker if cfg.gpus_per_worker is not None else (1.0 if gpus >= 1 else 0.0)
+    if cfg.workers:
+        workers = cfg.workers
+    elif gpus_per > 0:
+        workers = max(1, int(gpus // gpus_per))
+    else:
+        workers = max(1, int(float(res.get("CPU", 1.0)) // cfg.cpus_per_worker))
+    return workers, cfg.cpus_per_worker, gpus_per
+
+
+@contextlib.contextmanager
+def _data_context(show_ray_progress: bool) -> Iterator[None]:
+    """Tolerate dropped blocks (recovered by the driver) for the duration of a campaign."""
+    ctx = ray.data.DataContext.get_current()
+    saved = (ctx.max_errored_blocks, ctx.enable_progress_bars)
+    ctx.max_errored_blocks = -1
+    ctx.enable_progress_bars = show_ray_progress
+    try:
+        yield
+    finally:
+        ctx.max_errored_blocks, ctx.enable_progress_bars = saved
+
+
+def _stream(
+    plan: CampaignPlan, paths: Sequence[str], batch_size: int, retries: int, actor_cls: type
+) -> Iterator[dict[str, Any]]:
+    """One Ray Data pass over ``paths`` (absolute); yields status rows as they arrive."""
+    workers, cpus, gpus = pool_shape(plan.cfg)
+    worker_cfg = dataclasses.replace(plan.cfg, torch_threads=plan.cfg.torch_threads or max(1, math.ceil(cpus)))
+    # one block per batch: a retried block redoes (or skips, when complete) at most one batch
+    ds = ray.data.from_items([{"path": p} for p in paths], override_num_blocks=math.ceil(len(paths) / batch_size))
+    with warnings.catch_warnings():
+        # Ray 2.60 has no named parameter for max_restarts/max_task_retries; the **ray_remote_args
+        # route is deprecated (removal announced for 2.64) but still the only one.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        ds = ds.map_batches(
+            actor_cls,
+            fn_constructor_kwargs={"model": str(plan.model.resolve()), "cfg": worker_cfg,
+                                   "out": str(plan.layout.out.resolve()), "fp": plan.fingerprint},
+            batch_size=batch_size,
+            batch_format="numpy",
+            compute=ray.data.ActorPoolStrategy(size=min(workers, len(paths))),
+            num_cpus=cpus,
+            num_gpus=gpus,
+            max_restarts=-1,  # a killed actor comes back (with its model reloaded)
+            max_task_retries=retries,  # and its batch is retried, finitely so a poison batch ends
+        )
+    for row in ds.iter_rows():  # streaming: small rows only, never the whole dataset
+        yield {k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
+
+
+def ray_rows(plan: CampaignPlan, progress: bool = True, actor_cls: type = _PickActor) -> Iterator[dict[str, Any]]:
+    """Pick ``plan.todo`` on the Ray cluster; one status row per micrograph that came back.
+
+    Micrographs whose batch was lost even after retries are retried one per task; any still
+    missing are left out (``finish_campaign`` records them as failed). ``actor_cls`` (a
+    ``_PickActor`` subclass) lets fault-injection tests crash or slow chosen actors.
+    """
+    from tqdm.auto import tqdm
+
+    if not plan.todo:
+        return
+    ensure_ray()
+    original = {str(m.resolve()): str(m) for m in plan.todo}  # rows name micrographs as the user did
+    pending = list(original)
+    bar = tqdm(total=len(pending), desc="campaign", unit="mic", disable=not progress, mininterval=1.0)
+    failed = 0
+    with _data_context(show_ray_progress=False):
+        for batch_size in dict.fromkeys((plan.cfg.batch_size, 1)):  # second pass: one per task
+            seen: set[str] = set()
+            for row in _stream(plan, pending, batch_size, plan.cfg.max_task_retries, actor_cls):
+                if row["micrograph"] in seen or row["micrograph"] not in original:
+                    continue
+                seen.add(row["micrograph"])
+                failed += row["status"] == "failed"
+                bar.update(1)
+                bar.set_postfix(failed=failed, refresh=False)
+                yield {**row, "micrograph": original[row["micrograph"]]}
+            pending = [p for p in pending if p not in seen]
+            if not pending:
+                break
+    bar.close()
