@@ -1,0 +1,123 @@
+"""End to end: `cryopick dashboard` (`streamlit run`) on localhost, opened in headless Chromium.
+
+Waits for the per-round chart, checks the page shows the campaign's round count and F1 values,
+and saves the screenshot the README shows (``docs/img/dashboard.png``). Needs Debian's
+``chromium`` (``/usr/bin/chromium``, or ``$CRYOPICK_CHROMIUM``); Playwright drives it, its own
+browser downloads are not used.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from dashboard_store import WrittenCampaign, shared_campaign
+
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(180)]
+
+REPO = Path(__file__).resolve().parents[1]
+SCREENSHOT = REPO / "docs" / "img" / "dashboard.png"
+VIEWER_SHOT = REPO / "docs" / "img" / "dashboard_viewer.png"
+CHROMIUM = os.environ.get("CRYOPICK_CHROMIUM", "/usr/bin/chromium")
+
+
+@pytest.fixture(scope="session")
+def campaign(sim_data: Path, tmp_path_factory: pytest.TempPathFactory) -> WrittenCampaign:
+    return shared_campaign(sim_data, tmp_path_factory)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"dashboard exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as resp:
+                if resp.read().strip() == b"ok":
+                    return
+        except OSError:
+            time.sleep(0.3)
+    pytest.fail(f"dashboard not healthy after {timeout_s} s:\n{log.read_text()[-3000:]}")
+
+
+@pytest.fixture
+def server(campaign: WrittenCampaign, tmp_path: Path) -> Iterator[str]:
+    """`cryopick dashboard` on a free port, in its own process group (stopped by that id)."""
+    port = free_port()
+    log = tmp_path / "dashboard.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "cryopick.cli", "dashboard", "--tracking-uri", str(campaign.campaign_dir),
+             "--port", str(port)],
+            cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(url, proc, log)
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=5)
+
+
+def metric_value(page, label: str) -> str:  # noqa: ANN001 - playwright Page
+    metric = page.locator('[data-testid="stMetric"]').filter(has_text=label)
+    return metric.locator('[data-testid="stMetricValue"]').inner_text().strip()
+
+
+def test_dashboard_in_chromium(server: str, campaign: WrittenCampaign) -> None:
+    if not Path(CHROMIUM).is_file() and not shutil.which(CHROMIUM):
+        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    f1 = [f"{campaign.rounds[r]['f1']:.3f}" for r in sorted(campaign.rounds)]
+    with sync_playwright() as pw:
+        # --no-sandbox: CI runs as root, where Chromium refuses its sandbox.
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1500})
+            page.goto(server, timeout=60_000)
+            chart = page.locator('[data-testid="stVegaLiteChart"]').first
+            chart.wait_for(state="visible", timeout=60_000)
+            chart.locator("canvas, svg").first.wait_for(state="visible", timeout=30_000)  # vega drew it
+            main = page.locator('[data-testid="stMain"]')
+            main.get_by_text(f"F1 per round: {' → '.join(f1)}").wait_for(timeout=30_000)
+            assert metric_value(page, "Rounds completed") == str(len(f1))
+            assert metric_value(page, "Latest F1") == f1[-1]
+            assert metric_value(page, "Best F1") == max(f1, key=float)
+            body = main.inner_text()
+            assert f"Campaign {campaign.name}" in body
+            assert "Traceback" not in body and "Error" not in body
+            page.wait_for_timeout(1500)  # let the charts finish their first animation frame
+            SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(SCREENSHOT))
+            # The micrograph viewer draws in the browser too: its tab shows the overlay image.
+            page.get_by_role("tab", name="Micrographs").click()
+            image = page.locator('[data-testid="stImage"] img').first
+            image.wait_for(state="visible", timeout=30_000)
+            page.wait_for_function("img => img.complete && img.naturalWidth > 300", arg=image.element_handle())
+            assert "true picks" in main.inner_text()
+            image.scroll_into_view_if_needed()
+            page.screenshot(path=str(VIEWER_SHOT))
+        finally:
+            browser.close()
+    assert SCREENSHOT.stat().st_size > 20_000 and VIEWER_SHOT.stat().st_size > 20_000
