@@ -11,8 +11,8 @@ Faults:
   (``max_restarts=-1``) and its batch retried (``max_task_retries``); micrographs the dead actor
   had finished are complete on disk and skipped, so each ends with exactly one output file;
 - a batch that exhausts its retries is dropped by Ray Data (``max_errored_blocks=-1``) instead of
-  failing the run; its micrographs are retried one per task, so one poison micrograph fails alone
-  and is recorded as lost rather than taking its batch-mates with it.
+  failing the run; its micrographs are retried one per task (one task per actor at a time), so
+  one poison micrograph fails alone and is recorded as lost, not taking its batch-mates with it.
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ import ray
 import ray.data
 
 from cryopick.campaign import ROW_KEYS, CampaignConfig, CampaignPlan, MicrographPicker
+
+MAX_SINGLE_PASSES = 3  # recovery passes after the batched one
 
 
 class _PickActor:
@@ -88,9 +90,13 @@ def _data_context(show_ray_progress: bool) -> Iterator[None]:
 
 
 def _stream(
-    plan: CampaignPlan, paths: Sequence[str], batch_size: int, retries: int, actor_cls: type
+    plan: CampaignPlan, paths: Sequence[str], batch_size: int, in_flight: int | None, actor_cls: type
 ) -> Iterator[dict[str, Any]]:
-    """One Ray Data pass over ``paths`` (absolute); yields status rows as they arrive."""
+    """One Ray Data pass over ``paths`` (absolute); yields status rows as they arrive.
+
+    ``in_flight``: tasks queued per actor (None = Ray's default); 1 makes an actor's death
+    cost only the micrograph it was working on.
+    """
     workers, cpus, gpus = pool_shape(plan.cfg)
     worker_cfg = dataclasses.replace(plan.cfg, torch_threads=plan.cfg.torch_threads or max(1, math.ceil(cpus)))
     # one block per batch: a retried block redoes (or skips, when complete) at most one batch
@@ -105,11 +111,11 @@ def _stream(
                                    "out": str(plan.layout.out.resolve()), "fp": plan.fingerprint},
             batch_size=batch_size,
             batch_format="numpy",
-            compute=ray.data.ActorPoolStrategy(size=min(workers, len(paths))),
+            compute=ray.data.ActorPoolStrategy(size=min(workers, len(paths)), max_tasks_in_flight_per_actor=in_flight),
             num_cpus=cpus,
             num_gpus=gpus,
             max_restarts=-1,  # a killed actor comes back (with its model reloaded)
-            max_task_retries=retries,  # and its batch is retried, finitely so a poison batch ends
+            max_task_retries=plan.cfg.max_task_retries,  # its batch retried, finitely: a poison batch ends
         )
     for row in ds.iter_rows():  # streaming: small rows only, never the whole dataset
         yield {k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
@@ -118,8 +124,8 @@ def _stream(
 def ray_rows(plan: CampaignPlan, progress: bool = True, actor_cls: type = _PickActor) -> Iterator[dict[str, Any]]:
     """Pick ``plan.todo`` on the Ray cluster; one status row per micrograph that came back.
 
-    Micrographs whose batch was lost even after retries are retried one per task; any still
-    missing are left out (``finish_campaign`` records them as failed). ``actor_cls`` (a
+    Micrographs whose batch was lost even after retries are retried one per task and per actor
+    (up to ``MAX_SINGLE_PASSES`` passes, while they make progress); any still missing are left out (``finish_campaign`` records them as failed). ``actor_cls`` (a
     ``_PickActor`` subclass) lets fault-injection tests crash or slow chosen actors.
     """
     from tqdm.auto import tqdm
@@ -131,10 +137,13 @@ def ray_rows(plan: CampaignPlan, progress: bool = True, actor_cls: type = _PickA
     pending = list(original)
     bar = tqdm(total=len(pending), desc="campaign", unit="mic", disable=not progress, mininterval=1.0)
     failed = 0
+    # pass 1 in batches; then one micrograph per task and per actor, repeated while it makes
+    # progress, so the micrographs that shared a task or an actor with a poison one are recovered
+    passes = [(plan.cfg.batch_size, None)] + [(1, 1)] * MAX_SINGLE_PASSES
     with _data_context(show_ray_progress=False):
-        for batch_size in dict.fromkeys((plan.cfg.batch_size, 1)):  # second pass: one per task
+        for batch_size, in_flight in passes:
             seen: set[str] = set()
-            for row in _stream(plan, pending, batch_size, plan.cfg.max_task_retries, actor_cls):
+            for row in _stream(plan, pending, batch_size, in_flight, actor_cls):
                 if row["micrograph"] in seen or row["micrograph"] not in original:
                     continue
                 seen.add(row["micrograph"])
@@ -143,6 +152,6 @@ def ray_rows(plan: CampaignPlan, progress: bool = True, actor_cls: type = _PickA
                 bar.set_postfix(failed=failed, refresh=False)
                 yield {**row, "micrograph": original[row["micrograph"]]}
             pending = [p for p in pending if p not in seen]
-            if not pending:
+            if not pending or (not seen and in_flight == 1):
                 break
     bar.close()
