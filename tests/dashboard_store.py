@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 
 @dataclass
@@ -28,7 +29,9 @@ class WrittenCampaign:
     stems: list[str] = field(default_factory=list)
 
 
-def _preview(image: np.ndarray, truth: np.ndarray, rng: np.random.Generator, quality: float, binning: int = 2):
+def _preview(
+    image: np.ndarray, truth: np.ndarray, rng: np.random.Generator, quality: float, binning: int = 2,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Binned image, heatmap with a blob on each detected particle, picks (original px) and scores."""
     from scipy import ndimage
 
@@ -130,14 +133,14 @@ def write_contract_campaign(
 _CACHE: dict[str, object] = {}  # session-wide: the fixtures of several modules share these
 
 
-def shared_campaign(sim: Path, tmp_path_factory) -> WrittenCampaign:  # noqa: ANN001 - pytest.TempPathFactory
+def shared_campaign(sim: Path, tmp_path_factory: pytest.TempPathFactory) -> WrittenCampaign:
     """The session's campaign store, written once and shared by every dashboard test module."""
     if "campaign" not in _CACHE:
         _CACHE["campaign"] = write_contract_campaign(tmp_path_factory.mktemp("dash_campaigns"), sim)
     return _CACHE["campaign"]  # type: ignore[return-value]
 
 
-def empty_store(tmp_path_factory, dest: Path) -> str:  # noqa: ANN001 - pytest.TempPathFactory
+def empty_store(tmp_path_factory: pytest.TempPathFactory, dest: Path) -> str:
     """A fresh, empty ``mlflow.db`` at ``dest``: a copy of a template, since creating one takes ~6 s."""
     import shutil
 

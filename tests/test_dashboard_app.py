@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import numpy as np
 import pandas as pd
 import pytest
 from dashboard_store import WrittenCampaign, empty_store, shared_campaign
+
+if TYPE_CHECKING:
+    from streamlit.testing.v1 import AppTest
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -18,7 +23,7 @@ def campaign(sim_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Writte
     return shared_campaign(sim_data, tmp_path_factory)
 
 
-def run_app(monkeypatch: pytest.MonkeyPatch, uri: str):  # noqa: ANN201 - AppTest
+def run_app(monkeypatch: pytest.MonkeyPatch, uri: str) -> AppTest:
     """The page as a first visitor sees it, with ``uri`` as the default store."""
     from streamlit.testing.v1 import AppTest
 
@@ -28,7 +33,7 @@ def run_app(monkeypatch: pytest.MonkeyPatch, uri: str):  # noqa: ANN201 - AppTes
     return at
 
 
-def texts(at, kind: str) -> list[str]:  # noqa: ANN001 - AppTest
+def texts(at: AppTest, kind: str) -> list[str]:
     return [str(e.value) for e in getattr(at, kind)]
 
 
@@ -63,8 +68,6 @@ def test_micrograph_viewer_follows_choices(monkeypatch: pytest.MonkeyPatch, camp
     assert not at.exception
     caption = next(c for c in texts(at, "caption") if "true picks" in c)
     npz = campaign.campaign_dir / "round_000" / "preview" / f"{sorted(campaign.stems)[-1]}.npz"
-    import numpy as np
-
     with np.load(npz) as z:
         n_picks, n_true = len(z["picks_xy"]), len(z["truth_xy"])
     assert caption.startswith(f"{n_picks} of {n_picks} picks at score ≥ 0.00; {n_true} true picks")

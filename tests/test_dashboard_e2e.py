@@ -18,9 +18,13 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from dashboard_store import WrittenCampaign, shared_campaign
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Page
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(180)]
 
@@ -56,13 +60,20 @@ def wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout_s: float =
 
 
 @pytest.fixture
-def server(campaign: WrittenCampaign, tmp_path: Path) -> Iterator[str]:
+def store_copy(campaign: WrittenCampaign, tmp_path: Path) -> Path:
+    """A copy of the campaign directory: the test logs one more round into it (artifact paths in
+    its ``mlflow.db`` still point at the original, which stays untouched for the other tests)."""
+    return Path(shutil.copytree(campaign.campaign_dir, tmp_path / campaign.name))
+
+
+@pytest.fixture
+def server(store_copy: Path, tmp_path: Path) -> Iterator[str]:
     """`cryopick dashboard` on a free port, in its own process group (stopped by that id)."""
     port = free_port()
     log = tmp_path / "dashboard.log"
     with log.open("w") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "cryopick.cli", "dashboard", "--tracking-uri", str(campaign.campaign_dir),
+            [sys.executable, "-m", "cryopick.cli", "dashboard", "--tracking-uri", str(store_copy),
              "--port", str(port)],
             cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )
@@ -79,12 +90,27 @@ def server(campaign: WrittenCampaign, tmp_path: Path) -> Iterator[str]:
             proc.wait(timeout=5)
 
 
-def metric_value(page, label: str) -> str:  # noqa: ANN001 - playwright Page
+def metric_value(page: Page, label: str) -> str:
     metric = page.locator('[data-testid="stMetric"]').filter(has_text=label)
     return metric.locator('[data-testid="stMetricValue"]').inner_text().strip()
 
 
-def test_dashboard_in_chromium(server: str, campaign: WrittenCampaign) -> None:
+def log_round(store: Path, rnd: int, f1: float) -> None:
+    """What the orchestrator does when a round finishes: a nested run with its metrics."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{store / 'mlflow.db'}")
+    parent = client.search_runs([e.experiment_id for e in client.search_experiments()],
+                                "tags.`cryopick.kind` = 'campaign'")[0]
+    run = client.create_run(parent.info.experiment_id, run_name=f"round_{rnd:03d}", tags={
+        "cryopick.kind": "round", "cryopick.round": str(rnd), "mlflow.parentRunId": parent.info.run_id})
+    for key, value in {"precision": f1, "recall": f1, "f1": f1}.items():
+        client.log_metric(run.info.run_id, key, value, step=rnd)
+        client.log_metric(parent.info.run_id, key, value, step=rnd)
+    client.set_terminated(run.info.run_id)
+
+
+def test_dashboard_in_chromium(server: str, store_copy: Path, campaign: WrittenCampaign) -> None:
     if not Path(CHROMIUM).is_file() and not shutil.which(CHROMIUM):
         pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
     from playwright.sync_api import sync_playwright
@@ -118,6 +144,16 @@ def test_dashboard_in_chromium(server: str, campaign: WrittenCampaign) -> None:
             assert "true picks" in main.inner_text()
             image.scroll_into_view_if_needed()
             page.screenshot(path=str(VIEWER_SHOT))
+            # Refresh while a campaign runs: shortest interval, log a round, the page picks it up.
+            page.get_by_role("slider").first.focus()
+            page.keyboard.press("Home")
+            thumb = page.locator('[data-testid="stSliderThumbValue"]').first
+            page.wait_for_function("el => el.innerText.trim() === '2'", arg=thumb.element_handle(), timeout=10_000)
+            t0 = time.monotonic()
+            log_round(store_copy, len(f1), 0.9)
+            main.get_by_text(f"F1 per round: {' → '.join([*f1, '0.900'])}").wait_for(timeout=30_000)
+            assert metric_value(page, "Rounds completed") == str(len(f1) + 1)
+            assert time.monotonic() - t0 < 10  # a 2 s refresh, not the 10 s default
         finally:
             browser.close()
     assert SCREENSHOT.stat().st_size > 20_000 and VIEWER_SHOT.stat().st_size > 20_000

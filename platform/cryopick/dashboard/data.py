@@ -29,6 +29,7 @@ from cryopick.errors import CryopickError
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
+    from mlflow.entities import Run
 
 ROUND_METRICS = (
     "precision", "recall", "f1", "average_precision", "threshold", "min_distance", "train_loss", "val_f1",
@@ -164,7 +165,7 @@ class Campaign:
     campaign_dir: Path | None
 
 
-def _campaign(run) -> Campaign:  # noqa: ANN001 - mlflow.entities.Run
+def _campaign(run: Run) -> Campaign:
     tags, info = run.data.tags, run.info
     cdir = tags.get("cryopick.campaign_dir")
     return Campaign(info.run_id, info.run_name or info.run_id, info.experiment_id,

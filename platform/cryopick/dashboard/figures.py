@@ -8,13 +8,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import altair as alt
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
 
 if TYPE_CHECKING:
-    import altair as alt
-    from matplotlib.figure import Figure
-
     from cryopick.dashboard.data import Preview
 
 METRIC_COLORS = {"precision": "#1f77b4", "recall": "#ff7f0e", "f1": "#2ca02c"}
@@ -22,20 +21,12 @@ COVERAGE_COLORS = {"positive": "#2ca02c", "negative": "#7f7f7f", "ignored": "#ff
 STAGE_ORDER = ["train", "predict", "tune", "score", "other"]
 
 
-def _alt():  # noqa: ANN202 - the altair module
-    import altair as alt
-
-    return alt
-
-
 def _round_axis(title: str = "round") -> alt.X:
-    alt = _alt()
     return alt.X("round:O", title=title, axis=alt.Axis(labelAngle=0))
 
 
 def metrics_chart(long: pd.DataFrame, height: int = 300) -> alt.Chart:
     """Precision, recall and F1 per round: lines with points (``data.metrics_long`` table)."""
-    alt = _alt()
     keys = [k for k in METRIC_COLORS if k in set(long["metric"])] or sorted(set(long["metric"]))
     color = alt.Color("metric:N", scale=alt.Scale(domain=keys, range=[METRIC_COLORS.get(k, "#333") for k in keys]),
                       legend=alt.Legend(orient="bottom", title=None))
@@ -54,7 +45,6 @@ def metrics_chart(long: pd.DataFrame, height: int = 300) -> alt.Chart:
 
 def pr_chart(pr: pd.DataFrame, height: int = 340) -> alt.Chart:
     """One precision-recall curve per round (``data.pr_curves`` table)."""
-    alt = _alt()
     df = pr.assign(label="round " + pr["round"].astype(str))
     return alt.Chart(df).mark_line().encode(
         x=alt.X("recall:Q", scale=alt.Scale(domain=[0, 1])),
@@ -68,7 +58,6 @@ def pr_chart(pr: pd.DataFrame, height: int = 340) -> alt.Chart:
 
 def tune_chart(trials: pd.DataFrame, height: int = 320) -> alt.Chart:
     """Tune search: threshold vs F1 per trial, one colour per round, the chosen trial enlarged."""
-    alt = _alt()
     df = trials.assign(label="round " + trials["round"].astype(str),
                        chosen=trials.get("chosen", pd.Series(False, index=trials.index)).astype(bool))
     return alt.Chart(df).mark_point(filled=True).encode(
@@ -85,7 +74,6 @@ def tune_chart(trials: pd.DataFrame, height: int = 320) -> alt.Chart:
 
 def coverage_chart(coverage: pd.DataFrame, height: int = 280) -> alt.Chart:
     """Stacked bars: share of pixels positive / negative / ignored in each round's pseudo-labels."""
-    alt = _alt()
     labels = [k for k in COVERAGE_COLORS if k in set(coverage["label"])]
     return alt.Chart(coverage).mark_bar().encode(
         x=_round_axis(),
@@ -99,7 +87,6 @@ def coverage_chart(coverage: pd.DataFrame, height: int = 280) -> alt.Chart:
 
 def timing_chart(timings: pd.DataFrame, height: int = 280) -> alt.Chart:
     """Stacked bars: seconds per stage in each round."""
-    alt = _alt()
     stages = [s for s in STAGE_ORDER if s in set(timings["stage"])]
     return alt.Chart(timings).mark_bar().encode(
         x=_round_axis(),
@@ -121,8 +108,6 @@ def micrograph_figure(
     Picks scoring below ``min_score`` are hidden. The heatmap is drawn with per-pixel alpha equal
     to its value, so the micrograph stays visible where the picker sees nothing.
     """
-    from matplotlib.figure import Figure
-
     img = preview.image
     h, w = img.shape
     fig = Figure(figsize=(width_in, width_in * h / w + 0.4), dpi=100)
