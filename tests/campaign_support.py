@@ -85,5 +85,5 @@ def carbon_edge(size: int = 512, edge: int = 340, seed: int = 5) -> tuple[np.nda
 
     image, xy = simulate_micrograph(SimSpec(size=size, particles=150, seed=1), seed)
     carbon = image.copy()
-    carbon[:, edge:] = 100.0 + (image[:, edge:] - 100.0) * 0.5 - 25.0
+    carbon[:, edge:] = 100.0 + (image[:, edge:] - 100.0) * 0.5 - 40.0
     return carbon.astype(np.float32), xy, edge

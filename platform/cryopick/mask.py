@@ -27,10 +27,10 @@ class MaskConfig:
 
     enabled: bool = False
     window: float = 3.0  # window edge in particle diameters
-    max_sigma: float = 4.0  # flag regions whose local mean or std is this many robust sigmas off the median
+    max_sigma: float = 5.0  # flag regions whose local mean or std is this many robust sigmas off the median
     use_std: bool = True  # also flag regions whose texture (local std) is abnormal, not only their brightness
     max_fraction: float = 0.5  # never flag more than this share of the image (the median must be "the ice")
-    dilate: float = 0.5  # grow flagged regions by this many diameters (catches the edge itself)
+    dilate: float = 0.0  # grow flagged regions by this many diameters (0: chosen on EMPIAR unlabeled)
 
     def validate(self, where: str = "mask") -> None:
         for key in ("window", "max_sigma"):

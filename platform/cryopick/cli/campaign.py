@@ -45,7 +45,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("carbon / thick-ice mask")
     g.add_argument("--mask", action=argparse.BooleanOptionalAction, default=None,
                    help="drop picks in regions whose local mean/std is far from the micrograph's median")
-    g.add_argument("--mask-sigma", type=float, help="flag regions this many robust sigmas off the median (default 4)")
+    g.add_argument("--mask-sigma", type=float, help="flag regions this many robust sigmas off the median (default 5)")
     g.add_argument("--mask-window", type=float, help="statistics window in particle diameters (default 3)")
     g = parser.add_argument_group("engine")
     e = g.add_mutually_exclusive_group()
