@@ -17,7 +17,11 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("CRYOPICK_DATA", REPO.parent / "shared" / "data" / "empiar10017"))
-DIAMETER = 27.0  # EMPIAR-10017 particle diameter in micrograph pixels (see its README)
+DIAMETER = 27.0
+
+# Before torch loads (see cryopick.runtime): busy-waiting OpenMP threads starve Ray workers on 2 cores.
+for _key, _value in {"OMP_WAIT_POLICY": "PASSIVE"}.items():
+    os.environ.setdefault(_key, _value)  # EMPIAR-10017 particle diameter in micrograph pixels (see its README)
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
@@ -63,6 +67,8 @@ def ray_session() -> Iterator[Any]:
     import ray
 
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        from cryopick.runtime import CPU_ENV
+
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": dict(CPU_ENV)})
     yield ray
     ray.shutdown()

@@ -32,9 +32,11 @@ def gaussian_importance(shape: tuple[int, int], sigma_scale: float = 0.125) -> n
     axes = []
     for size in shape:
         c = np.arange(size, dtype=np.float64) - (size - 1) / 2.0
-        axes.append(np.exp(-(c**2) / (2 * (size * sigma_scale) ** 2)))
-    w = np.outer(axes[0], axes[1])
-    return np.maximum(w / w.max(), 1e-3).astype(np.float32)  # edge pixels still need weight
+        g = np.exp(-(c**2) / (2 * (size * sigma_scale) ** 2))
+        # floor each axis, not the product: near an image corner both tiles' weights would hit a
+        # 2-D floor together and an edge pixel would count as much as a centre one
+        axes.append(np.maximum(g / g.max(), 1e-3))
+    return np.outer(axes[0], axes[1]).astype(np.float32)
 
 
 def tile_starts(length: int, tile: int, step: int) -> list[int]:

@@ -73,18 +73,21 @@ def bin_factor(cfg: PreprocessConfig, pixel_size: float | None) -> float:
 
 
 def normalize(image: np.ndarray, clip_sigma: float | None = 4.0) -> np.ndarray:
-    """Zero mean, unit std; optionally clip outliers at +-clip_sigma (robust to hot pixels)."""
+    """Zero mean, unit std; optionally clip outliers first at median +- clip_sigma robust sigmas.
+
+    The clip uses the median and MAD, not mean and std, so a few hot pixels (which inflate the
+    std) cannot squash the rest of the micrograph towards zero.
+    """
     image = image.astype(np.float32, copy=True)
+    if clip_sigma is not None:
+        med = float(np.median(image))
+        spread = 1.4826 * float(np.median(np.abs(image - med))) or float(image.std())
+        np.clip(image, med - clip_sigma * spread, med + clip_sigma * spread, out=image)
     mean, std = float(image.mean()), float(image.std())
     if std == 0:
         raise CryopickError("micrograph has zero variance after preprocessing")
     image -= mean
     image /= std
-    if clip_sigma is not None:
-        np.clip(image, -clip_sigma, clip_sigma, out=image)
-        # re-standardise so clipping does not shift the input distribution between micrographs
-        image -= image.mean()
-        image /= max(float(image.std()), 1e-6)
     return image
 
 

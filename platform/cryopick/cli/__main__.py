@@ -44,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; user errors print one line and exit 2, never a traceback."""
+    from cryopick.runtime import configure_cpu_env
+
+    configure_cpu_env()  # before any command module imports torch
     from cryopick.errors import CryopickError
 
     args = build_parser().parse_args(argv)

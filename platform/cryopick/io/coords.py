@@ -152,7 +152,7 @@ def write_coords(
             {"rlnCoordinateX": xy[:, 0], "rlnCoordinateY": xy[:, 1], "rlnAutopickFigureOfMerit": scores}
         )
         with atomic_write(path, suffix=".star") as tmp:
-            starfile.write(df, tmp, float_format="%.3f")
+            starfile.write(df, tmp, float_format="%.6f")
     elif fmt == "box":
         if not box_size or box_size <= 0:
             raise CryopickError("writing .box files needs a positive box size", path)

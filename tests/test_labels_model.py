@@ -1,0 +1,92 @@
+"""Masks, the masked BCE on hand-made cases, and the U-Net's shapes and parameter count."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from cryopick.config import ModelConfig
+from cryopick.labels import IGNORE, circle_mask, mask_coverage, masked_bce, pseudo_label_mask
+from cryopick.model import build_unet, count_parameters
+
+
+def test_circle_mask_matches_the_definition() -> None:
+    mask = circle_mask((20, 30), np.array([[10.0, 8.0]]), radius=3.0)
+    yy, xx = np.mgrid[:20, :30]
+    expected = ((xx - 10.0) ** 2 + (yy - 8.0) ** 2 <= 9.0).astype(np.int8)
+    np.testing.assert_array_equal(mask, expected)
+    assert mask.sum() == 29  # lattice points in a disk of radius 3
+
+
+def test_circle_mask_subpixel_and_clipped_at_edges() -> None:
+    mask = circle_mask((10, 10), np.array([[0.5, 0.5], [9.0, 9.0]]), radius=1.0)
+    # (0.5, 0.5): the four pixels at distance sqrt(0.5) < 1; (9, 9): a corner keeps 3 of its 5 pixels.
+    assert mask[:2, :2].sum() == 4 and mask[8:, 8:].sum() == 3 and mask.sum() == 7
+    assert circle_mask((5, 5), np.zeros((0, 2)), 2.0).sum() == 0
+
+
+def test_pseudo_labels_and_coverage() -> None:
+    prob = np.array([[0.99, 0.96, 0.95, 0.5], [0.05, 0.04, 0.0, 1.0]])
+    mask = pseudo_label_mask(prob)
+    np.testing.assert_array_equal(mask, [[1, 1, IGNORE, IGNORE], [IGNORE, 0, 0, 1]])
+    cov = mask_coverage(mask)
+    assert cov == {"positive": 3 / 8, "negative": 2 / 8, "ignored": 3 / 8}
+    with pytest.raises(ValueError):
+        pseudo_label_mask(prob, positive=0.1, negative=0.2)
+
+
+def test_masked_bce_hand_case() -> None:
+    p = torch.tensor([0.9, 0.2, 0.7, 0.5])
+    logits = torch.log(p / (1 - p))
+    target = torch.tensor([1, 0, IGNORE, 1])
+    # mean over the three valid pixels of -log p (positives) and -log(1-p) (negative)
+    expected = -(math.log(0.9) + math.log(0.8) + math.log(0.5)) / 3
+    assert masked_bce(logits, target).item() == pytest.approx(expected, rel=1e-6)
+    # pos_weight multiplies the positive terms; the average stays over valid pixels
+    weighted = -(2 * math.log(0.9) + math.log(0.8) + 2 * math.log(0.5)) / 3
+    assert masked_bce(logits, target, pos_weight=2.0).item() == pytest.approx(weighted, rel=1e-6)
+
+
+def test_masked_bce_ignores_and_never_nans() -> None:
+    logits = torch.randn(2, 1, 8, 8, requires_grad=True)
+    target = torch.full((2, 1, 8, 8), IGNORE)
+    loss = masked_bce(logits, target)
+    loss.backward()
+    assert loss.item() == 0.0 and torch.all(logits.grad == 0)
+    target[0, 0, 0, 0] = 1  # only one pixel counts: changing the others' logits changes nothing
+    a = masked_bce(logits.detach(), target)
+    b = masked_bce(logits.detach() + (torch.arange(128).reshape(2, 1, 8, 8) > 0) * 5.0, target)
+    assert a.item() == pytest.approx(b.item())
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 64, 64), (2, 1, 37, 101), (1, 1, 16, 200)])
+def test_unet_any_size_same_shape_probabilities(shape: tuple[int, ...]) -> None:
+    model = build_unet(ModelConfig(base_width=4)).eval()
+    with torch.no_grad():
+        out = model(torch.randn(*shape))
+        logits = model(torch.randn(*shape), return_logits=True)
+    assert out.shape == shape and logits.shape == shape
+    assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0
+
+
+def test_unet_parameter_counts() -> None:
+    # Width 64 (64 -> 1024): 31,042,369, the seed's published class layer for layer (conv biases kept
+    # before BatchNorm, transposed-conv upsampling). The seed's prose figure 31,031,361 differs by
+    # 11,008 and no variant of its own layout (with/without conv or up-conv biases, BN affine, 1 or 3
+    # input channels, 1 or 2 outputs) reaches it; see docs/design.md.
+    assert count_parameters(build_unet(ModelConfig(base_width=64))) == 31_042_369
+    assert count_parameters(build_unet(ModelConfig(base_width=32))) == 7_765_409
+    assert count_parameters(build_unet(ModelConfig(base_width=16))) == 1_943_761
+
+
+def test_unet_structure() -> None:
+    model = build_unet(ModelConfig(base_width=8))
+    pools = [m for m in model.modules() if isinstance(m, torch.nn.MaxPool2d)]
+    ups = [m for m in model.modules() if isinstance(m, torch.nn.ConvTranspose2d)]
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert len(ups) == 4 and len(bns) == 18 and (len(pools) in (1, 4))
+    widths = sorted({m.out_channels for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3)})
+    assert widths == [8, 16, 32, 64, 128]

@@ -1,0 +1,97 @@
+"""Peak recovery on planted peaks and matching / PR / AP on hand-computed cases."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from cryopick.metrics import average_precision, best_threshold, match, pooled_curve, pr_curve, summarize
+from cryopick.peaks import connected_boxes, find_peaks, greedy_nms
+
+
+def planted(shape: tuple[int, int], xy: np.ndarray, amp: np.ndarray, sigma: float = 2.0) -> np.ndarray:
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    h = np.zeros(shape)
+    for (x, y), a in zip(xy, amp):
+        h += a * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * sigma**2))
+    return h
+
+
+def test_planted_peaks_recovered_exactly() -> None:
+    rng = np.random.default_rng(1)
+    xy = np.array([[x, y] for x in range(12, 190, 25) for y in range(12, 140, 25)], dtype=float)
+    amp = rng.uniform(0.6, 1.0, len(xy))
+    got_xy, got_s = find_peaks(planted((150, 200), xy, amp), min_distance=8, threshold=0.3)
+    assert len(got_xy) == len(xy)
+    d, _ = __import__("scipy.spatial", fromlist=["cKDTree"]).cKDTree(xy).query(got_xy)
+    assert d.max() == 0.0
+    assert np.all(np.diff(got_s) <= 0)  # strongest first
+    np.testing.assert_allclose(np.sort(got_s), np.sort(amp), atol=1e-6)
+
+
+def test_min_distance_threshold_and_border() -> None:
+    xy = np.array([[20.0, 20.0], [26.0, 20.0], [60.0, 60.0], [2.0, 40.0]])
+    h = planted((80, 80), xy, np.array([1.0, 0.9, 0.4, 0.8]), sigma=1.0)
+    got, _ = find_peaks(h, min_distance=5, threshold=0.5)  # 6 px apart: both kept; 0.4 dropped
+    assert {tuple(p) for p in got} == {(20.0, 20.0), (26.0, 20.0), (2.0, 40.0)}
+    got, s = find_peaks(h, min_distance=10, threshold=0.5, border=5)  # NMS keeps the stronger one
+    assert [tuple(p) for p in got] == [(20.0, 20.0)] and s[0] == pytest.approx(1.0)
+
+
+def test_greedy_nms_is_exact_euclidean() -> None:
+    xy = np.array([[0.0, 0.0], [3.0, 4.0], [6.0, 8.0], [0.0, 4.9]])  # sorted by score already
+    assert greedy_nms(xy, 5.0).tolist() == [0, 1, 2]  # 5.0 apart is allowed; 4.9 is not
+    assert greedy_nms(xy, 5.01).tolist() == [0, 2]
+
+
+def test_connected_boxes() -> None:
+    h = np.zeros((20, 20))
+    h[2:5, 3:7] = 1
+    h[10:12, 10:11] = 0.8
+    np.testing.assert_array_equal(connected_boxes(h, 0.5), [[3, 2, 7, 5], [10, 10, 11, 12]])
+
+
+def test_matching_is_one_to_one_and_greedy_by_score() -> None:
+    truth = np.array([[10.0, 10.0], [30.0, 10.0]])
+    pred = np.array([[11.0, 10.0], [10.0, 12.0], [30.0, 14.9], [50.0, 50.0]])
+    scores = np.array([0.5, 0.9, 0.8, 0.7])
+    # the 0.9 pick takes truth 0; the 0.5 pick near it is then a false positive; 4.9 px < radius 5
+    assert match(pred, scores, truth, radius=5.0).tolist() == [False, True, True, False]
+    assert match(pred, scores, truth, radius=4.0).tolist() == [False, True, False, False]  # 4.9 > 4
+
+
+def test_pr_curve_ap_and_best_threshold_by_hand() -> None:
+    truth = np.array([[0.0, 0.0], [100.0, 0.0], [200.0, 0.0], [300.0, 0.0]])
+    pred = np.array([[0.0, 1.0], [500.0, 0.0], [100.0, 0.0], [900.0, 0.0], [200.0, 2.0]])
+    scores = np.array([0.9, 0.8, 0.7, 0.6, 0.5])
+    c = pr_curve(pred, scores, truth, radius=3.0)
+    np.testing.assert_allclose(c.precision, [1, 1 / 2, 2 / 3, 2 / 4, 3 / 5])
+    np.testing.assert_allclose(c.recall, [1 / 4, 1 / 4, 2 / 4, 2 / 4, 3 / 4])
+    assert average_precision(c) == pytest.approx(0.25 * 1 + 0.25 * 2 / 3 + 0.25 * 3 / 5)
+    f1, thr = best_threshold(c)
+    assert f1 == pytest.approx(2 * 0.6 * 0.75 / 1.35) and thr == 0.5
+    s = summarize(c, threshold=0.7)
+    assert (s.n_picks, s.n_matched, s.precision, s.recall) == (3, 2, pytest.approx(2 / 3), 0.5)
+    assert s.f1 == pytest.approx(4 / 7)
+
+
+def test_pooled_curve_and_empty_cases() -> None:
+    a = (np.array([[0.0, 0.0]]), np.array([0.9]), np.array([[0.0, 0.0]]))
+    b = (np.zeros((0, 2)), np.zeros(0), np.array([[5.0, 5.0]]))
+    s = summarize(pooled_curve([a, b], 2.0))
+    assert (s.precision, s.recall, s.n_true) == (1.0, 0.5, 2)
+    empty = summarize(pooled_curve([b], 2.0))
+    assert empty.f1 == 0.0 and empty.n_picks == 0
+
+
+def test_ten_thousand_picks_cost_milliseconds_not_seconds() -> None:
+    rng = np.random.default_rng(0)
+    truth = rng.uniform(0, 4096, (10_000, 2))
+    pred = truth + rng.normal(0, 3, truth.shape)
+    t0 = time.perf_counter()
+    hit = match(pred, rng.uniform(size=10_000), truth, radius=10.0)
+    elapsed = time.perf_counter() - t0
+    assert hit.mean() > 0.95
+    assert elapsed < 5.0  # generous bound against an accidental O(N*M) loop; timings live in benchmarks

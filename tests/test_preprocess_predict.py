@@ -1,0 +1,131 @@
+"""Fourier-crop binning, coordinates back in original pixels, tiling without seams, configs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from cryopick.config import ModelConfig, PickConfig, PreprocessConfig, TrainConfig, from_dict
+from cryopick.errors import CryopickError
+from cryopick.model import build_unet
+from cryopick.predict import gaussian_importance, predict_heatmap, tile_starts
+from cryopick.preprocess import fourier_crop, normalize, preprocess
+
+
+def test_fourier_crop_keeps_low_frequencies_and_mean() -> None:
+    yy, xx = np.mgrid[:128, :96]
+    img = 3.0 + np.cos(2 * np.pi * xx / 32) + np.sin(2 * np.pi * yy / 64)
+    small = fourier_crop(img.astype(np.float32), (64, 48))
+    yy2, xx2 = np.mgrid[:64, :48]
+    expected = 3.0 + np.cos(2 * np.pi * xx2 / 16) + np.sin(2 * np.pi * yy2 / 32)
+    np.testing.assert_allclose(small, expected, atol=1e-4)
+
+
+@pytest.mark.parametrize("shape, binning", [((1000, 1000), 2.0), ((999, 1501), 3.0), ((512, 700), 1.5)])
+def test_coordinates_round_trip_through_binning(shape: tuple[int, int], binning: float) -> None:
+    img = np.random.default_rng(0).normal(size=shape).astype(np.float32)
+    b = preprocess(img, PreprocessConfig(bin=binning))
+    assert b.original_shape == shape
+    assert abs(b.image.shape[0] - shape[0] / binning) <= 1 and abs(b.image.shape[1] - shape[1] / binning) <= 1
+    xy = np.array([[0.0, 0.0], [shape[1] - 1.0, shape[0] - 1.0], [123.4, 456.7]])
+    np.testing.assert_allclose(b.to_original(b.to_binned(xy)), xy, atol=1e-9)
+
+
+def test_binned_pixel_lies_at_scaled_original_coordinate() -> None:
+    # A bright point at original (x=200, y=120) must peak at binned (100, 60) for bin 2.
+    img = np.zeros((256, 400), np.float32)
+    yy, xx = np.mgrid[:256, :400]
+    img += np.exp(-((xx - 200) ** 2 + (yy - 120) ** 2) / (2 * 6.0**2))
+    b = preprocess(img, PreprocessConfig(bin=2, normalize=False))
+    y, x = np.unravel_index(np.argmax(b.image), b.image.shape)
+    np.testing.assert_allclose(b.to_original(np.array([[x, y]])), [[200, 120]])
+
+
+def test_target_pixel_size_and_normalize() -> None:
+    img = np.random.default_rng(1).normal(5, 3, size=(300, 300)).astype(np.float32)
+    b = preprocess(img, PreprocessConfig(bin=1, target_pixel_size=4.0), pixel_size=1.0)
+    assert b.image.shape == (75, 75) and b.scale == (4.0, 4.0)
+    with pytest.raises(CryopickError, match="pixel size"):
+        preprocess(img, PreprocessConfig(target_pixel_size=4.0), pixel_size=None)
+    n = normalize(img.copy(), clip_sigma=None)
+    assert abs(float(n.mean())) < 1e-5 and float(n.std()) == pytest.approx(1.0, rel=1e-4)
+    img[5, 5] = 1e6  # a hot pixel: robust clipping bounds it near 4 sigma and keeps the rest intact
+    n = normalize(img.copy(), clip_sigma=4.0)
+    assert float(n.max()) < 4.5 and float(np.delete(n.ravel(), 5 * 300 + 5).std()) == pytest.approx(1.0, abs=0.01)
+    assert float(normalize(img.copy(), clip_sigma=None).std()) == pytest.approx(1.0)
+
+
+def test_tile_starts_cover_everything() -> None:
+    assert tile_starts(100, 100, 75) == [0]
+    s = tile_starts(1000, 256, 192)
+    assert s[0] == 0 and s[-1] == 1000 - 256 and all(b - a <= 192 for a, b in zip(s, s[1:]))
+    w = gaussian_importance((64, 64))
+    assert w.min() > 0 and w[32, 32] == w.max()
+
+
+def _calibrated_model() -> torch.nn.Module:
+    """A random U-Net whose BatchNorm statistics are set on data, so its output varies with input."""
+    torch.manual_seed(0)
+    model = build_unet(ModelConfig(base_width=4))
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.momentum = None  # cumulative average over the calibration batches
+    model.train()
+    with torch.no_grad():
+        for _ in range(4):
+            model(torch.randn(4, 1, 96, 96))
+    return model.eval()
+
+
+class BoxFilter(torch.nn.Module):
+    """A 9x9 mean filter with zero padding: exact inside a tile, darkened within 4 px of its edge."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 1, 9, padding=4, bias=False)
+        torch.nn.init.constant_(self.conv.weight, 1 / 81)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+def test_blended_tiles_leave_no_seams() -> None:
+    model, img = BoxFilter(), np.ones((300, 700), np.float32)
+    one_tile = predict_heatmap(model, img[:128, :128], PickConfig(tile_size=128))
+    assert one_tile[64, 0] < 0.6  # the model itself has strong edge artefacts in every tile ...
+    tiled = predict_heatmap(model, img, PickConfig(tile_size=128, tile_overlap=0.25, tile_batch=3))
+    interior = tiled[4:-4, 4:-4]  # ... yet the blended heatmap is flat away from the image edge
+    assert np.abs(interior - 1.0).max() < 0.01
+    assert tiled.shape == img.shape and tiled.dtype == np.float32
+
+
+def test_tiled_unet_heatmap_matches_one_pass() -> None:
+    model = _calibrated_model()
+    img = np.random.default_rng(0).normal(size=(160, 400)).astype(np.float32)
+    whole = predict_heatmap(model, img, PickConfig(tile_size=400, tile_overlap=0.0))
+    tiled = predict_heatmap(model, img, PickConfig(tile_size=128, tile_overlap=0.5, tile_batch=3))
+    assert np.abs(tiled - whole).mean() < 0.05 * max(1.0, float(whole.std()) * 10)
+    assert np.corrcoef(tiled.ravel(), whole.ravel())[0, 1] > 0.8
+
+
+def test_amp_and_channels_last_agree() -> None:
+    model = _calibrated_model()
+    img = np.random.default_rng(2).normal(size=(128, 128)).astype(np.float32)
+    a = predict_heatmap(model, img, PickConfig(channels_last=False))
+    b = predict_heatmap(model, img, PickConfig(channels_last=True))
+    c = predict_heatmap(model, img, PickConfig(amp=True))
+    np.testing.assert_allclose(a, b, atol=1e-5)
+    assert np.abs(a - c).max() < 0.05  # bfloat16 on CPU
+
+
+def test_config_validation_names_the_key() -> None:
+    with pytest.raises(CryopickError, match="train.stepz"):
+        from_dict(TrainConfig, {"stepz": 10}, "train")
+    with pytest.raises(CryopickError, match="train.steps"):
+        from_dict(TrainConfig, {"steps": "many"}, "train")
+    with pytest.raises(CryopickError, match="train.patch_size must be a multiple of 16"):
+        from_dict(TrainConfig, {"patch_size": 100}, "train")
+    with pytest.raises(CryopickError, match="pick.threshold"):
+        from_dict(PickConfig, {"threshold": 1.5}, "pick")
+    assert from_dict(ModelConfig, {"base_width": 32}, "model").base_width == 32
