@@ -78,7 +78,7 @@ def test_pick_defaults_heatmaps_and_boxes(sim_run: Path, sim_data: Path, tmp_pat
                        "--plots", tmp_path / "plots", "--micrographs", sim_data / "micrographs"], capsys)
     assert result["f1"] > 0.75, result
     assert (tmp_path / "plots" / "pr_curve.png").is_file()
-    assert any(p.name.startswith("sim_0003") for p in (tmp_path / "plots").glob("*.png"))
+    assert (tmp_path / "plots" / "overlay_sim_0003.png").stat().st_size > 1000
 
 
 def test_evaluate_hand_cases_on_real_expert_picks(empiar: Path, split: dict, tmp_path: Path,

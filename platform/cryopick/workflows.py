@@ -170,7 +170,9 @@ def evaluate_dirs(
 ) -> Evaluation:
     """Score the pick files in ``picks_dir`` against the true ones in ``truth_dir`` (by stem).
 
-    A micrograph with true picks but no pick file counts as picked with nothing.
+    The micrographs scored are those with a pick file (``cryopick pick`` writes one for every
+    micrograph, empty when nothing was found), so a truth directory holding the whole data set
+    can score a picked subset. Pick files without a true-pick file are left out.
     """
     if diameter <= 0:
         raise CryopickError(f"--diameter must be positive, got {diameter:g}")
@@ -184,9 +186,9 @@ def evaluate_dirs(
     per: dict[str, Score] = {}
     pairs = {}
     all_scores, all_hits, n_true = [], [], 0
-    for stem, tpath in truth.items():
-        true_xy, _ = read_coords(tpath)
-        pred_xy, scores = read_coords(picks[stem]) if stem in picks else (np.zeros((0, 2)), np.zeros(0))
+    for stem in sorted(set(truth) & set(picks)):
+        true_xy, _ = read_coords(truth[stem])
+        pred_xy, scores = read_coords(picks[stem])
         hit = match(pred_xy, scores, true_xy, radius)
         curve = curve_from_hits(scores, hit, len(true_xy))
         per[stem] = summarize(curve, threshold)
