@@ -1,0 +1,218 @@
+"""Ray Train: DDP training of the U-Net on a streamed patch Dataset, with fault-tolerant checkpoints.
+
+Each worker reads its shard with ``ray.train.get_dataset_shard("train")`` and runs the same
+:func:`cryopick.train.train_step` as single-process training (``lr_at`` schedule, masked BCE);
+``ray.train.torch.prepare_model`` wraps the model in DDP (gloo on CPU, nccl on GPU). Every
+``val_every`` steps rank 0 scores the validation picks and all ranks call ``ray.train.report``;
+rank 0 attaches a checkpoint holding the current weights, optimizer, step and the best weights so
+far. After a worker dies, ``FailureConfig(max_failures)`` restarts the group and the loop resumes
+from ``ray.train.get_checkpoint()``, the last checkpoint.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from cryopick.config import ModelConfig, TrainConfig, from_dict
+from cryopick.distributed.data import StageParams, load_val_items
+from cryopick.model import build_unet
+from cryopick.train import evaluate, lr_at, train_step
+
+STATE_FILE = "train_state.pt"
+SHUFFLE_BUFFER_BATCHES = 8  # local shuffle mixes patches of several micrographs in a batch
+
+
+@dataclass
+class TrainOutcome:
+    """What the driver gets back from one round of distributed training."""
+
+    best_state: dict[str, torch.Tensor]
+    history: list[dict[str, float]]
+    best_step: int
+    best_val_f1: float
+    start_step: int  # > 0 when the last attempt resumed from a checkpoint
+    seconds: float
+
+
+def _save_state(path: Path, state: dict[str, Any]) -> None:
+    torch.save(state, path / STATE_FILE)
+
+
+def _load_state(checkpoint: Any) -> dict[str, Any] | None:
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as d:
+        return torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=False)
+
+
+def _mean_across_ranks(value: float) -> float:
+    """All-reduce mean of a scalar (identity on one worker)."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return value
+    t = torch.tensor([value], dtype=torch.float64)
+    torch.distributed.all_reduce(t)
+    return float(t.item()) / torch.distributed.get_world_size()
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    """The per-worker loop (Ray Train calls this on every worker with the same ``config``).
+
+    ``config`` keys: ``train`` / ``model`` (config dicts), ``stage`` (:class:`StageParams` dict),
+    ``val`` (ValSpec dicts), ``init_state`` (path to a warm-start model.pt or None),
+    ``smooth_sigma`` and ``threads``.
+    """
+    import ray.train
+    import ray.train.torch
+
+    ctx = ray.train.get_context()
+    rank = ctx.get_world_rank()
+    torch.set_num_threads(int(config.get("threads") or 1))
+    tc = from_dict(TrainConfig, config["train"], "train")
+    params = StageParams(**config["stage"])
+    torch.manual_seed(tc.seed)  # identical initial weights on every rank
+    model = build_unet(from_dict(ModelConfig, config["model"], "model"))
+    if config.get("init_state"):
+        model.load_state_dict(torch.load(config["init_state"], map_location="cpu", weights_only=True)["state_dict"])
+    model = ray.train.torch.prepare_model(model)
+    device = ray.train.torch.get_device()
+    core = getattr(model, "module", model)
+    opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+
+    step, history = 0, []
+    best_f1, best_step, best_state = -1.0, 0, None
+    state = _load_state(ray.train.get_checkpoint())
+    if state is not None:  # a restart after a failure (or a rerun of an interrupted round)
+        core.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        step, history = int(state["step"]), list(state["history"])
+        best_f1, best_step, best_state = float(state["best_f1"]), int(state["best_step"]), state["best_state"]
+    start_step = step
+    val_items = load_val_items(config["val"], params) if rank == 0 and config["val"] else []
+
+    shard = ray.train.get_dataset_shard("train")
+    t0, running, reported_at = time.monotonic(), [], -1
+    while step < tc.steps:
+        seen = 0
+        batches = shard.iter_batches(
+            batch_size=tc.batch_size, batch_format="numpy", drop_last=True,
+            local_shuffle_buffer_size=tc.batch_size * SHUFFLE_BUFFER_BATCHES,
+        )
+        for batch in batches:
+            seen += 1
+            for group in opt.param_groups:
+                group["lr"] = lr_at(step, tc.steps, tc.lr)
+            images = torch.from_numpy(np.ascontiguousarray(batch["image"][:, None], dtype=np.float32)).to(device)
+            masks = torch.from_numpy(np.ascontiguousarray(batch["mask"][:, None], dtype=np.int8)).to(device)
+            running.append(train_step(model, opt, images, masks, tc.pos_weight))
+            step += 1
+            if step % tc.val_every == 0 or step == tc.steps:
+                row = {"step": step, "loss": _mean_across_ranks(float(np.mean(running))), "seconds": time.monotonic() - t0}
+                running = []
+                if rank == 0:
+                    if val_items:
+                        res = evaluate(core, val_items, params.diameter, config.get("smooth_sigma", 1.0), fractions=(0.6,))
+                        row.update(val_f1=res.f1, val_ap=res.average_precision)
+                    f1 = row.get("val_f1")  # no validation: the latest weights are the best
+                    if f1 is None or f1 > best_f1 or best_state is None:
+                        best_f1, best_step = (best_f1 if f1 is None else f1), step
+                        best_state = {k: v.detach().cpu().clone() for k, v in core.state_dict().items()}
+                    history.append(row)
+                    print(f"[cryopick train] step {step}/{tc.steps} loss {row['loss']:.4f} val_f1 {row.get('val_f1', float('nan')):.3f}", flush=True)
+                _report(rank, row, step, start_step, core, opt, history, best_f1, best_step, best_state)
+                reported_at = step
+            if step >= tc.steps:
+                break
+        if seen == 0:
+            raise RuntimeError("the training Dataset shard yielded no full batch: raise selftrain.patches_per_epoch")
+    if reported_at != step:  # resumed at the end: report the finished state once more
+        _report(rank, {"step": step, "loss": float("nan")}, step, start_step, core, opt, history, best_f1, best_step, best_state)
+
+
+def _report(
+    rank: int, row: dict[str, float], step: int, start_step: int, core: torch.nn.Module, opt: torch.optim.Optimizer,
+    history: list[dict[str, float]], best_f1: float, best_step: int, best_state: dict[str, torch.Tensor] | None,
+) -> None:
+    """All ranks report; rank 0 attaches the checkpoint (the others must still call report)."""
+    import ray.train
+
+    metrics = {**row, "start_step": start_step, "best_step": best_step, "pid": os.getpid()}
+    if rank != 0:
+        ray.train.report(metrics)
+        return
+    with tempfile.TemporaryDirectory(prefix="cryopick-ckpt-") as tmp:
+        _save_state(Path(tmp), {
+            "model": {k: v.detach().cpu() for k, v in core.state_dict().items()},
+            "optimizer": copy.deepcopy(opt.state_dict()), "step": step, "history": history,
+            "best_f1": best_f1, "best_step": best_step, "best_state": best_state,
+        })
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+
+
+@dataclass
+class TrainSpec:
+    """Resources and storage of one distributed training run."""
+
+    num_workers: int = 2
+    use_gpu: bool = False
+    cpu_per_worker: float = 0.5
+    max_failures: int = 2
+    storage_path: str = ""
+    name: str = "train"
+
+
+def fit(
+    dataset: Any,
+    loop_config: dict[str, Any],
+    spec: TrainSpec,
+) -> TrainOutcome:
+    """Run ``TorchTrainer`` on ``dataset`` and return the best weights and the history.
+
+    Reusing ``spec.name`` under the same ``spec.storage_path`` resumes that run from its last
+    checkpoint (how an interrupted round picks up where it stopped).
+    """
+    import ray.train
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    t0 = time.monotonic()
+    resources = {"CPU": spec.cpu_per_worker}
+    if spec.use_gpu:
+        resources["GPU"] = 1
+    loop_config = {**loop_config, "threads": max(1, int(round(spec.cpu_per_worker)))}
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=loop_config,
+        torch_config=TorchConfig(backend="nccl" if spec.use_gpu else "gloo"),
+        scaling_config=ray.train.ScalingConfig(num_workers=spec.num_workers, use_gpu=spec.use_gpu, resources_per_worker=resources),
+        run_config=ray.train.RunConfig(
+            name=spec.name, storage_path=spec.storage_path,
+            failure_config=ray.train.FailureConfig(max_failures=spec.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
+        ),
+        datasets={"train": dataset},
+    )
+    result = trainer.fit()
+    state = _load_state(result.checkpoint)
+    if state is None or state["best_state"] is None:
+        raise RuntimeError(f"training run {spec.name} finished without a checkpoint")
+    metrics = result.metrics or {}
+    return TrainOutcome(
+        best_state=state["best_state"], history=state["history"], best_step=int(state["best_step"]),
+        best_val_f1=float(state["best_f1"]), start_step=int(metrics.get("start_step", 0)),
+        seconds=time.monotonic() - t0,
+    )
+
+
+def loop_config(train: TrainConfig, model: ModelConfig, stage: StageParams, val: list[dict[str, Any]],
+                init_state: str | None, smooth_sigma: float = 1.0) -> dict[str, Any]:
+    """The ``train_loop_config`` dict (plain data only, so it pickles to any node)."""
+    return {"train": asdict(train), "model": asdict(model), "stage": asdict(stage), "val": val,
+            "init_state": init_state, "smooth_sigma": smooth_sigma}

@@ -1,0 +1,182 @@
+"""Pseudo-labels for self-training: heatmap -> {1, 0, -1} mask, with optional calibration.
+
+The rule is the issue's: p > positive -> particle, p < negative -> background, otherwise ignored
+(:func:`cryopick.labels.pseudo_label_mask`). What ``p`` is matters: a U-Net trained with BCE on
+circle masks is not calibrated. On EMPIAR-10017 a round-0 model never drops below 0.05 anywhere,
+so raw 0.95/0.05 thresholds give particle pixels and no background at all, and the next round
+learns "everything is a particle". With ``calibrate`` on (the default), ``p`` is the heatmap
+mapped through an isotonic fit of P(pixel is labeled particle | heatmap value) on the labeled
+validation picks, so the thresholds mean what they say (95 % / 5 % probability).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from cryopick.labels import IGNORE, circle_mask, mask_coverage, pseudo_label_mask
+
+N_BINS = 50
+
+if TYPE_CHECKING:
+    from cryopick.selftrain_rounds import ScoredHeatmap
+
+
+def pav(y: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Weighted pool-adjacent-violators: the non-decreasing fit of ``y`` (weights ``w``)."""
+    vals: list[float] = []
+    wts: list[float] = []
+    sizes: list[int] = []
+    for yi, wi in zip(y.astype(np.float64), w.astype(np.float64)):
+        vals.append(yi)
+        wts.append(wi)
+        sizes.append(1)
+        while len(vals) > 1 and vals[-2] > vals[-1]:
+            wsum = wts[-2] + wts[-1]
+            v = (vals[-2] * wts[-2] + vals[-1] * wts[-1]) / wsum if wsum > 0 else 0.5 * (vals[-2] + vals[-1])
+            vals[-2:], wts[-2:], sizes[-2:] = [v], [wsum], [sizes[-2] + sizes[-1]]
+    return np.repeat(vals, sizes)
+
+
+def fit_calibration(heatmaps: Sequence[np.ndarray], masks: Sequence[np.ndarray], n_bins: int = N_BINS) -> list[float]:
+    """Isotonic P(mask == 1 | heatmap value) on ``n_bins`` equal bins of [0, 1].
+
+    Args:
+        heatmaps: (h, w) model probabilities.
+        masks: matching (h, w) int8 expert masks in {-1, 0, 1}; -1 pixels are not used.
+
+    Returns:
+        ``n_bins`` non-decreasing probabilities, one per bin (empty bins borrow their neighbours).
+    """
+    pos = np.zeros(n_bins)
+    tot = np.zeros(n_bins)
+    for hm, mk in zip(heatmaps, masks):
+        valid = mk >= 0
+        b = np.clip((hm[valid] * n_bins).astype(np.int64), 0, n_bins - 1)
+        tot += np.bincount(b, minlength=n_bins)
+        pos += np.bincount(b, weights=(mk[valid] == 1).astype(np.float64), minlength=n_bins)
+    if tot.sum() == 0:
+        raise ValueError("no labeled pixels to calibrate on")
+    frac = np.where(tot > 0, pos / np.maximum(tot, 1), 0.0)
+    # empty bins get zero weight, so PAV fills them from their neighbours
+    fit = pav(frac, tot)
+    filled = np.interp(np.arange(n_bins), np.nonzero(tot > 0)[0], fit[tot > 0])
+    return [float(v) for v in np.maximum.accumulate(filled)]
+
+
+def apply_calibration(heatmap: np.ndarray, table: Sequence[float]) -> np.ndarray:
+    """Map (h, w) heatmap values through a calibration table (linear between bin centres)."""
+    t = np.asarray(table, dtype=np.float32)
+    centres = (np.arange(len(t), dtype=np.float32) + 0.5) / len(t)
+    return np.interp(heatmap, centres, t).astype(np.float32)
+
+
+def peak_hits(items: Sequence[ScoredHeatmap], min_distance: float, diameter: float, smooth_sigma: float) -> tuple[np.ndarray, np.ndarray]:
+    """Scores (K,) and match flags (K,) of every candidate peak on validation heatmaps."""
+    from cryopick.metrics import match
+    from cryopick.selftrain_rounds import CANDIDATE_FLOOR, picks_of, truth_in_rows
+
+    scores, hits = [], []
+    for sh in items:
+        xy, s = picks_of(sh, CANDIDATE_FLOOR, min_distance, smooth_sigma)
+        scores.append(s)
+        hits.append(match(xy, s, truth_in_rows(sh), diameter / 2.0))
+    return np.concatenate(scores) if scores else np.zeros(0), np.concatenate(hits) if hits else np.zeros(0, bool)
+
+
+def fit_peak_calibration(items: Sequence[ScoredHeatmap], min_distance: float, diameter: float, smooth_sigma: float = 1.0,
+                         n_bins: int = N_BINS) -> list[float]:
+    """Isotonic P(peak is a true particle | peak score) on validation picks (``n_bins`` bins of [0, 1])."""
+    scores, hits = peak_hits(items, min_distance, diameter, smooth_sigma)
+    if len(scores) == 0:
+        return []
+    b = np.clip((scores * n_bins).astype(np.int64), 0, n_bins - 1)
+    tot = np.bincount(b, minlength=n_bins).astype(np.float64)
+    pos = np.bincount(b, weights=hits.astype(np.float64), minlength=n_bins)
+    frac = np.where(tot > 0, pos / np.maximum(tot, 1), 0.0)
+    fit = pav(frac, tot)
+    filled = np.interp(np.arange(n_bins), np.nonzero(tot > 0)[0], fit[tot > 0])
+    return [float(v) for v in np.maximum.accumulate(filled)]
+
+
+@dataclass
+class PseudoLabeler:
+    """How a heatmap becomes a pseudo-label mask (sent to Ray Data tasks as plain fields).
+
+    Attributes:
+        positive, negative: probability thresholds (p > positive -> 1, p < negative -> 0).
+        calibration: pixel table from :func:`fit_calibration` (used when ``calibrate``).
+        peak_calibration: peak table from :func:`fit_peak_calibration` (used when ``calibrate``).
+        calibrate: map heatmap values through the tables; off: raw heatmap values.
+        positive_disks: particles are the peaks whose (calibrated) probability exceeds
+            ``positive``, each painted as a full label-radius disk (the shape expert labels have);
+            off: the pixels above ``positive`` themselves (the bare pixel rule).
+        label_radius_fraction: disk radius as a share of the particle radius (as for labels).
+        min_distance_fraction: peak separation, as a share of the diameter.
+    """
+
+    positive: float = 0.95
+    negative: float = 0.05
+    calibration: list[float] = field(default_factory=list)
+    peak_calibration: list[float] = field(default_factory=list)
+    calibrate: bool = True
+    positive_disks: bool = True
+    label_radius_fraction: float = 0.5
+    min_distance_fraction: float = 0.6
+    balance_to: float = 0.0  # > 0: drop random background pixels until positives make up this share
+
+    def _balance(self, mask: np.ndarray) -> np.ndarray:
+        """Ignore random background pixels so pos / (pos + neg) >= ``balance_to`` (the labeled share).
+
+        Confident particles are rarer than confident background; unbalanced, the next round
+        learns that particles are rarer than they are and its recall drops.
+        """
+        n_pos, n_neg = int((mask == 1).sum()), int((mask == 0).sum())
+        if self.balance_to <= 0 or n_neg == 0:
+            return mask
+        keep = n_pos * (1.0 - self.balance_to) / self.balance_to
+        if keep >= n_neg:
+            return mask
+        rng = np.random.default_rng(n_pos * 1_000_003 + n_neg)  # deterministic per mask
+        neg = np.flatnonzero(mask == 0)
+        drop = rng.choice(neg, size=n_neg - int(keep), replace=False)
+        out = mask.copy()
+        out.flat[drop] = IGNORE
+        return out
+
+    def probabilities(self, heatmap: np.ndarray) -> np.ndarray:
+        """(h, w) pixel probabilities (calibrated when a table is there)."""
+        if self.calibrate and self.calibration:
+            return apply_calibration(heatmap, self.calibration)
+        return heatmap.astype(np.float32)
+
+    def mask(self, heatmap: np.ndarray, diameter: float, scale: float) -> np.ndarray:
+        """(h, w) heatmap on the binned grid -> (h, w) int8 mask in {-1, 0, 1}.
+
+        Args:
+            diameter: particle diameter, original px; scale: original px per binned px.
+        """
+        mask = pseudo_label_mask(self.probabilities(heatmap), self.positive, self.negative)
+        if not self.positive_disks:
+            return self._balance(mask)
+        from cryopick.peaks import find_peaks
+
+        xy, s = find_peaks(heatmap, self.min_distance_fraction * diameter / scale, 0.02, 1.0)
+        if self.calibrate and self.peak_calibration:
+            q = apply_calibration(s, self.peak_calibration)  # the table was fitted on smoothed peak scores
+        else:
+            q = heatmap[xy[:, 1].astype(int), xy[:, 0].astype(int)]  # raw: the heatmap value itself
+        radius = max(1.0, self.label_radius_fraction * diameter / 2.0 / scale)
+        mask[mask == 1] = IGNORE  # particles come from peaks, not from core pixels
+        mask[circle_mask(mask.shape, xy[q > self.positive], radius) == 1] = 1
+        return self._balance(mask)
+
+
+def coverage_row(mask: np.ndarray) -> dict[str, float]:
+    """One micrograph's pseudo-label coverage plus its pixel count (for pooling)."""
+    row = mask_coverage(mask)
+    row["pixels"] = float(mask.size)
+    return row

@@ -1,0 +1,371 @@
+"""Self-training campaign configuration and bookkeeping (no Ray here).
+
+A campaign is a sequence of rounds: round 0 trains on labeled micrographs only; each later round
+pseudo-labels the unlabeled micrographs with the previous round's model and retrains on both.
+This module holds the validated configuration (:class:`SelftrainConfig`, built with
+:func:`cryopick.config.from_dict`), the path checks that run before any cluster work, the
+campaign ``state.json`` and the stopping rule, so all of it is testable without Ray.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryopick.config import ModelConfig, PickConfig, PreprocessConfig, TrainConfig, from_dict, load_yaml, to_dict
+from cryopick.errors import CryopickError
+from cryopick.io.atomic import write_text_atomic
+
+CAMPAIGN_FILE = "campaign.json"
+STATE_FILE = "state.json"
+METRICS_FILE = "metrics.json"
+
+
+@dataclass
+class DataSection:
+    """Which micrographs play which part; globs, directories and manifests are allowed."""
+
+    labeled: list[str] = field(default_factory=list)
+    unlabeled: list[str] = field(default_factory=list)
+    validation: list[str] = field(default_factory=list)  # empty: hold back train.val_fraction of each labeled one
+    test: list[str] = field(default_factory=list)  # scored every round; empty: the validation picks
+    coords: str = ""  # directory of expert pick files (matched by stem)
+    diameter: float = 0.0  # particle diameter, original px
+    pixel_size: float | None = None  # Å/px, overriding MRC headers
+
+    def validate(self, where: str = "data") -> None:
+        if self.diameter <= 0:
+            raise CryopickError(f"{where}.diameter must be positive, got {self.diameter!r}")
+        if self.pixel_size is not None and self.pixel_size <= 0:
+            raise CryopickError(f"{where}.pixel_size must be positive, got {self.pixel_size!r}")
+
+
+@dataclass
+class RoundsSection:
+    """The self-training loop."""
+
+    rounds: int = 3  # total rounds including round 0 (labeled only)
+    positive: float = 0.95  # pseudo-label: p > positive -> particle
+    negative: float = 0.05  # pseudo-label: p < negative -> background, else ignored
+    calibrate: bool = True  # p = heatmap calibrated on the previous round's validation picks (cryopick.pseudo)
+    positive_disks: bool = True  # particles = confident peaks painted as label disks (else: pixels > positive)
+    warm_start: bool = True  # start each round from the previous round's weights
+    labeled_fraction: float = 0.5  # share of training patches cut from labeled micrographs (rounds >= 1)
+    patches_per_epoch: int = 512  # patches one pass over the training Dataset yields (all workers)
+    patience: int = 1  # stop after this many rounds without a val F1 gain
+    min_improvement: float = 0.0  # a gain must exceed this to count
+
+    def validate(self, where: str = "selftrain") -> None:
+        if self.rounds < 1:
+            raise CryopickError(f"{where}.rounds must be >= 1, got {self.rounds}")
+        if not 0.0 <= self.negative < self.positive <= 1.0:
+            raise CryopickError(
+                f"{where}.negative and {where}.positive need 0 <= negative < positive <= 1, "
+                f"got {self.negative}, {self.positive}"
+            )
+        if not 0.0 < self.labeled_fraction <= 1.0:
+            raise CryopickError(f"{where}.labeled_fraction must be in (0, 1], got {self.labeled_fraction}")
+        if self.patches_per_epoch < 1:
+            raise CryopickError(f"{where}.patches_per_epoch must be >= 1, got {self.patches_per_epoch}")
+        if self.patience < 1:
+            raise CryopickError(f"{where}.patience must be >= 1, got {self.patience}")
+
+
+@dataclass
+class TuneSection:
+    """Grid searched by Ray Tune after each round (F1 on the validation picks)."""
+
+    thresholds: list[float] = field(default_factory=lambda: [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9])
+    min_distance_fractions: list[float] = field(default_factory=lambda: [0.4, 0.5, 0.6, 0.75, 1.0])
+    cpu_per_trial: float = 0.5
+
+    def validate(self, where: str = "tune") -> None:
+        if not self.thresholds or not all(0.0 <= t <= 1.0 for t in self.thresholds):
+            raise CryopickError(f"{where}.thresholds must be a non-empty list of values in [0, 1]")
+        if not self.min_distance_fractions or not all(f > 0 for f in self.min_distance_fractions):
+            raise CryopickError(f"{where}.min_distance_fractions must be a non-empty list of positive values")
+        if self.cpu_per_trial <= 0:
+            raise CryopickError(f"{where}.cpu_per_trial must be positive, got {self.cpu_per_trial}")
+
+
+@dataclass
+class RaySection:
+    """Where and how wide to run."""
+
+    address: str | None = None  # None: $RAY_ADDRESS if set, else a local Ray
+    num_cpus: int | None = None  # local Ray only
+    num_workers: int = 2  # Ray Train workers
+    use_gpu: str = "auto"  # auto | true | false
+    cpu_per_worker: float = 0.5  # < 1 leaves CPU to Ray Data on small machines (see STACK-NOTES)
+    data_cpus: float = 0.5  # CPU per read/preprocess/patch task
+    predict_actors: int = 1  # actor pool size of the prediction stage
+    max_failures: int = 2  # Ray Train restarts from the last checkpoint this often
+    storage_path: str | None = None  # Ray Train/Tune results; None: <campaign>/ray_results (shared FS on clusters)
+
+    def validate(self, where: str = "ray") -> None:
+        if self.num_workers < 1:
+            raise CryopickError(f"{where}.num_workers must be >= 1, got {self.num_workers}")
+        if self.use_gpu not in ("auto", "true", "false"):
+            raise CryopickError(f"{where}.use_gpu must be auto, true or false, got {self.use_gpu!r}")
+        for key in ("cpu_per_worker", "data_cpus"):
+            if getattr(self, key) <= 0:
+                raise CryopickError(f"{where}.{key} must be positive, got {getattr(self, key)!r}")
+        if self.predict_actors < 1:
+            raise CryopickError(f"{where}.predict_actors must be >= 1, got {self.predict_actors}")
+        if self.max_failures < -1:
+            raise CryopickError(f"{where}.max_failures must be >= -1 (-1 = retry forever), got {self.max_failures}")
+        if self.num_cpus is not None and self.num_cpus < 1:
+            raise CryopickError(f"{where}.num_cpus must be >= 1, got {self.num_cpus}")
+
+
+@dataclass
+class TrackingSection:
+    """MLflow; the default store is ``sqlite:///<abs campaign>/mlflow.db`` (no server)."""
+
+    uri: str | None = None
+    experiment: str = "cryopick"
+
+
+@dataclass
+class SelftrainConfig:
+    """A whole campaign; ``campaign.json`` holds this resolved."""
+
+    out: str = ""  # campaign directory
+    name: str = ""  # campaign / MLflow parent run name; default: the directory's name
+    data: DataSection = field(default_factory=DataSection)
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    pick: PickConfig = field(default_factory=PickConfig)
+    selftrain: RoundsSection = field(default_factory=RoundsSection)
+    tune: TuneSection = field(default_factory=TuneSection)
+    ray: RaySection = field(default_factory=RaySection)
+    tracking: TrackingSection = field(default_factory=TrackingSection)
+
+    def validate(self, where: str = "") -> None:
+        if not self.out:
+            raise CryopickError("out (the campaign directory) is not set (config key out or --out)")
+        if self.train.patch_size % 2**self.model.depth:
+            raise CryopickError(
+                f"train.patch_size ({self.train.patch_size}) must be a multiple of 2**model.depth ({2**self.model.depth})"
+            )
+        if not self.name:
+            self.name = Path(self.out).name
+
+    @property
+    def campaign_dir(self) -> Path:
+        return Path(self.out).expanduser().resolve()
+
+    def tracking_uri(self) -> str:
+        return self.tracking.uri or f"sqlite:///{self.campaign_dir / 'mlflow.db'}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return to_dict(self)
+
+
+def set_key(data: dict[str, Any], dotted: str, value: Any) -> None:
+    """``set_key(d, "train.steps", 5)`` -> ``d["train"]["steps"] = 5`` (creating sections)."""
+    *sections, key = dotted.split(".")
+    node = data
+    for s in sections:
+        node = node.setdefault(s, {})
+        if not isinstance(node, dict):
+            raise CryopickError(f"config key {s} must be a mapping to set {dotted}")
+    node[key] = value
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> SelftrainConfig:
+    """YAML/JSON file (optional) overlaid with dotted-key ``overrides`` -> validated config.
+
+    Relative micrograph/coords paths in a file are taken relative to the file's folder, so a
+    config works from any working directory.
+    """
+    raw: dict[str, Any] = load_yaml(path) if path is not None else {}
+    if path is not None:
+        base = Path(path).resolve().parent
+        data = raw.get("data")
+        if isinstance(data, dict):
+            for key in ("labeled", "unlabeled", "validation", "test"):
+                if isinstance(data.get(key), list):
+                    data[key] = [_rebase(base, p) for p in data[key]]
+            if isinstance(data.get("coords"), str) and data["coords"]:
+                data["coords"] = _rebase(base, data["coords"])
+        if isinstance(raw.get("out"), str) and raw["out"]:
+            raw["out"] = _rebase(base, raw["out"])
+    for dotted, value in (overrides or {}).items():
+        if value is not None:
+            set_key(raw, dotted, value)
+    return from_dict(SelftrainConfig, raw, "")
+
+
+def _rebase(base: Path, p: Any) -> Any:
+    if not isinstance(p, str) or Path(p).expanduser().is_absolute():
+        return p
+    return str(base / p)
+
+
+@dataclass
+class ResolvedData:
+    """Micrograph lists after glob/manifest expansion, checked to exist."""
+
+    labeled: list[Path]
+    unlabeled: list[Path]
+    validation: list[Path]
+    test: list[Path]
+    coords: Path
+
+
+def resolve_data(cfg: SelftrainConfig) -> ResolvedData:
+    """Expand and check every path before a cluster is asked to do anything.
+
+    Raises:
+        CryopickError: a missing file/pattern, no labeled micrographs, no coords directory, a
+            labeled/validation/test micrograph without a coordinate file, or overlapping roles.
+    """
+    from cryopick.dataset import coords_for
+    from cryopick.io.manifest import resolve_micrographs
+
+    d = cfg.data
+    if not d.labeled:
+        raise CryopickError("data.labeled lists no micrographs (round 0 needs expert picks)")
+    if not d.coords:
+        raise CryopickError("data.coords is not set (the directory of expert pick files)")
+    coords = Path(d.coords).expanduser().resolve()
+    if not coords.is_dir():
+        raise CryopickError("data.coords: no such directory", coords)
+    lists: dict[str, list[Path]] = {}
+    for key in ("labeled", "unlabeled", "validation", "test"):
+        items = getattr(d, key)
+        try:
+            lists[key] = [p.resolve() for p in resolve_micrographs(items)] if items else []
+        except CryopickError as exc:
+            raise CryopickError(f"data.{key}: {exc}") from None
+    for key in ("labeled", "validation", "test"):
+        for mic in lists[key]:
+            try:
+                coords_for(mic, coords)
+            except CryopickError as exc:
+                raise CryopickError(f"data.{key}: {exc}") from None
+    seen: dict[Path, str] = {}
+    for key, mics in lists.items():
+        for mic in mics:
+            if mic in seen:
+                raise CryopickError(f"data.{key}: {mic.name} is also listed in data.{seen[mic]}")
+            seen[mic] = key
+    if not lists["validation"] and cfg.train.val_fraction <= 0:
+        raise CryopickError("no validation picks: give data.validation or set train.val_fraction > 0")
+    return ResolvedData(lists["labeled"], lists["unlabeled"], lists["validation"], lists["test"], coords)
+
+
+# Keys that may change when a campaign is resumed; anything else must match campaign.json.
+RESUMABLE_KEYS = ("selftrain.rounds", "selftrain.patience", "selftrain.min_improvement", "ray", "tracking")
+
+
+def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; lists stay values."""
+    out: dict[str, Any] = {}
+    for k, v in data.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def config_mismatch(stored: dict[str, Any], current: dict[str, Any]) -> str | None:
+    """The first key (dotted) that differs and may not change on resume, else None."""
+    a, b = flatten(stored), flatten(current)
+    for key in sorted(set(a) | set(b)):
+        if any(key == r or key.startswith(r + ".") for r in RESUMABLE_KEYS):
+            continue
+        if a.get(key) != b.get(key):
+            return key
+    return None
+
+
+@dataclass
+class CampaignState:
+    """``state.json``: which rounds are complete and where they are tracked."""
+
+    completed_rounds: list[int] = field(default_factory=list)
+    best_round: int | None = None
+    mlflow_parent_run_id: str | None = None
+    tracking_uri: str | None = None
+    val_f1: dict[str, float] = field(default_factory=dict)  # round (as str) -> validation F1
+    f1: dict[str, float] = field(default_factory=dict)  # round (as str) -> scored F1
+    stopped: str | None = None  # why the campaign stopped, once it has
+
+    def save(self, campaign: Path) -> None:
+        write_text_atomic(campaign / STATE_FILE, json.dumps(self.__dict__, indent=2) + "\n")
+
+    @classmethod
+    def load(cls, campaign: Path) -> CampaignState:
+        path = campaign / STATE_FILE
+        if not path.is_file():
+            return cls()
+        try:
+            return from_dict(cls, json.loads(path.read_text()), "state")
+        except (ValueError, CryopickError) as exc:
+            raise CryopickError(f"unreadable campaign state ({exc}); delete it to start over", path) from None
+
+    def record(self, rnd: int, val_f1: float, f1: float) -> None:
+        """Mark ``rnd`` complete and update the best round (by validation F1, ties to the earlier)."""
+        if rnd not in self.completed_rounds:
+            self.completed_rounds.append(rnd)
+            self.completed_rounds.sort()
+        self.val_f1[str(rnd)], self.f1[str(rnd)] = float(val_f1), float(f1)
+        self.best_round = max(self.completed_rounds, key=lambda r: (self.val_f1[str(r)], -r))
+
+
+def round_dir(campaign: Path, rnd: int) -> Path:
+    return campaign / f"round_{rnd:03d}"
+
+
+def round_complete(campaign: Path, rnd: int) -> bool:
+    """A round is complete when its metrics.json (written last, atomically) exists."""
+    return (round_dir(campaign, rnd) / METRICS_FILE).is_file()
+
+
+def completed_rounds_on_disk(campaign: Path) -> list[int]:
+    """Round numbers with a metrics.json, in order, stopping at the first gap."""
+    done = []
+    rounds = sorted(int(m.group(1)) for p in campaign.glob("round_*") if (m := re.fullmatch(r"round_(\d+)", p.name)))
+    for expected, rnd in enumerate(rounds):
+        if rnd != expected or not round_complete(campaign, rnd):
+            break
+        done.append(rnd)
+    return done
+
+
+def stop_reason(val_f1: list[float], rounds: int, patience: int, min_improvement: float) -> str | None:
+    """Why to stop after the rounds scored so far (val F1 per round, round 0 first), or None.
+
+    Stops at ``rounds`` rounds, or when the last ``patience`` rounds all failed to beat the best
+    earlier val F1 by more than ``min_improvement``.
+    """
+    if len(val_f1) >= rounds:
+        return f"reached {rounds} round(s)"
+    if len(val_f1) > patience:
+        best_before = max(val_f1[: len(val_f1) - patience])
+        if all(v <= best_before + min_improvement for v in val_f1[-patience:]):
+            return f"validation F1 did not improve on {best_before:.4f} for {patience} round(s)"
+    return None
+
+
+def patch_counts(n_labeled: int, n_pseudo: int, per_epoch: int, labeled_fraction: float) -> tuple[int, int]:
+    """Patches to cut per labeled and per pseudo-labeled micrograph in one epoch.
+
+    Labeled micrographs supply ``labeled_fraction`` of an epoch when there are pseudo-labeled
+    ones (so ten pseudo-labeled micrographs cannot drown one expert-labeled one), all otherwise.
+    """
+    if n_labeled < 1:
+        raise ValueError("need at least one labeled micrograph")
+    if n_pseudo == 0 or labeled_fraction >= 1.0:
+        return max(1, round(per_epoch / n_labeled)), 0
+    lab = max(1, round(per_epoch * labeled_fraction / n_labeled))
+    pseudo = max(1, round(per_epoch * (1.0 - labeled_fraction) / n_pseudo))
+    return lab, pseudo

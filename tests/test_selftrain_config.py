@@ -1,0 +1,123 @@
+"""Self-training configuration, path checks, campaign state and stopping rule (no Ray)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from cryopick.errors import CryopickError
+from cryopick.selftrain import (
+    CampaignState, completed_rounds_on_disk, config_mismatch, flatten, load_config, patch_counts, resolve_data,
+    round_dir, stop_reason,
+)
+
+
+def _data(sim: Path) -> dict[str, object]:
+    split = json.loads((sim / "split.json").read_text())
+    mic = lambda names: [str(sim / "micrographs" / f"{n}.mrc") for n in names]  # noqa: E731
+    return {"data.labeled": mic(split["labeled"]), "data.unlabeled": mic(split["unlabeled"]),
+            "data.test": mic(split["test"]), "data.coords": str(sim / "coords"), "data.diameter": 24.0}
+
+
+def test_defaults_and_overrides(tmp_path: Path, sim_data: Path) -> None:
+    cfg = load_config(None, {"out": str(tmp_path / "camp"), "train.steps": 7, **_data(sim_data)})
+    assert cfg.train.steps == 7 and cfg.name == "camp"
+    assert cfg.selftrain.positive == 0.95 and cfg.selftrain.negative == 0.05
+    assert cfg.ray.cpu_per_worker == 0.5  # < 1 CPU: leaves room for Ray Data on 2 cores
+    assert cfg.tracking_uri() == f"sqlite:///{(tmp_path / 'camp').resolve()}/mlflow.db"
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("selftrain.bogus", 1, "unknown config key selftrain.bogus"),
+        ("train.steps", "many", "train.steps must be of type int"),
+        ("selftrain.positive", 0.01, "selftrain.negative and selftrain.positive"),
+        ("selftrain.rounds", 0, "selftrain.rounds must be >= 1"),
+        ("ray.use_gpu", "maybe", "ray.use_gpu must be auto, true or false"),
+        ("ray.cpu_per_worker", 0, "ray.cpu_per_worker must be positive"),
+        ("data.diameter", -3, "data.diameter must be positive"),
+        ("tune.thresholds", [1.5], "tune.thresholds"),
+        ("train.patch_size", 40, "train.patch_size must be a multiple of 16"),
+    ],
+)
+def test_bad_values_name_the_key(tmp_path: Path, sim_data: Path, key: str, value: object, message: str) -> None:
+    with pytest.raises(CryopickError, match=message.replace(".", r"\.")):
+        load_config(None, {"out": str(tmp_path), **_data(sim_data), key: value})
+
+
+def test_yaml_paths_are_relative_to_the_file(tmp_path: Path, sim_data: Path) -> None:
+    (tmp_path / "cfg.yaml").write_text(
+        f"out: camp\ndata:\n  labeled: ['{sim_data}/micrographs/sim_0000.mrc']\n  coords: {sim_data}/coords\n  diameter: 24\n"
+    )
+    cfg = load_config(tmp_path / "cfg.yaml")
+    assert cfg.campaign_dir == (tmp_path / "camp").resolve()
+    assert resolve_data(cfg).labeled[0].name == "sim_0000.mrc"
+
+
+def test_paths_checked_before_any_work(tmp_path: Path, sim_data: Path) -> None:
+    base = {"out": str(tmp_path), **_data(sim_data)}
+    with pytest.raises(CryopickError, match="data.unlabeled: .*no such micrograph file"):
+        resolve_data(load_config(None, {**base, "data.unlabeled": [str(tmp_path / "missing.mrc")]}))
+    with pytest.raises(CryopickError, match="data.coords: no such directory"):
+        resolve_data(load_config(None, {**base, "data.coords": str(tmp_path / "nope")}))
+    with pytest.raises(CryopickError, match="also listed in data.labeled"):
+        resolve_data(load_config(None, {**base, "data.test": base["data.labeled"]}))
+    (tmp_path / "lonely.mrc").write_bytes((sim_data / "micrographs" / "sim_0000.mrc").read_bytes())
+    with pytest.raises(CryopickError, match="data.test: .*no coordinate file for micrograph lonely.mrc"):
+        resolve_data(load_config(None, {**base, "data.test": [str(tmp_path / "lonely.mrc")]}))
+    data = resolve_data(load_config(None, base))
+    assert len(data.labeled) == 1 and len(data.unlabeled) == 2 and len(data.test) == 1
+
+
+def test_config_mismatch_allows_only_resumable_keys() -> None:
+    a = {"train": {"steps": 5}, "selftrain": {"rounds": 2, "positive": 0.95}, "ray": {"num_workers": 2}}
+    b = json.loads(json.dumps(a))
+    b["selftrain"]["rounds"] = 4
+    b["ray"]["num_workers"] = 8
+    assert config_mismatch(a, b) is None
+    b["train"]["steps"] = 6
+    assert config_mismatch(a, b) == "train.steps"
+    assert flatten({"a": {"b": {"c": 1}}, "d": [1]}) == {"a.b.c": 1, "d": [1]}
+
+
+def test_state_roundtrip_and_best_round(tmp_path: Path) -> None:
+    st = CampaignState()
+    st.record(0, val_f1=0.70, f1=0.60)
+    st.record(1, val_f1=0.75, f1=0.66)
+    st.record(2, val_f1=0.75, f1=0.70)  # a tie goes to the earlier round
+    st.mlflow_parent_run_id = "abc"
+    st.save(tmp_path)
+    back = CampaignState.load(tmp_path)
+    assert back.completed_rounds == [0, 1, 2] and back.best_round == 1 and back.mlflow_parent_run_id == "abc"
+    (tmp_path / "state.json").write_text("{not json")
+    with pytest.raises(CryopickError, match="unreadable campaign state"):
+        CampaignState.load(tmp_path)
+
+
+def test_completed_rounds_need_metrics_and_no_gap(tmp_path: Path) -> None:
+    for r in (0, 1, 3):
+        round_dir(tmp_path, r).mkdir()
+        (round_dir(tmp_path, r) / "metrics.json").write_text("{}")
+    round_dir(tmp_path, 4).mkdir()  # started, never finished
+    assert completed_rounds_on_disk(tmp_path) == [0, 1]
+
+
+def test_stop_reason() -> None:
+    assert stop_reason([0.5], rounds=3, patience=1, min_improvement=0.0) is None
+    assert stop_reason([0.5, 0.6], 3, 1, 0.0) is None
+    assert "did not improve" in stop_reason([0.5, 0.6, 0.6], 5, 1, 0.0)
+    assert stop_reason([0.5, 0.6, 0.6], 5, 2, 0.0) is None  # patience 2: one flat round is allowed
+    assert "did not improve" in stop_reason([0.5, 0.52], 5, 1, 0.05)  # gain below min_improvement
+    assert stop_reason([0.5, 0.6, 0.7], 3, 1, 0.0) == "reached 3 round(s)"
+
+
+def test_patch_counts_keep_the_labeled_share() -> None:
+    assert patch_counts(2, 0, 100, 0.5) == (50, 0)
+    lab, ps = patch_counts(1, 10, 400, 0.5)
+    assert lab == 200 and ps == 20  # one labeled micrograph still supplies half of every epoch
+    assert patch_counts(1, 10, 400, 1.0) == (400, 0)
+    with pytest.raises(ValueError):
+        patch_counts(0, 3, 10, 0.5)

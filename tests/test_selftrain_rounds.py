@@ -1,0 +1,136 @@
+"""Pseudo-labels, calibration, scoring and round outputs (plain functions, no Ray)."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cryopick.distributed.data import LABELED, PSEUDO, StageParams, cut_patches, hold_rows, load_micrographs
+from cryopick.labels import IGNORE, circle_mask
+from cryopick.peaks import find_peaks
+from cryopick.pseudo import PseudoLabeler, apply_calibration, fit_calibration, fit_peak_calibration, pav
+from cryopick.selftrain_rounds import (
+    ScoredHeatmap, best_trial, block_reduce, pseudo_summary, score_and_write, score_picks, write_tune_csv,
+)
+
+
+def blobs(shape: tuple[int, int], xy: np.ndarray, values: np.ndarray, sigma: float = 2.0) -> np.ndarray:
+    """(H, W) heatmap with Gaussian blobs of peak ``values`` at ``xy``."""
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    hm = np.zeros(shape, np.float32)
+    for (x, y), v in zip(xy, values):
+        hm = np.maximum(hm, v * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * sigma**2)))
+    return hm
+
+
+def grid_points(n: int, step: float, offset: float) -> np.ndarray:
+    g = np.arange(n) * step + offset
+    return np.array([(x, y) for y in g for x in g], dtype=np.float64)
+
+
+def test_pav_is_monotone_and_weighted() -> None:
+    np.testing.assert_allclose(pav(np.array([0.1, 0.5, 0.3, 0.9]), np.array([1, 1, 1, 1.0])), [0.1, 0.4, 0.4, 0.9])
+    np.testing.assert_allclose(pav(np.array([0.5, 0.2]), np.array([3.0, 1.0])), [0.425, 0.425])
+
+
+def test_pixel_calibration_recovers_frequencies() -> None:
+    rng = np.random.default_rng(0)
+    hm = rng.uniform(0, 1, (200, 200)).astype(np.float32)
+    truth = (rng.uniform(0, 1, hm.shape) < hm**2).astype(np.int8)  # P(particle | h) = h^2
+    table = fit_calibration([hm], [truth], n_bins=10)
+    assert all(b >= a for a, b in zip(table, table[1:]))
+    np.testing.assert_allclose(table, ((np.arange(10) + 0.5) / 10) ** 2, atol=0.03)
+    assert apply_calibration(np.array([[0.05]], np.float32), table)[0, 0] == pytest.approx(table[0], abs=1e-6)
+
+
+def test_raw_pixel_rule_without_disks_is_the_issue_rule() -> None:
+    hm = np.array([[0.99, 0.5, 0.01]], np.float32)
+    m = PseudoLabeler(calibrate=False, positive_disks=False).mask(hm, diameter=10, scale=1)
+    assert m.tolist() == [[1, IGNORE, 0]]
+
+
+def test_disks_replace_cores_and_balance_restores_the_share() -> None:
+    xy = grid_points(4, 25.0, 12.0)
+    hm = blobs((100, 100), xy, np.full(len(xy), 0.99))
+    lab = PseudoLabeler(calibrate=False, positive_disks=True, label_radius_fraction=0.5)
+    m = lab.mask(hm, diameter=16, scale=1.0)
+    expected = circle_mask(hm.shape, xy, 4.0)
+    assert ((m == 1) == (expected == 1)).all()  # one label-radius disk per confident peak
+    share = (m == 1).sum() / ((m >= 0).sum())
+    balanced = PseudoLabeler(calibrate=False, positive_disks=True, balance_to=0.3).mask(hm, 16, 1.0)
+    assert share < 0.3
+    assert (balanced == 1).sum() == (m == 1).sum()
+    assert (balanced == 1).sum() / (balanced >= 0).sum() == pytest.approx(0.3, abs=0.01)
+
+
+def test_peak_calibration_gates_positives() -> None:
+    # validation: strong peaks are all real, weak peaks (0.6) are half decoys
+    true_xy = grid_points(4, 25.0, 12.0)
+    decoys = true_xy[::2] + np.array([12.0, 0.0])
+    hm = blobs((100, 100), np.vstack([true_xy, decoys]), np.r_[np.full(8, 0.97), np.full(8, 0.6), np.full(8, 0.6)])
+    sh = ScoredHeatmap("v", hm, (1.0, 1.0), true_xy, (0, 100))
+    table = fit_peak_calibration([sh], min_distance=8.0, diameter=16.0, n_bins=10)
+    _, scores = find_peaks(hm, 8.0, 0.02, 1.0)
+    strong, weak = scores.max(), scores.min()  # smoothed peak scores, as the table was fitted on
+    np.testing.assert_allclose(apply_calibration(np.array([strong, weak], np.float32), table), [1.0, 0.5], atol=0.06)
+    lab = PseudoLabeler(calibrate=True, peak_calibration=table, calibration=[], positive=0.95)
+    m = lab.mask(hm, diameter=16.0, scale=1.0)
+    n_disks = len(np.unique(np.round(np.argwhere(m == 1) / 12.5), axis=0))
+    assert 0 < (m == 1).sum() and n_disks <= 16  # only the 0.97 peaks became particles
+    assert m[int(decoys[0, 1]), int(decoys[0, 0])] != 1
+
+
+def test_score_picks_and_outputs(tmp_path: Path) -> None:
+    true_xy = grid_points(4, 25.0, 12.0)
+    hm = blobs((100, 100), true_xy, np.full(len(true_xy), 0.9))
+    sh = ScoredHeatmap("mic", hm, (2.0, 2.0), true_xy * 2.0, (0, 100), image=np.zeros((100, 100), np.float32))
+    s = score_picks([sh], threshold=0.5, min_distance=20.0, diameter=32.0)
+    assert s["f1"] == pytest.approx(1.0) and s["n_picks"] == 16
+    assert score_picks([sh], threshold=0.95, min_distance=20.0, diameter=32.0)["f1"] == 0.0
+    held = ScoredHeatmap("mic", hm, (2.0, 2.0), true_xy * 2.0, (50, 100))
+    assert score_picks([held], 0.5, 20.0, 32.0)["n_picks"] == 8  # only the held-back rows count
+    res = score_and_write(tmp_path, [sh], 0.5, 20.0, 32.0, 1.0)
+    assert res.f1 == pytest.approx(1.0) and res.average_precision == pytest.approx(1.0)
+    with np.load(tmp_path / "preview" / "mic.npz") as z:
+        assert z["image"].dtype == np.float16 and z["picks_xy"].shape == (16, 2) and z["truth_xy"].shape == (16, 2)
+        np.testing.assert_allclose(z["scale"], [2.0, 2.0])
+    assert (tmp_path / "picks" / "mic.star").is_file()
+    rows = list(csv.DictReader((tmp_path / "pr_curve.csv").open()))
+    assert set(rows[0]) == {"threshold", "precision", "recall"}
+
+
+def test_best_trial_and_tune_csv(tmp_path: Path) -> None:
+    trials = [{"threshold": t, "min_distance": 10.0, "f1": f, "precision": 0.0, "recall": 0.0}
+              for t, f in ((0.3, 0.5), (0.5, 0.8), (0.7, 0.8))]
+    assert best_trial(trials)["threshold"] == 0.7  # ties go to the higher threshold
+    write_tune_csv(tmp_path / "tune.csv", trials)
+    assert (tmp_path / "tune.csv").read_text().splitlines()[0] == "threshold,min_distance,f1,precision,recall"
+
+
+def test_pseudo_summary_and_block_reduce() -> None:
+    s = pseudo_summary([{"positive": 0.1, "negative": 0.5, "ignored": 0.4, "pixels": 100},
+                        {"positive": 0.3, "negative": 0.3, "ignored": 0.4, "pixels": 300}])
+    assert s["positive"] == pytest.approx(0.25) and s["n_micrographs"] == 2
+    assert block_reduce(np.arange(16.0).reshape(4, 4), 2).tolist() == [[2.5, 4.5], [10.5, 12.5]]
+
+
+def test_data_stages_without_ray(sim_data: Path, tmp_path: Path) -> None:
+    mic = sim_data / "micrographs" / "sim_0000.mrc"
+    heat = tmp_path / "sim_0001.npz"
+    np.savez(heat, heatmap=np.full((128, 128), 0.01, np.float16), scale=np.array([2.0, 2.0]))
+    params = StageParams(diameter=24.0, preprocess={"bin": 2.0}, label_radius_fraction=0.5, val_fraction=0.25,
+                         pseudo={"calibrate": False})
+    batch = {"path": np.array([str(mic), str(sim_data / "micrographs" / "sim_0001.mrc")]),
+             "kind": np.array([LABELED, PSEUDO]), "label": np.array([str(sim_data / "coords" / "sim_0000.star"), str(heat)]),
+             "n_patches": np.array([3, 2]), "hold_back": np.array([True, False])}
+    out = load_micrographs(batch, params.__dict__)
+    assert out["image"].shape == (2, 128, 128) and out["mask"].dtype == np.int8
+    r0, _ = hold_rows(128, 0.25)
+    assert (out["mask"][0, r0:] == IGNORE).all() and (out["mask"][0, :r0] == 1).any()
+    assert (out["mask"][1] == 0).all()  # p = 0.01 everywhere: all background
+    patches = cut_patches(out, patch_size=32)
+    assert patches["image"].shape == (5, 32, 32) and len(set(patches["patch_id"])) == 5
+    assert list(patches["name"]).count("sim_0000") == 3
