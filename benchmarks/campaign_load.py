@@ -106,6 +106,14 @@ def run_one(model: Path, mics_dir: Path, out: Path, workers: int) -> dict[str, o
                            "ray", progress=False)
     seconds = time.monotonic() - t0
     peaks = sampler.stop()
+    # steady state: the campaign minus its first 20 % (Ray start-up, actors loading the model)
+    steady = [x for x in sampler.samples if t0 + 0.2 * seconds <= x["t"] <= t0 + seconds]
+    peaks["median_pss_mb"] = float(sorted(x["pss_mb"] for x in steady)[len(steady) // 2]) if steady else 0.0
+    if steady:
+        peaks["driver_growth_mb"] = steady[-1]["driver_mb"] - steady[0]["driver_mb"]
+        third = max(1, len(steady) // 3)
+        for name, part in (("first_third_pss_mb", steady[:third]), ("last_third_pss_mb", steady[-third:])):
+            peaks[name] = float(sorted(x["pss_mb"] for x in part)[len(part) // 2])
     ray.shutdown()
     files = sum(1 for p in (out / "picks").iterdir() if not p.name.startswith("."))
     return {"n": len(mics), "seconds": seconds, "picked": summary.picked, "failed": summary.failed,
@@ -183,7 +191,8 @@ def main() -> int:
     rows = "\n".join(
         f"| {r['n']} | {r['seconds']:.0f} | {r['n'] / r['seconds']:.2f} | {r['particles']} | "
         f"{r['peaks']['rss_mb']:.0f} | {r['peaks']['pss_mb']:.0f} | {r['peaks']['driver_mb']:.0f} | "
-        f"{r['peaks']['max_worker_mb']:.0f} | {r['peaks']['n_proc']:.0f} |" for r in results)
+        f"{r['peaks']['max_worker_mb']:.0f} | {r['peaks']['median_pss_mb']:.0f} | "
+        f"{r['peaks'].get('driver_growth_mb', 0):+.0f} | {r['peaks']['n_proc']:.0f} |" for r in results)
     first, last = results[0], results[-1]
     growth = last["peaks"]["pss_mb"] / first["peaks"]["pss_mb"] - 1
     body = (
@@ -194,9 +203,13 @@ def main() -> int:
         f"process tree (GCS, raylet, workers): RSS summed, PSS summed (shared object-store pages counted "
         f"once), largest driver and worker RSS.\n\n"
         f"| micrographs | seconds | micrographs/s | particles | peak RSS, tree (MB) | peak PSS, tree (MB) | "
-        f"peak driver RSS (MB) | peak worker RSS (MB) | processes |\n|---|---|---|---|---|---|---|---|---|\n{rows}\n\n"
+        f"peak driver RSS (MB) | peak worker RSS (MB) | median PSS, steady state (MB) | driver RSS growth, "
+        f"steady state (MB) | processes |\n|---|---|---|---|---|---|---|---|---|---|---|\n{rows}\n\n"
         f"From {first['n']} to {last['n']} micrographs the peak PSS of the tree changed by {growth:+.1%} "
-        f"({first['peaks']['pss_mb']:.0f} -> {last['peaks']['pss_mb']:.0f} MB); every micrograph ended with "
+        f"({first['peaks']['pss_mb']:.0f} -> {last['peaks']['pss_mb']:.0f} MB) and its steady-state median by "
+        f"{last['peaks']['median_pss_mb'] / first['peaks']['median_pss_mb'] - 1:+.1%}; within the {last['n']}-micrograph "
+        f"run the median PSS was {last['peaks']['first_third_pss_mb']:.0f} MB over the first third of the steady "
+        f"state and {last['peaks']['last_third_pss_mb']:.0f} MB over the last third. Every micrograph ended with "
         f"exactly one pick file and none failed. Timings share the 2 cores with other work on this machine."
     )
     if args.no_report:

@@ -28,7 +28,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryopick import __version__
 from cryopick.config import PickConfig, from_dict, to_dict
@@ -36,6 +36,11 @@ from cryopick.errors import CryopickError
 from cryopick.io.atomic import write_text_atomic
 from cryopick.io.coords import FORMATS
 from cryopick.mask import MaskConfig
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from cryopick.preprocess import Binned
 
 ROW_KEYS = ("micrograph", "status", "n_picks", "n_masked", "seconds", "reason", "worker")
 STATUSES = ("picked", "skipped", "failed")
@@ -100,12 +105,29 @@ class Layout:
     def record_path(self, mic: Path) -> Path:
         return self.out / "done" / f"{mic.stem}.json"
 
-    config = property(lambda self: self.out / "campaign.json")
-    index = property(lambda self: self.out / "coordinate_files.star")
-    particles = property(lambda self: self.out / "particles.star")
-    failures = property(lambda self: self.out / "failures.tsv")
-    summary = property(lambda self: self.out / "summary.json")
-    histogram = property(lambda self: self.out / "particles_per_micrograph.png")
+    @property
+    def config(self) -> Path:
+        return self.out / "campaign.json"
+
+    @property
+    def index(self) -> Path:
+        return self.out / "coordinate_files.star"
+
+    @property
+    def particles(self) -> Path:
+        return self.out / "particles.star"
+
+    @property
+    def failures(self) -> Path:
+        return self.out / "failures.tsv"
+
+    @property
+    def summary(self) -> Path:
+        return self.out / "summary.json"
+
+    @property
+    def histogram(self) -> Path:
+        return self.out / "particles_per_micrograph.png"
 
 
 def model_file(model: Path) -> Path:
@@ -195,12 +217,14 @@ class MicrographPicker:
         self.box_size = cfg.box_size or round(self.meta.diameter * 1.5)
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
 
-    def _row(self, mic: Path, status: str, t0: float, n: int = 0, masked: int = 0, reason: str = "") -> dict[str, Any]:
+    def _row(
+        self, mic: Path, status: str, t0: float, n: int = 0, masked: int = 0, reason: str = ""
+    ) -> dict[str, Any]:
         return {"micrograph": str(mic), "status": status, "n_picks": n, "n_masked": masked,
                 "seconds": round(time.monotonic() - t0, 4), "reason": reason, "worker": self.worker}
 
-    def _pick(self, binned: Any) -> tuple[Any, Any]:
-        """Picks of one binned micrograph; on out-of-memory, retry with half the tile batch."""
+    def _pick(self, binned: Binned) -> tuple[np.ndarray, np.ndarray]:
+        """(N, 2) picks in ORIGINAL px and (N,) scores; on out-of-memory, retry with half the tile batch."""
         import torch
 
         from cryopick.picker import pick_binned
@@ -215,7 +239,8 @@ class MicrographPicker:
                 if self.device.type == "cuda":
                     torch.cuda.empty_cache()
                 if tile_batch == 1:
-                    raise CryopickError(f"out of memory even with tile_batch=1 ({failure_reason(exc, Path())})") from None
+                    detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                    raise CryopickError(f"out of memory even with tile_batch=1 ({detail})") from None
                 tile_batch = max(1, tile_batch // 2)
 
     def process(self, mic: str | Path) -> dict[str, Any]:
@@ -230,6 +255,9 @@ class MicrographPicker:
         if rec is not None:  # e.g. a batch retried after its actor died half way
             return self._row(mic, "skipped", t0, rec["n_picks"], rec.get("n_masked", 0), "already complete")
         try:
+            if not mic.is_file():  # e.g. deleted since the campaign was planned
+                raise CryopickError("no such micrograph file", mic)
+            st = mic.stat()  # before reading: a file replaced while being picked is redone next run
             m = read_micrograph(mic, self.cfg.pixel_size)
             if self.meta.diameter >= min(m.shape):
                 raise CryopickError(
@@ -239,7 +267,6 @@ class MicrographPicker:
             xy, scores = self._pick(binned)
             xy, scores, removed, flagged = apply_mask(binned, xy, scores, self.meta.diameter, self.cfg.mask)
             out = write_coords(self.layout.pick_path(mic), xy, scores, self.cfg.format, self.box_size)
-            st = mic.stat()
             record = {
                 "micrograph": str(mic), "output": out.name, "output_bytes": out.stat().st_size,
                 "n_picks": int(len(xy)), "n_masked": removed, "masked_fraction": round(flagged, 4),

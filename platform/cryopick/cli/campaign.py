@@ -33,7 +33,8 @@ FLAGS = {
 
 def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", type=Path, help="run directory from `cryopick train` (or a model.pt)")
-    parser.add_argument("--micrographs", nargs="+", help="MRC/TIFF files, globs, directories, .txt or RELION .star manifests")
+    parser.add_argument("--micrographs", nargs="+",
+                        help="MRC/TIFF files, globs, directories, .txt or RELION .star manifests")
     parser.add_argument("--out", type=Path, help="campaign output directory (reused to resume)")
     parser.add_argument("--config", type=Path, help="YAML with model/micrographs/out/engine and a campaign section")
     parser.add_argument("--format", choices=["star", "box", "csv", "txt"], help="pick file format (default star)")
@@ -49,7 +50,8 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--mask-window", type=float, help="statistics window in particle diameters (default 3)")
     g = parser.add_argument_group("engine")
     e = g.add_mutually_exclusive_group()
-    e.add_argument("--ray", dest="engine", action="store_const", const="ray", help="run on Ray (RAY_ADDRESS or a local Ray)")
+    e.add_argument("--ray", dest="engine", action="store_const", const="ray",
+                   help="run on Ray (the cluster in RAY_ADDRESS, else a new local Ray)")
     e.add_argument("--local", dest="engine", action="store_const", const="local", help="run in this process")
     g.add_argument("--workers", type=int, help="Ray actors (default: one per GPU, else one per --cpus-per-worker CPUs)")
     g.add_argument("--cpus-per-worker", type=float, help="Ray CPUs per actor (default 1)")

@@ -1,7 +1,7 @@
 """Ray Data engine for picking campaigns: an actor pool that loads the model once per actor.
 
-``ray.data.from_items(paths)`` streams through ``map_batches(_PickActor, concurrency=N)``; each
-actor reads, picks and writes its micrographs' files atomically (``MicrographPicker``) and
+``ray.data.from_items(paths)`` streams through ``map_batches(_PickActor, compute=ActorPoolStrategy(size=N))``:
+each actor reads, picks and writes its micrographs' files atomically (``MicrographPicker``) and
 returns only small status rows, so the driver never holds images or heatmaps and memory stays
 bounded however many micrographs there are.
 
@@ -111,7 +111,9 @@ def _stream(
                                    "out": str(plan.layout.out.resolve()), "fp": plan.fingerprint},
             batch_size=batch_size,
             batch_format="numpy",
-            compute=ray.data.ActorPoolStrategy(size=min(workers, len(paths)), max_tasks_in_flight_per_actor=in_flight),
+            compute=ray.data.ActorPoolStrategy(
+                size=min(workers, len(paths)), max_tasks_in_flight_per_actor=in_flight
+            ),
             num_cpus=cpus,
             num_gpus=gpus,
             max_restarts=-1,  # a killed actor comes back (with its model reloaded)
@@ -121,12 +123,15 @@ def _stream(
         yield {k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
 
 
-def ray_rows(plan: CampaignPlan, progress: bool = True, actor_cls: type = _PickActor) -> Iterator[dict[str, Any]]:
+def ray_rows(
+    plan: CampaignPlan, progress: bool = True, actor_cls: type = _PickActor
+) -> Iterator[dict[str, Any]]:
     """Pick ``plan.todo`` on the Ray cluster; one status row per micrograph that came back.
 
     Micrographs whose batch was lost even after retries are retried one per task and per actor
-    (up to ``MAX_SINGLE_PASSES`` passes, while they make progress); any still missing are left out (``finish_campaign`` records them as failed). ``actor_cls`` (a
-    ``_PickActor`` subclass) lets fault-injection tests crash or slow chosen actors.
+    (up to ``MAX_SINGLE_PASSES`` passes, while they make progress); any still missing are left
+    out (``finish_campaign`` records them as failed). ``actor_cls`` (a ``_PickActor`` subclass)
+    lets fault-injection tests crash or slow chosen actors.
     """
     from tqdm.auto import tqdm
 
