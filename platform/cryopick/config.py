@@ -69,6 +69,8 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     num_threads: int | None = None  # torch CPU threads (None = torch default)
+    amp: bool | None = None  # bfloat16 autocast; None = on where the hardware runs bf16 natively
+    channels_last: bool = True
 
     def validate(self, where: str = "train") -> None:
         for key in ("patch_size", "batch_size", "steps", "val_every"):
