@@ -1,9 +1,10 @@
-"""Test helper: write a campaign in the layout of ``docs/dev/contracts.md`` with ``MlflowClient``.
+"""Campaign stores for the dashboard tests.
 
-Stands in for a real self-training campaign (``cryopick selftrain``) until the orchestrator lands:
-same directory layout, same run tags, metric names, steps and artifacts. Previews use the simulated
-micrographs and their true centres, with a synthetic heatmap and picks near the true centres, so
-the viewer shows something realistic.
+:func:`real_campaign` runs a real, tiny self-training campaign (the Ray orchestrator, 2 rounds on
+the simulated set): the page and browser tests read what it logged. :func:`write_contract_campaign`
+writes the layout of ``docs/dev/contracts.md`` directly with ``MlflowClient``, with known numbers,
+for the data-layer tests (exact coverage shares, timings, Tune grids) in milliseconds. Previews use
+the simulated micrographs and their true centres, with a synthetic heatmap and picks near them.
 """
 
 from __future__ import annotations
@@ -153,3 +154,35 @@ def empty_store(tmp_path_factory: pytest.TempPathFactory, dest: Path) -> str:
     dest.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy(_CACHE["empty"], dest)  # type: ignore[arg-type]
     return f"sqlite:///{dest.resolve()}"
+
+
+def real_campaign(sim: Path, tmp_path_factory: pytest.TempPathFactory) -> WrittenCampaign:
+    """A real 2-round self-training campaign on the simulated set (Ray must be up: ``ray_session``).
+
+    Tiny settings (1 Ray Train worker, 10 steps, 3 Tune trials per round): the point is a store the
+    orchestrator wrote, not a good picker. Its numbers come from each round's ``metrics.json``.
+    """
+    if "real" not in _CACHE:
+        from cryopick.distributed.orchestrator import run_campaign
+        from cryopick.selftrain import load_config
+
+        split = json.loads((sim / "split.json").read_text())
+        mics = lambda names: [str(sim / "micrographs" / f"{n}.mrc") for n in names]  # noqa: E731
+        out = tmp_path_factory.mktemp("dash_real") / "tiny"
+        cfg = load_config(None, {
+            "out": str(out), "data.labeled": mics(split["labeled"]), "data.unlabeled": mics(split["unlabeled"]),
+            "data.test": mics(split["test"]), "data.coords": str(sim / "coords"), "data.diameter": 24.0,
+            "model.base_width": 4, "train.steps": 10, "train.batch_size": 4, "train.patch_size": 64,
+            "train.val_every": 10, "selftrain.rounds": 2, "selftrain.patience": 5, "selftrain.patches_per_epoch": 32,
+            "tune.thresholds": [0.3, 0.5, 0.7], "tune.min_distance_fractions": [0.75],
+            "ray.num_workers": 1, "ray.use_gpu": "false",
+        })
+        result = run_campaign(cfg, progress=False, log=lambda _msg: None)
+        state = json.loads((result.campaign_dir / "state.json").read_text())
+        written = WrittenCampaign(result.tracking_uri, result.campaign_dir, state["mlflow_parent_run_id"], cfg.name)
+        for m in result.rounds:
+            written.rounds[int(m["round"])] = {k: float(v) for k, v in m.items() if isinstance(v, (int, float))}
+        last = result.campaign_dir / f"round_{max(written.rounds):03d}" / "preview"
+        written.stems = sorted(p.stem for p in last.glob("*.npz"))
+        _CACHE["real"] = written
+    return _CACHE["real"]  # type: ignore[return-value]

@@ -1,4 +1,8 @@
-"""The Streamlit page, run headless with ``streamlit.testing.v1.AppTest`` against campaign stores."""
+"""The Streamlit page, run headless with ``streamlit.testing.v1.AppTest``.
+
+The campaign tests read the store of a real tiny self-training campaign (Ray, 2 rounds; about a
+minute, shared with the browser test); the empty/broken-state tests build their own stores.
+"""
 
 from __future__ import annotations
 
@@ -8,19 +12,19 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 import pytest
-from dashboard_store import WrittenCampaign, empty_store, shared_campaign
+from dashboard_store import WrittenCampaign, empty_store, real_campaign
 
 if TYPE_CHECKING:
     from streamlit.testing.v1 import AppTest
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = pytest.mark.timeout(300)  # the first test also runs the campaign (about a minute idle)
 
 APP = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
 
 
 @pytest.fixture(scope="session")
-def campaign(sim_data: Path, tmp_path_factory: pytest.TempPathFactory) -> WrittenCampaign:
-    return shared_campaign(sim_data, tmp_path_factory)
+def campaign(sim_data: Path, tmp_path_factory: pytest.TempPathFactory, ray_session: object) -> WrittenCampaign:
+    return real_campaign(sim_data, tmp_path_factory)
 
 
 def run_app(monkeypatch: pytest.MonkeyPatch, uri: str) -> AppTest:
@@ -37,6 +41,7 @@ def texts(at: AppTest, kind: str) -> list[str]:
     return [str(e.value) for e in getattr(at, kind)]
 
 
+@pytest.mark.ray
 def test_per_round_table_holds_logged_numbers(monkeypatch: pytest.MonkeyPatch, campaign: WrittenCampaign) -> None:
     at = run_app(monkeypatch, campaign.tracking_uri)
     assert not at.error and not at.warning, texts(at, "error") + texts(at, "warning")
@@ -55,10 +60,12 @@ def test_per_round_table_holds_logged_numbers(monkeypatch: pytest.MonkeyPatch, c
     assert not at.info
     assert len(at.get("vega_lite_chart")) == 5
     coverage = next(d.value for d in at.dataframe if "positive" in d.value.columns)
-    assert coverage.loc[2, "positive"] == pytest.approx(campaign.rounds[2]["pseudo_positive"])
+    last = max(campaign.rounds)
+    assert coverage.loc[last, "positive"] == pytest.approx(campaign.rounds[last]["pseudo_positive"])
     assert len(at.get("image")) == 1
 
 
+@pytest.mark.ray
 def test_micrograph_viewer_follows_choices(monkeypatch: pytest.MonkeyPatch, campaign: WrittenCampaign) -> None:
     at = run_app(monkeypatch, campaign.tracking_uri)
     assert at.selectbox(key="viewer_stem").options == sorted(campaign.stems)
@@ -80,6 +87,7 @@ def test_empty_store(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.T
     assert not at.dataframe and not at.metric
 
 
+@pytest.mark.ray
 def test_unreachable_uri(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, campaign: WrittenCampaign) -> None:
     missing = tmp_path / "absent" / "mlflow.db"
     at = run_app(monkeypatch, f"sqlite:///{missing}")

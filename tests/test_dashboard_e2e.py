@@ -1,11 +1,11 @@
 """End to end: `cryopick dashboard` (`streamlit run`) on localhost, opened in headless Chromium.
 
-Waits for the per-round chart, checks the page shows the campaign's round count and F1 values,
-and saves the screenshot the README shows (``docs/img/dashboard.png``). Needs Debian's
-``chromium`` (``/usr/bin/chromium``, or ``$CRYOPICK_CHROMIUM``); Playwright drives it, its own
-browser downloads are not used.
+The store is a real tiny self-training campaign's (Ray, 2 rounds). The test waits for the
+per-round chart, checks the page shows the campaign's round count and F1 values, saves the
+screenshots the README shows (``docs/img/dashboard*.png``), then logs one more round and checks
+the page picks it up. Needs Debian's ``chromium`` (``/usr/bin/chromium``, or
+``$CRYOPICK_CHROMIUM``); Playwright drives it, its own browser downloads are not used.
 """
-
 from __future__ import annotations
 
 import os
@@ -21,12 +21,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from dashboard_store import WrittenCampaign, shared_campaign
+from dashboard_store import WrittenCampaign, real_campaign
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page
 
-pytestmark = [pytest.mark.browser, pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.browser, pytest.mark.ray, pytest.mark.timeout(300)]
 
 REPO = Path(__file__).resolve().parents[1]
 SCREENSHOT = REPO / "docs" / "img" / "dashboard.png"
@@ -35,8 +35,9 @@ CHROMIUM = os.environ.get("CRYOPICK_CHROMIUM", "/usr/bin/chromium")
 
 
 @pytest.fixture(scope="session")
-def campaign(sim_data: Path, tmp_path_factory: pytest.TempPathFactory) -> WrittenCampaign:
-    return shared_campaign(sim_data, tmp_path_factory)
+def campaign(sim_data: Path, tmp_path_factory: pytest.TempPathFactory, ray_session: object) -> WrittenCampaign:
+    """The store of a real tiny self-training campaign (shared with the AppTest tests)."""
+    return real_campaign(sim_data, tmp_path_factory)
 
 
 def free_port() -> int:
