@@ -91,6 +91,12 @@ def server(store_copy: Path, tmp_path: Path) -> Iterator[str]:
             proc.wait(timeout=5)
 
 
+def settled(page: Page) -> None:
+    """Wait out a running (auto-refresh) rerun: Streamlit greys stale elements meanwhile."""
+    page.locator('[data-testid="stStatusWidget"]').wait_for(state="hidden", timeout=30_000)
+    page.wait_for_timeout(800)  # chart transitions
+
+
 def metric_value(page: Page, label: str) -> str:
     metric = page.locator('[data-testid="stMetric"]').filter(has_text=label)
     return metric.locator('[data-testid="stMetricValue"]').inner_text().strip()
@@ -134,8 +140,8 @@ def test_dashboard_in_chromium(server: str, store_copy: Path, campaign: WrittenC
             body = main.inner_text()
             assert f"Campaign {campaign.name}" in body
             assert "Traceback" not in body and "Error" not in body
-            page.wait_for_timeout(1500)  # let the charts finish their first animation frame
             SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+            settled(page)
             page.screenshot(path=str(SCREENSHOT))
             # The micrograph viewer draws in the browser too: its tab shows the overlay image.
             page.get_by_role("tab", name="Micrographs").click()
@@ -144,6 +150,7 @@ def test_dashboard_in_chromium(server: str, store_copy: Path, campaign: WrittenC
             page.wait_for_function("img => img.complete && img.naturalWidth > 300", arg=image.element_handle())
             assert "true picks" in main.inner_text()
             image.scroll_into_view_if_needed()
+            settled(page)
             page.screenshot(path=str(VIEWER_SHOT))
             # Refresh while a campaign runs: shortest interval, log a round, the page picks it up.
             page.get_by_role("slider").first.focus()

@@ -105,8 +105,10 @@ def micrograph_figure(
 ) -> Figure:
     """The binned micrograph with the heatmap, the round's picks (circles) and true picks (crosses).
 
-    Picks scoring below ``min_score`` are hidden. The heatmap is drawn with per-pixel alpha equal
-    to its value, so the micrograph stays visible where the picker sees nothing.
+    Picks scoring below ``min_score`` are hidden. The heatmap is stretched from its median (fully
+    transparent) to its maximum (most opaque), so the micrograph stays visible where the picker
+    sees background, and a weak early model's flat heatmap still shows its structure; the
+    stretched range is printed in the corner.
     """
     img = preview.image
     h, w = img.shape
@@ -116,8 +118,12 @@ def micrograph_figure(
     lo, hi = np.percentile(finite, [1, 99]) if finite.size else (0.0, 1.0)
     ax.imshow(img, cmap="gray", vmin=lo, vmax=hi if hi > lo else lo + 1, interpolation="nearest")
     if show_heatmap and preview.heatmap.shape == img.shape:
-        heat = np.clip(np.nan_to_num(preview.heatmap.astype(np.float32)), 0.0, 1.0)
-        ax.imshow(heat, cmap="inferno", vmin=0, vmax=1, alpha=0.65 * heat, interpolation="nearest")
+        heat = np.nan_to_num(preview.heatmap.astype(np.float32))
+        lo, hi = float(np.median(heat)), float(heat.max())
+        norm = np.clip((heat - lo) / (hi - lo), 0.0, 1.0) if hi > lo else np.zeros_like(heat)
+        ax.imshow(norm, cmap="inferno", vmin=0, vmax=1, alpha=0.7 * norm, interpolation="nearest")
+        ax.text(0.01, 0.01, f"heatmap {lo:.2f}–{hi:.2f}", transform=ax.transAxes, fontsize=8, color="white",
+                va="bottom", bbox={"facecolor": "black", "alpha": 0.5, "pad": 2, "linewidth": 0})
     keep = np.ones(len(preview.picks_xy), dtype=bool) if min_score is None else preview.picks_score >= min_score
     picks = preview.to_binned(preview.picks_xy[keep])
     truth = preview.to_binned(preview.truth_xy)
