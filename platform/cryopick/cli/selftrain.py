@@ -16,7 +16,11 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from cryopick.distributed.orchestrator import CampaignResult
+    from cryopick.selftrain import SelftrainConfig
 
 # Settings for the simulated demo: small enough for a laptop CPU in a few minutes.
 DEMO = {
@@ -101,7 +105,8 @@ def simulate_into(campaign: Path, n: int) -> dict[str, Any]:
             "data.coords": str(data / "coords"), "data.diameter": float(split["diameter"])}
 
 
-def main(args: argparse.Namespace) -> int:
+def resolve_config(args: argparse.Namespace) -> SelftrainConfig:
+    """YAML + flags (simulating data when none is given) -> validated config; no Ray yet."""
     from cryopick.config import load_yaml
     from cryopick.selftrain import load_config
 
@@ -110,18 +115,18 @@ def main(args: argparse.Namespace) -> int:
     has_data = bool(over.get("data.labeled")) or bool((raw.get("data") or {}).get("labeled"))
     if not has_data:
         out = Path(over.get("out") or raw.get("out") or "campaigns/selftrain")
-        if raw.get("out") and args.config and not Path(raw["out"]).is_absolute():
+        if "out" not in over and raw.get("out") and args.config and not Path(raw["out"]).is_absolute():
             out = args.config.resolve().parent / raw["out"]
         print(f"no micrographs given: simulating {args.simulate} into {out / 'data'}")
         over = {**({k: v for k, v in DEMO.items() if not args.config}), **simulate_into(out.resolve(), args.simulate),
-                "out": str(out), **over}
+                **over, "out": str(out)}
     elif "out" not in over and not raw.get("out"):
         over["out"] = "campaigns/selftrain"
-    cfg = load_config(args.config, over)  # validated: bad keys/values fail here, before Ray starts
+    return load_config(args.config, over)  # bad keys/values fail here, before Ray starts
 
-    from cryopick.distributed.orchestrator import run_campaign
 
-    result = run_campaign(cfg, progress=not args.quiet)
+def report(result: CampaignResult) -> None:
+    """F1 per round and where the MLflow store is."""
     print(f"\ncampaign {result.campaign_dir}: {len(result.rounds)} round(s); best round {result.best_round}; {result.stopped}")
     print("round  F1      precision  recall  val F1  pseudo+  pseudo-")
     for m in result.rounds:
@@ -130,4 +135,11 @@ def main(args: argparse.Namespace) -> int:
     print(f"\nMLflow store: {result.tracking_uri}")
     print(f"  dashboard:  cryopick dashboard --tracking-uri {result.tracking_uri}")
     print(f"  MLflow UI:  mlflow ui --backend-store-uri {result.tracking_uri}")
+
+
+def main(args: argparse.Namespace) -> int:
+    from cryopick.distributed.orchestrator import run_campaign
+
+    cfg = resolve_config(args)
+    report(run_campaign(cfg, progress=not args.quiet))
     return 0
