@@ -2,7 +2,8 @@
 
 The store is a real tiny self-training campaign's (Ray, 2 rounds). The test waits for the
 per-round chart, checks the page shows the campaign's round count and F1 values, saves the
-screenshots the README shows (``docs/img/dashboard*.png``), then logs one more round and checks
+screenshots (into ``docs/img/dashboard*.png``, the README's, when ``CRYOPICK_UPDATE_SCREENSHOTS=1``;
+else into the test's temporary directory, so a test run leaves the checkout clean), then logs one more round and checks
 the page picks it up. Needs Debian's ``chromium`` (``/usr/bin/chromium``, or
 ``$CRYOPICK_CHROMIUM``); Playwright drives it, its own browser downloads are not used.
 """
@@ -29,8 +30,7 @@ if TYPE_CHECKING:
 pytestmark = [pytest.mark.browser, pytest.mark.ray, pytest.mark.timeout(300)]
 
 REPO = Path(__file__).resolve().parents[1]
-SCREENSHOT = REPO / "docs" / "img" / "dashboard.png"
-VIEWER_SHOT = REPO / "docs" / "img" / "dashboard_viewer.png"
+DOC_IMAGES = REPO / "docs" / "img"
 CHROMIUM = os.environ.get("CRYOPICK_CHROMIUM", "/usr/bin/chromium")
 
 
@@ -117,7 +117,9 @@ def log_round(store: Path, rnd: int, f1: float) -> None:
     client.set_terminated(run.info.run_id)
 
 
-def test_dashboard_in_chromium(server: str, store_copy: Path, campaign: WrittenCampaign) -> None:
+def test_dashboard_in_chromium(server: str, store_copy: Path, campaign: WrittenCampaign, tmp_path: Path) -> None:
+    shots = DOC_IMAGES if os.environ.get("CRYOPICK_UPDATE_SCREENSHOTS") == "1" else tmp_path
+    SCREENSHOT, VIEWER_SHOT = shots / "dashboard.png", shots / "dashboard_viewer.png"  # noqa: N806
     if not Path(CHROMIUM).is_file() and not shutil.which(CHROMIUM):
         pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
     from playwright.sync_api import sync_playwright
