@@ -245,12 +245,12 @@ def run_round(cfg: SelftrainConfig, data: ResolvedData, campaign: Path, rnd: int
         "pseudo_positive": pstats["positive"], "pseudo_negative": pstats["negative"], "pseudo_ignored": pstats["ignored"],
         **timings,
     }
-    tracker.log_round(rnd, {k: v for k, v in metrics.items() if k != "round"}, cfg.as_dict(), {
-        "model": rdir / MODEL_FILE, "picks": rdir / "picks", "": rdir / "pr_curve.csv", "preview": rdir / "preview",
-        "tune": rdir / "tune.csv", "pseudo": rdir / "pseudo_labels.json", "history": rdir / "history.csv",
-    })
-    write_json(rdir / METRICS_FILE, {**metrics, "scored_on": scored_on, "n_true": score.curve.n_true,
-                                     "n_scored_micrographs": len(target)})
+    final = {**metrics, "scored_on": scored_on, "n_true": score.curve.n_true, "n_scored_micrographs": len(target)}
+    tracker.log_round(rnd, {k: v for k, v in metrics.items() if k != "round"}, cfg.as_dict(), [
+        ("model", rdir / MODEL_FILE), ("picks", rdir / "picks"), ("", rdir / "pr_curve.csv"), ("", rdir / "tune.csv"),
+        ("preview", rdir / "preview"), ("", rdir / "pseudo_labels.json"), ("", rdir / "history.csv"),
+    ], documents={METRICS_FILE: final})
+    write_json(rdir / METRICS_FILE, final)  # last: its presence marks the round complete
     hook(rnd, "done")
     return {**metrics, "scored_on": scored_on}
 

@@ -11,7 +11,7 @@ in ``<campaign>/mlartifacts``, so a laptop campaign needs no server.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -80,13 +80,16 @@ class CampaignTracker:
         rnd: int,
         metrics: Mapping[str, float],
         config: Mapping[str, Any],
-        artifacts: Mapping[str, Path],
+        artifacts: Sequence[tuple[str, Path]],
+        documents: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> str:
         """One nested run for round ``rnd`` (an earlier, interrupted attempt's run is deleted first).
 
         Args:
             metrics: logged with ``step=rnd``; precision/recall/f1 also on the parent.
-            artifacts: artifact path -> local file or directory (missing ones are skipped).
+            artifacts: (artifact folder, local file or directory) pairs; "" is the run's root;
+                missing ones are skipped.
+            documents: JSON documents logged as artifacts (name -> content), e.g. metrics.json.
         """
         from mlflow.entities import Metric, Param
 
@@ -103,11 +106,13 @@ class CampaignTracker:
         for i in range(0, len(params), 100):
             self.client.log_batch(rid, params=params[i : i + 100])
         self.client.log_batch(rid, metrics=ms)
-        for art_path, local in artifacts.items():
+        for art_path, local in artifacts:
             if Path(local).is_dir():
                 self.client.log_artifacts(rid, str(local), art_path)
             elif Path(local).is_file():
                 self.client.log_artifact(rid, str(local), art_path or None)
+        for name, doc in (documents or {}).items():
+            self.client.log_dict(rid, dict(doc), name)
         self.client.set_terminated(rid, "FINISHED")
         parent = [Metric(k, float(metrics[k]), now, rnd) for k in ("precision", "recall", "f1") if k in metrics]
         self.client.log_batch(self.parent_id, metrics=parent)

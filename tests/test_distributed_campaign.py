@@ -1,0 +1,142 @@
+"""A 2-round self-training campaign on (cropped) EMPIAR-10017 micrographs: the campaign directory
+of docs/dev/contracts.md, per-round metrics in MLflow, and resuming after an interrupted round."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from cryopick.io.coords import read_coords, write_coords
+from cryopick.io.micrograph import read_micrograph, write_mrc
+
+pytestmark = pytest.mark.ray
+CROP = 320  # px of the 1024-px micrographs kept (top-left), to keep 2 CPU cores busy for seconds, not minutes
+
+
+class Interrupt(Exception):
+    """Stands in for a killed driver in the middle of a round."""
+
+
+def crop_set(empiar: Path, split: dict[str, list[str]], out: Path) -> dict[str, Any]:
+    """Top-left CROP x CROP of 1 labeled, 1 unlabeled and 1 test micrograph, with their picks."""
+    names = {"labeled": split["labeled"][:1], "unlabeled": split["unlabeled"][:1], "test": split["test"][:1]}
+    for group in names.values():
+        for n in group:
+            m = read_micrograph(empiar / "micrographs" / f"{n}.mrc")
+            write_mrc(out / "micrographs" / f"{n}.mrc", m.data[:CROP, :CROP], m.pixel_size)
+            xy, _ = read_coords(empiar / "coords" / f"{n}.star")
+            write_coords(out / "coords" / f"{n}.star", xy[(xy < CROP - 0.5).all(axis=1)])
+    mic = lambda ns: [str(out / "micrographs" / f"{n}.mrc") for n in ns]  # noqa: E731
+    return {"data.labeled": mic(names["labeled"]), "data.unlabeled": mic(names["unlabeled"]), "data.test": mic(names["test"]),
+            "data.coords": str(out / "coords"), "data.diameter": 27.0}
+
+
+TINY = {
+    "preprocess.bin": 2.0, "model.base_width": 8, "model.depth": 3,
+    "train.steps": 20, "train.batch_size": 8, "train.patch_size": 48, "train.val_every": 10, "train.val_fraction": 0.25,
+    "selftrain.rounds": 2, "selftrain.patches_per_epoch": 64,
+    "tune.thresholds": [0.3, 0.5, 0.7], "tune.min_distance_fractions": [0.5, 0.75],
+    "ray.num_workers": 2, "ray.cpu_per_worker": 0.5, "ray.use_gpu": "false",
+}
+
+
+@pytest.fixture(scope="module")
+def campaign(ray_session: Any, empiar: Path, split: dict[str, list[str]], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Run a 2-round campaign that is interrupted after round 1's training, then rerun it."""
+    from cryopick.distributed.orchestrator import run_campaign
+    from cryopick.selftrain import load_config
+
+    root = tmp_path_factory.mktemp("campaign")
+    cfg = load_config(None, {**crop_set(empiar, split, root / "data"), **TINY, "out": str(root / "camp")})
+    stages: list[tuple[int, str]] = []
+
+    def interrupt(rnd: int, stage: str) -> None:
+        stages.append((rnd, stage))
+        if (rnd, stage) == (1, "train"):
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        run_campaign(cfg, progress=False, hook=interrupt, log=lambda s: None)
+    camp = cfg.campaign_dir
+    after_interrupt = {
+        "state": json.loads((camp / "state.json").read_text()),
+        "round0_metrics_mtime": (camp / "round_000" / "metrics.json").stat().st_mtime_ns,
+        "round1_model_mtime": (camp / "round_001" / "model.pt").stat().st_mtime_ns,
+        "round1_has_metrics": (camp / "round_001" / "metrics.json").exists(),
+    }
+    resumed: list[tuple[int, str]] = []
+    lines: list[str] = []
+    result = run_campaign(cfg, progress=False, hook=lambda r, s: resumed.append((r, s)), log=lines.append)
+    return {"cfg": cfg, "dir": camp, "stages": stages, "resumed": resumed, "after": after_interrupt, "result": result, "lines": lines}
+
+
+@pytest.mark.timeout(420)
+def test_two_round_campaign_writes_contract_and_mlflow(campaign: dict[str, Any]) -> None:
+    from mlflow.tracking import MlflowClient
+
+    camp: Path = campaign["dir"]
+    state = json.loads((camp / "state.json").read_text())
+    assert state["completed_rounds"] == [0, 1] and state["best_round"] in (0, 1)
+    assert state["tracking_uri"] == f"sqlite:///{camp}/mlflow.db" and (camp / "mlflow.db").is_file()
+    assert json.loads((camp / "campaign.json").read_text())["train"]["steps"] == 20
+    for rnd in (0, 1):
+        rdir = camp / f"round_{rnd:03d}"
+        for name in ("model.pt", "config.json", "history.csv", "tune.csv", "pr_curve.csv", "metrics.json"):
+            assert (rdir / name).is_file(), f"{rdir.name}/{name}"
+        assert len((rdir / "tune.csv").read_text().splitlines()) == 1 + 3 * 2  # header + one row per trial
+        stem = Path(campaign["cfg"].data.test[0]).stem
+        assert (rdir / "picks" / f"{stem}.star").is_file()
+        with np.load(rdir / "preview" / f"{stem}.npz") as z:
+            assert {"image", "heatmap", "scale", "picks_xy", "picks_score", "truth_xy"} <= set(z.files)
+            assert z["heatmap"].dtype == np.float16 and len(z["truth_xy"]) > 50
+            n_truth = len(z["truth_xy"])
+        m = json.loads((rdir / "metrics.json").read_text())
+        assert m["scored_on"] == "test" and 0.0 <= m["f1"] <= 1.0 and m["n_true"] == n_truth
+    pseudo = json.loads((camp / "round_001" / "pseudo_labels.json").read_text())
+    assert pseudo["n_micrographs"] == 1 and pseudo["positive"] + pseudo["negative"] + pseudo["ignored"] == pytest.approx(1.0)
+    assert pseudo["negative"] > 0  # calibrated pseudo-labels do carry background
+
+    client = MlflowClient(tracking_uri=state["tracking_uri"])
+    parent = client.get_run(state["mlflow_parent_run_id"])
+    assert parent.data.tags["cryopick.kind"] == "campaign" and parent.data.tags["cryopick.status"] == "finished"
+    assert parent.data.tags["cryopick.campaign_dir"] == str(camp)
+    assert [m.step for m in client.get_metric_history(parent.info.run_id, "f1")] == [0, 1]
+    exp = parent.info.experiment_id
+    rounds = client.search_runs([exp], filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    assert sorted(r.data.tags["cryopick.round"] for r in rounds) == ["0", "1"]  # the interrupted attempt left no duplicate
+    for run in rounds:
+        rnd = int(run.data.tags["cryopick.round"])
+        metrics = json.loads((camp / f"round_{rnd:03d}" / "metrics.json").read_text())
+        for key in ("precision", "recall", "f1", "average_precision", "threshold", "min_distance", "train_loss", "val_f1",
+                    "n_picks", "pseudo_positive", "pseudo_negative", "pseudo_ignored", "time_train_s", "time_total_s"):
+            assert run.data.metrics[key] == pytest.approx(metrics[key]), key
+            assert [h.step for h in client.get_metric_history(run.info.run_id, key)] == [rnd]
+        assert run.info.run_name == f"round_{rnd:03d}" and run.data.params["train.steps"] == "20"
+        arts = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert {"model", "picks", "pr_curve.csv", "tune.csv", "preview", "metrics.json"} <= arts, arts
+
+
+@pytest.mark.timeout(60)
+def test_rerun_resumes_after_the_interrupted_round(campaign: dict[str, Any]) -> None:
+    from cryopick.distributed.orchestrator import run_campaign
+
+    after = campaign["after"]
+    assert after["state"]["completed_rounds"] == [0] and not after["round1_has_metrics"]
+    assert campaign["stages"][-2:] == [(1, "pseudo"), (1, "train")]
+    # the rerun did not redo round 0 nor round 1's finished training; it did finish round 1
+    assert all(r == 1 for r, _ in campaign["resumed"])
+    assert campaign["resumed"][-1] == (1, "done")
+    camp: Path = campaign["dir"]
+    assert (camp / "round_000" / "metrics.json").stat().st_mtime_ns == after["round0_metrics_mtime"]
+    assert (camp / "round_001" / "model.pt").stat().st_mtime_ns >= after["round1_model_mtime"]
+    cfg = json.loads((camp / "round_001" / "config.json").read_text())
+    assert cfg["warm_start_from"].endswith("round_000/model.pt")
+    assert any("resuming campaign" in line for line in campaign["lines"])
+    # a third run finds nothing to do and starts no Ray work
+    lines: list[str] = []
+    res = run_campaign(campaign["cfg"], progress=False, log=lines.append)
+    assert "nothing to do" in lines[-1] and [m["round"] for m in res.rounds] == [0, 1]
