@@ -2,17 +2,21 @@
 
 Tiles overlap and are blended with a Gaussian importance map, so there are no tile seams; tiles
 run in batches under ``torch.inference_mode``, so peak memory is set by the tile batch, not by
-the micrograph.
+the micrograph. The network runs as an inference copy with each BatchNorm folded into the conv
+before it and channels-last weights (:func:`inference_model`): same outputs to float rounding,
+one memory pass less per conv layer.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections.abc import Iterator
 
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from cryopick.config import PickConfig
 
@@ -60,11 +64,46 @@ def _autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContext
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+def _fold_batchnorm(module: nn.Module) -> None:
+    """In place: every ``Sequential`` [Conv2d, BatchNorm2d] pair -> [folded Conv2d, Identity]."""
+    for child in module.children():
+        _fold_batchnorm(child)
+    if not isinstance(module, nn.Sequential):
+        return
+    layers = list(module)
+    for i in range(len(layers) - 1):
+        conv, bn = layers[i], layers[i + 1]
+        # a BN without running statistics normalises by batch statistics: nothing to fold
+        if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d) and bn.track_running_stats:
+            module[i] = fuse_conv_bn_eval(conv, bn)
+            module[i + 1] = nn.Identity()
+
+
+def inference_model(model: nn.Module, channels_last: bool = True, fuse: bool = True) -> nn.Module:
+    """An eval-mode copy of ``model`` for inference; ``model`` itself is left untouched.
+
+    Args:
+        fuse: fold each BatchNorm into the conv before it (exact up to float rounding in eval).
+        channels_last: store conv weights NHWC, matching channels-last input, so oneDNN does
+            not reorder them on every call.
+    """
+    fast = copy.deepcopy(model).eval()
+    for p in fast.parameters():
+        p.requires_grad_(False)
+    if fuse:
+        _fold_batchnorm(fast)
+    if channels_last:
+        fast = fast.to(memory_format=torch.channels_last)
+    return fast
+
+
 def predict_heatmap(
     model: nn.Module,
     image: np.ndarray,
     cfg: PickConfig | None = None,
     device: torch.device | None = None,
+    fuse: bool = True,
+    compile_model: bool = False,
 ) -> np.ndarray:
     """Particle probabilities for a whole preprocessed micrograph.
 
@@ -72,6 +111,9 @@ def predict_heatmap(
         model: a U-Net returning (B, 1, h, w) probabilities; put in eval mode here.
         image: (H, W) float32 preprocessed micrograph.
         cfg: tiling / precision settings.
+        fuse: run the BatchNorm-folded copy (:func:`inference_model`); False runs ``model`` as is.
+        compile_model: ``torch.compile`` the inference copy (pays a one-off compile per call:
+            worth it only for many tiles, e.g. one call over a large micrograph).
 
     Returns:
         (H, W) float32 heatmap in [0, 1].
@@ -79,6 +121,9 @@ def predict_heatmap(
     cfg = cfg or PickConfig()
     device = device or next(model.parameters()).device
     model.eval()
+    net = inference_model(model, cfg.channels_last, fuse) if fuse or cfg.channels_last else model
+    if compile_model:
+        net = torch.compile(net, dynamic=False)
     h, w = image.shape
     th, tw = min(cfg.tile_size, h), min(cfg.tile_size, w)  # small micrographs: one tile
     weight = gaussian_importance((th, tw))
@@ -91,7 +136,7 @@ def predict_heatmap(
             batch_pos = positions[i : i + cfg.tile_batch]
             batch = np.stack([image[y : y + th, x : x + tw] for y, x in batch_pos])[:, None]
             x_t = torch.from_numpy(batch).to(device).contiguous(memory_format=memory_format)
-            probs = model(x_t).float().cpu().numpy()[:, 0]
+            probs = net(x_t).float().cpu().numpy()[:, 0]
             for (y, x), p in zip(batch_pos, probs):
                 acc[y : y + th, x : x + tw] += p * weight
                 norm[y : y + th, x : x + tw] += weight

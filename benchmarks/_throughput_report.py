@@ -1,0 +1,105 @@
+"""Markdown for ``throughput.py``: tables of the measured figures and the issue #5 targets."""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+from typing import Any
+
+
+def render(R: dict[str, Any], a: argparse.Namespace) -> str:
+    """Markdown tables of the measured figures."""
+    conv32, conv16 = R["conv"]["gflops_fp32"], R["conv"]["gflops_bf16"]
+    fl = R["flops"]["widths"]
+    out = [f"Measured {R['started']}–{R['finished']} (machine clock) on `{a.device}`. Each row is a fresh process; "
+           "*peak RSS* is that process's `ru_maxrss` (whole process: Python, torch and its libraries; "
+           "*after import* is its RSS once torch and cryopick are loaded). *load* is the 1-minute load average "
+           "before → after the row (2 cores, shared with other work: rows with load ≫ 2 are slowed by contention).",
+           "",
+           f"**Reference conv** (64→64, 3×3, 1×64×512², channels-last, inference mode, best of 5): "
+           f"{conv32:.0f} GFLOP/s float32, {conv16:.0f} GFLOP/s under bfloat16 autocast "
+           f"(load {R['conv']['load_before']:.1f}).",
+           "",
+           "| width | parameters | FLOPs / pixel (counted) |", "|---|---|---|"]
+    out += [f"| {w} | {v['params']:,} | {v['flops_per_px'] / 1e3:.0f} k |" for w, v in fl.items()]
+    out += ["", f"**Picking, end to end** (read → Fourier-crop bin {R.get('bin', 2.0):g} + normalise → heatmap, tile 512, overlap 0.25, "
+            "batch 4 → peaks → `.star`). Untrained weights of each width (speed does not depend on them; "
+            "pick counts therefore are not meaningful). *cold* = the first micrograph of the process, "
+            "*warm* = median of the following ones. *net share* = counted FLOPs × pixels through the network "
+            "(tiles incl. overlap) ÷ heatmap-stage seconds (warm) ÷ the reference conv's rate at the same precision; "
+            "the heatmap stage includes tile cutting and blending, so this is a lower bound on the network's own share.",
+            "", "| micrograph | width | precision | cold s | warm s | of which heatmap s | read+prep s | peaks+write s "
+            "| net GFLOP/s | net share | peak RSS MB (after import) | load |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in R["pick"]:
+        runs = r["runs"]
+        warm = runs[1:] or runs
+        med = lambda k: statistics.median(x[k] for x in warm)  # noqa: E731
+        gflop = fl[str(r["width"])]["flops_per_px"] * r["net_pixels"] / 1e9
+        rate = gflop / med("heatmap")
+        ref = conv16 if r["amp"] else conv32
+        gpu = f", GPU {r['gpu_peak_mb']:.0f}" if r.get("gpu_peak_mb") else ""
+        out.append(f"| {r['size']} ({r['n_tiles']} tiles) | {r['width']} | {'bf16' if r['amp'] else 'fp32'} | "
+                   f"{runs[0]['total']:.2f} | {med('total'):.2f} | {med('heatmap'):.2f} | "
+                   f"{med('read') + med('preprocess'):.2f} | {med('peaks') + med('write'):.3f} | {rate:.0f} | "
+                   f"{100 * rate / ref:.0f} % | {r['peak_rss_mb']:.0f} ({r['rss_import_mb']:.0f}{gpu}) | "
+                   f"{r['load_before']:.1f}→{r['load_after']:.1f} |")
+    starts = [r["import_s"] + r["load_s"] for r in R["pick"]]
+    out += ["", f"Process start-up (import torch + cryopick, load the model), not in the table: "
+            f"{min(starts):.1f}–{max(starts):.1f} s per process; paid once per `cryopick pick` run or campaign worker."]
+    out += ["", "**Training, one process** (batch 16 × 128² patches sampled from the 5 `labeled` micrographs, "
+            f"AdamW, masked BCE, channels-last; patches/s over the steps after 1 warm-up step; `cryopick train` "
+            f"uses {'bf16' if R.get('train_default_amp') else 'fp32'} here by default):", "",
+            "| width | precision | s / step (median) | patches / s | peak RSS MB | load |", "|---|---|---|---|---|---|"]
+    out += [f"| {t['width']} | {'bf16' if t.get('amp') else 'fp32'} | {t['step_s']:.2f} | {t['patches_per_s']:.1f} | {t['peak_rss_mb']:.0f} | "
+            f"{t['load_before']:.1f}→{t['load_after']:.1f} |" for t in R["train"]]
+    if R["ray"]:
+        out += ["", "**Training, Ray Train** (`cryopick.distributed.train_loop.fit`: DDP over gloo, patches streamed by "
+                "Ray Data; float32, contiguous layout as that loop runs; batch 16 per worker, 2 CPUs split between the workers; rate between the first and the last "
+                "report, which includes one checkpoint; Ray start-up excluded):", "",
+                "| width | workers | threads / worker | patches / s (all workers) | load |", "|---|---|---|---|---|"]
+        out += [f"| {r['width']} | {r['workers']} | {r['threads_per_worker']} | {r['patches_per_s']:.1f} | "
+                f"{r['load_before']:.1f}→{r['load_after']:.1f} |" for r in R["ray"]]
+    elif a.device == "cpu":
+        out += ["", "Ray Train rows were not run (`--no-ray`)."]
+    return "\n".join(out + targets(R, a))
+
+
+def _warm(r: dict[str, Any], key: str) -> float:
+    return statistics.median(x[key] for x in (r["runs"][1:] or r["runs"]))
+
+
+def targets(R: dict[str, Any], a: argparse.Namespace) -> list[str]:
+    """The issue's targets against the rows above: network share, memory at width 32, memory vs size."""
+    fl = R["flops"]["widths"]
+    conv = {False: R["conv"]["gflops_fp32"], True: R["conv"]["gflops_bf16"]}
+    share = {}
+    for r in R["pick"]:
+        rate = fl[str(r["width"])]["flops_per_px"] * r["net_pixels"] / 1e9 / _warm(r, "heatmap")
+        share[(r["size"], r["width"], r["amp"])] = rate / conv[r["amp"]], rate / conv[False]
+    sizes = list(dict.fromkeys(r["size"] for r in R["pick"]))
+    big = sizes[-1]
+    lines = ["", "**Targets** (issue #5; from the rows above):", ""]
+    for amp in dict.fromkeys(r["amp"] for r in R["pick"]):
+        s = {w: share[(big, w, amp)] for (z, w, m) in share if z == big and m == amp}
+        best = max(v[0] for v in s.values())
+        lines.append(f"- Network at ≥ 50 % of the measured conv throughput ({'bf16' if amp else 'fp32'}, {big}, heatmap stage): "
+                     + ", ".join(f"width {w} {100 * v[0]:.0f} %" + (f" ({100 * v[1]:.0f} % of the fp32 conv rate)" if amp else "")
+                                 for w, v in s.items())
+                     + f" → {'met' if best >= 0.5 else 'missed'} at best.")
+    mem = {(r["size"], r["width"], r["amp"]): r["peak_rss_mb"] for r in R["pick"]}
+    if (big, 32, False) in mem:
+        lines.append(f"- Peak memory ≤ 2 GB at width 32 for {big}: {mem[(big, 32, False)] / 1024:.2f} GB (whole process, fp32) → "
+                     f"{'met' if mem[(big, 32, False)] <= 2048 else 'missed'}.")
+    if len(sizes) > 1:
+        px = {r["size"]: r.get("shape", [0, 0])[0] * r.get("shape", [0, 0])[1] for r in R["pick"]}
+        lines.append(f"- Peak memory bounded by the tile batch, not the micrograph ({sizes[0]} → {big}, "
+                     f"{px[big] / max(px[sizes[0]], 1):.0f}× the pixels; the {big} micrograph alone is "
+                     f"{px[big] * 4 / 2**20:.0f} MB as float32): "
+                     + ", ".join(f"width {w} {mem[(sizes[0], w, m)]:.0f} → {mem[(big, w, m)]:.0f} MB"
+                                 for (z, w, m) in mem if z == sizes[0] and not m and (big, w, m) in mem) + " (fp32).")
+    if a.device == "cpu":
+        lines.append("- Not verified here (no GPU lent to this task): the CUDA path and the full-width timing on a "
+                     "3710×3838 micrograph against the seed design's 500 ms (RTX A6000). On a GPU machine run "
+                     "`python benchmarks/throughput.py --device cuda --large 3710x3838 --widths 64 --no-ray` "
+                     "(add `--bin 1` for unbinned input).")
+    return lines
