@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -119,6 +120,7 @@ def _stop_head(proc: subprocess.Popen[str], temp_dir: str) -> None:
             os.kill(pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
+    shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 @pytest.mark.ray

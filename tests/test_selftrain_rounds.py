@@ -106,6 +106,10 @@ def test_best_trial_and_tune_csv(tmp_path: Path) -> None:
     trials = [{"threshold": t, "min_distance": 10.0, "f1": f, "precision": 0.0, "recall": 0.0}
               for t, f in ((0.3, 0.5), (0.5, 0.8), (0.7, 0.8))]
     assert best_trial(trials)["threshold"] == 0.7  # ties go to the higher threshold
+    near = trials + [{"threshold": 0.4, "min_distance": 10.0, "f1": 0.795, "precision": 0.0, "recall": 0.0}]
+    assert best_trial(near)["threshold"] == 0.7
+    assert best_trial(near, tolerance=0.01)["threshold"] == 0.4  # the lowest within tolerance transfers best
+    assert best_trial(near, tolerance=0.001)["threshold"] == 0.5
     write_tune_csv(tmp_path / "tune.csv", trials)
     assert (tmp_path / "tune.csv").read_text().splitlines()[0] == "threshold,min_distance,f1,precision,recall"
 

@@ -52,6 +52,7 @@ class RoundsSection:
     negative: float = 0.05  # pseudo-label: p < negative -> background, else ignored
     calibrate: bool = True  # p = heatmap calibrated on the previous round's validation picks (cryopick.pseudo)
     positive_disks: bool = True  # particles = confident peaks painted as label disks (else: pixels > positive)
+    balance: bool = True  # drop random pseudo background until particles have their labeled share
     warm_start: bool = True  # start each round from the previous round's weights
     labeled_fraction: float = 0.5  # share of training patches cut from labeled micrographs (rounds >= 1)
     patches_per_epoch: int = 512  # patches one pass over the training Dataset yields (all workers)
@@ -81,6 +82,7 @@ class TuneSection:
     thresholds: list[float] = field(default_factory=lambda: [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9])
     min_distance_fractions: list[float] = field(default_factory=lambda: [0.4, 0.5, 0.6, 0.75, 1.0])
     cpu_per_trial: float = 0.5
+    tolerance: float = 0.01  # within this F1 of the best, the lowest threshold wins (see selftrain_rounds.best_trial)
 
     def validate(self, where: str = "tune") -> None:
         if not self.thresholds or not all(0.0 <= t <= 1.0 for t in self.thresholds):
@@ -89,6 +91,8 @@ class TuneSection:
             raise CryopickError(f"{where}.min_distance_fractions must be a non-empty list of positive values")
         if self.cpu_per_trial <= 0:
             raise CryopickError(f"{where}.cpu_per_trial must be positive, got {self.cpu_per_trial}")
+        if not 0.0 <= self.tolerance < 0.5:
+            raise CryopickError(f"{where}.tolerance must be in [0, 0.5), got {self.tolerance}")
 
 
 @dataclass

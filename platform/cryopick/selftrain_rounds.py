@@ -193,8 +193,18 @@ def write_tune_csv(path: Path, trials: Sequence[dict[str, float]]) -> None:
     write_csv(path, keys, ([f"{t[k]:.6g}" for k in keys] for t in trials))
 
 
-def best_trial(trials: Sequence[dict[str, float]]) -> dict[str, float]:
-    """Highest F1; ties to the higher threshold, then the larger peak distance (fewer picks)."""
+def best_trial(trials: Sequence[dict[str, float]], tolerance: float = 0.0) -> dict[str, float]:
+    """The trial whose setting picks with: highest F1, or with ``tolerance`` > 0 the LOWEST threshold
+    among trials within ``tolerance`` of the highest F1 (then the higher F1, then the larger distance).
+
+    Why lower: with few labels the validation picks are a held-back strip of a training
+    micrograph, where the model is more confident than on unseen micrographs, so the F1-optimal
+    threshold there is biased upwards; among near-ties the lowest is the one that transfers.
+    """
     if not trials:
         raise ValueError("no Tune trials")
-    return max(trials, key=lambda t: (round(t["f1"], 12), t["threshold"], t["min_distance"]))
+    top = max(t["f1"] for t in trials)
+    if tolerance <= 0:
+        return max(trials, key=lambda t: (round(t["f1"], 12), t["threshold"], t["min_distance"]))
+    near = [t for t in trials if t["f1"] >= top - tolerance]
+    return min(near, key=lambda t: (t["threshold"], -round(t["f1"], 12), -t["min_distance"]))

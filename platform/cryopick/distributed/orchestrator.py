@@ -165,7 +165,8 @@ def _labeler(cfg: SelftrainConfig, prev_dir: Path) -> PseudoLabeler:
                          calibration=cal.get("pixel", []), peak_calibration=cal.get("peak", []),
                          calibrate=cfg.selftrain.calibrate, positive_disks=cfg.selftrain.positive_disks,
                          label_radius_fraction=cfg.train.label_radius_fraction,
-                         min_distance_fraction=float(cal.get("min_distance", 0.6 * cfg.data.diameter)) / cfg.data.diameter)
+                         min_distance_fraction=float(cal.get("min_distance", 0.6 * cfg.data.diameter)) / cfg.data.diameter,
+                         balance_to=float(cal.get("positive_share", 0.0)) if cfg.selftrain.balance else 0.0)
 
 
 def run_round(cfg: SelftrainConfig, data: ResolvedData, campaign: Path, rnd: int, tracker: CampaignTracker,
@@ -221,6 +222,7 @@ def run_round(cfg: SelftrainConfig, data: ResolvedData, campaign: Path, rnd: int
     best, trials = tune_picking(
         val_items, cfg.data.diameter, cfg.tune.thresholds, cfg.tune.min_distance_fractions, smooth_sigma=SMOOTH_SIGMA,
         cpu_per_trial=cfg.tune.cpu_per_trial, storage_path=_storage(cfg, campaign), name=f"tune_round_{rnd:03d}_{os.getpid()}",
+        tolerance=cfg.tune.tolerance,
     )
     write_tune_csv(rdir / "tune.csv", trials)
     model, meta = load_picker(rdir, "cpu")
@@ -322,4 +324,6 @@ def _write_calibration(rdir: Path, val_items: list[ScoredHeatmap], cfg: Selftrai
         masks.append(mask)
     pixel = fit_calibration(heatmaps, masks)
     peak = fit_peak_calibration(val_items, best["min_distance"], cfg.data.diameter, SMOOTH_SIGMA)
-    write_json(rdir / CALIBRATION_FILE, {"pixel": pixel, "peak": peak, "min_distance": best["min_distance"]})
+    labeled = np.concatenate([m[m >= 0] for m in masks]) if masks else np.zeros(0)
+    share = float((labeled == 1).mean()) if labeled.size else 0.0  # particle share of expert-labeled pixels
+    write_json(rdir / CALIBRATION_FILE, {"pixel": pixel, "peak": peak, "min_distance": best["min_distance"], "positive_share": share})

@@ -97,6 +97,13 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         best_f1, best_step, best_state = float(state["best_f1"]), int(state["best_step"]), state["best_state"]
     start_step = step
     val_items = load_val_items(config["val"], params) if rank == 0 and config["val"] else []
+    if state is None and config.get("init_state") and val_items:
+        # a warm start competes as step 0: a round that cannot beat its starting point on the
+        # validation picks keeps the starting weights instead of losing F1
+        res = evaluate(core, val_items, params.diameter, config.get("smooth_sigma", 1.0), fractions=(0.6,))
+        best_f1, best_step = res.f1, 0
+        best_state = {k: v.detach().cpu().clone() for k, v in core.state_dict().items()}
+        history.append({"step": 0, "loss": float("nan"), "seconds": 0.0, "val_f1": res.f1, "val_ap": res.average_precision})
 
     shard = ray.train.get_dataset_shard("train")
     t0, running, reported_at = time.monotonic(), [], -1

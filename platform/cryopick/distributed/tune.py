@@ -34,12 +34,13 @@ def tune_picking(
     cpu_per_trial: float = 0.5,
     storage_path: str | None = None,
     name: str | None = None,
+    tolerance: float = 0.0,
 ) -> tuple[dict[str, float], list[dict[str, float]]]:
     """Grid-search threshold x peak distance with Ray Tune.
 
     Returns:
-        best: the winning trial (threshold, min_distance in original px, f1, precision, recall);
-            ties go to the higher threshold, then the larger distance.
+        best: the winning trial (threshold, min_distance in original px, f1, precision, recall),
+            see :func:`cryopick.selftrain_rounds.best_trial` for ties and ``tolerance``.
         trials: every trial's row, in grid order.
     """
     from ray import tune
@@ -69,4 +70,4 @@ def tune_picking(
         m = result.metrics
         trials.append({k: float(m[k]) for k in ("threshold", "min_distance", "f1", "precision", "recall")})
     trials.sort(key=lambda t: (t["min_distance"], t["threshold"]))
-    return best_trial(trials), trials
+    return best_trial(trials, tolerance), trials
