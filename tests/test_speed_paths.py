@@ -10,7 +10,7 @@ from torch import nn
 
 from cryopick.config import ModelConfig, PickConfig
 from cryopick.model import UNet, build_unet, count_parameters
-from cryopick.predict import inference_model, predict_heatmap
+from cryopick.predict import _INFERENCE_CACHE, inference_model, predict_heatmap
 
 
 def _trained_like_unet(width: int = 8, depth: int = 3, seed: int = 0) -> UNet:
@@ -92,6 +92,29 @@ def test_bfloat16_autocast_stays_close_to_float32() -> None:
     assert bf16.dtype == np.float32 and bf16.shape == fp32.shape
     assert float(np.abs(bf16 - fp32).max()) < 0.05
     assert float(np.abs(bf16 - fp32).mean()) < 0.01
+
+
+def test_inference_copy_is_reused_until_the_weights_change() -> None:
+    model = _trained_like_unet()
+    image = _image(96)
+    cfg, plain = PickConfig(tile_size=64), PickConfig(tile_size=64, channels_last=False)
+    predict_heatmap(model, image, cfg)
+    first = _INFERENCE_CACHE[model][2]
+    predict_heatmap(model, image, cfg)
+    assert _INFERENCE_CACHE[model][2] is first  # next micrograph: no new copy
+
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    model.train()
+    model(torch.from_numpy(_image(32))[None, None]).mean().backward()  # also moves BN statistics
+    opt.step()
+    after_step = predict_heatmap(model, image, cfg)
+    assert _INFERENCE_CACHE[model][2] is not first
+    np.testing.assert_allclose(after_step, predict_heatmap(model, image, plain, fuse=False), rtol=0, atol=1e-5)
+
+    model.train()
+    with torch.no_grad():
+        model(torch.from_numpy(_image(32, seed=3) * 3)[None, None])  # BN statistics only
+    np.testing.assert_allclose(predict_heatmap(model, image, cfg), predict_heatmap(model, image, plain, fuse=False), rtol=0, atol=1e-5)
 
 
 @pytest.mark.slow
