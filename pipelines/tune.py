@@ -31,6 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="peak distances to try, as fractions of the particle diameter")
     p.add_argument("--actors", type=int, default=1, help="prediction actors")
     p.add_argument("--cpu-per-trial", type=float, default=0.5)
+    p.add_argument("--tolerance", type=float, default=0.0,
+                   help="within this F1 of the best, take the lowest threshold (default 0: the best F1)")
     p.add_argument("--num-cpus", type=int, help="CPUs of a local Ray (ignored when RAY_ADDRESS is set)")
     p.add_argument("--update-model", action="store_true", help="store the best threshold and distance in model.pt")
     p.add_argument("--quiet", action="store_true")
@@ -40,13 +42,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    from cryopick.config import PickConfig
     from cryopick.dataset import coords_for
     from cryopick.errors import CryopickError
     from cryopick.io.coords import read_coords
     from cryopick.io.manifest import resolve_micrographs
     from cryopick.picker import load_picker, save_picker
-    from cryopick.selftrain_rounds import load_heatmap, write_json, write_tune_csv
+    from cryopick.selftrain_rounds import write_json, write_tune_csv
 
     try:  # every input checked before Ray starts
         model, meta = load_picker(args.model, "cpu")
@@ -57,28 +58,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     import ray
 
-    from cryopick.distributed.predict import cluster_has_gpus, predict_to_dir
-    from cryopick.distributed.tune import tune_picking
+    from cryopick.distributed.tune import tune_model
 
     if os.environ.get("RAY_ADDRESS"):
-        ray.init()
+        ray.init()  # inside a submitted job: the cluster's resources
     else:
         ray.init(num_cpus=args.num_cpus, include_dashboard=False)
     try:
-        model_file = args.model / "model.pt" if args.model.is_dir() else args.model
-        rows = list(predict_to_dir(mics, args.out / "heatmaps", model_file, meta.preprocess, PickConfig(),
-                                   actors=args.actors, use_gpu=cluster_has_gpus(), progress=not args.quiet, skip_existing=False))
-        items = []
-        for r in rows:
-            sh = load_heatmap(r["npz"], truth[r["name"]])
-            items.append(sh)
-        best, trials = tune_picking(items, meta.diameter, args.thresholds, args.min_distance_fractions,
-                                    smooth_sigma=meta.smooth_sigma, cpu_per_trial=args.cpu_per_trial,
-                                    storage_path=str((args.out / "ray_results").resolve()))
+        best, trials = tune_model(args.model, mics, truth, args.out, args.thresholds, args.min_distance_fractions,
+                                  actors=args.actors, cpu_per_trial=args.cpu_per_trial, tolerance=args.tolerance,
+                                  progress=not args.quiet)
     finally:
         ray.shutdown()
+    model_file = args.model / "model.pt" if args.model.is_dir() else args.model
     write_tune_csv(args.out / "tune.csv", trials)
-    write_json(args.out / "best.json", {**best, "model": str(model_file), "n_micrographs": len(items)})
+    write_json(args.out / "best.json", {**best, "model": str(model_file), "n_micrographs": len(mics)})
     if args.update_model:
         meta.threshold, meta.min_distance, meta.val_f1 = best["threshold"], best["min_distance"], best["f1"]
         save_picker(model_file, model, meta)

@@ -183,3 +183,9 @@ def test_cluster_configs_pass_ray_validation() -> None:
 
     with pytest.raises(jsonschema.ValidationError, match="min_wrokers"):
         validate_config(prepare_config(broken))
+
+
+@pytest.mark.parametrize("script", ["self_train.py", "tune.py"])
+def test_pipelines_answer_help(script: str) -> None:
+    proc = subprocess.run([sys.executable, str(REPO / "pipelines" / script), "--help"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "ray job submit" in proc.stdout

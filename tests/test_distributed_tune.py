@@ -49,3 +49,22 @@ def test_tune_finds_the_known_best_threshold(ray_session: Any, tmp_path: Path) -
     by_setting = {(t["threshold"], t["min_distance"] / 16.0): t["f1"] for t in trials}
     for key, f1 in grid.items():  # every trial reports exactly the plain metric
         assert by_setting[key] == pytest.approx(f1)
+
+
+@pytest.mark.timeout(180)
+def test_tune_model_on_a_trained_picker(ray_session: Any, sim_data: Path, tmp_path: Path) -> None:
+    """The pipelines/tune.py path: predict validation micrographs with an actor pool, then Tune."""
+    from cryopick.config import ModelConfig, PreprocessConfig, TrainConfig
+    from cryopick.distributed.tune import tune_model
+    from cryopick.io.coords import read_coords
+    from cryopick.workflows import train_from_files
+
+    mics = sorted((sim_data / "micrographs").glob("*.mrc"))
+    train_from_files(mics[:2], sim_data / "coords", 24.0, tmp_path / "model", PreprocessConfig(bin=2.0),
+                     ModelConfig(base_width=8, depth=3), TrainConfig(steps=60, batch_size=8, patch_size=64, val_every=30),
+                     progress=False)
+    truth = {m.stem: read_coords(sim_data / "coords" / f"{m.stem}.star")[0] for m in mics[2:]}
+    best, trials = tune_model(tmp_path / "model", mics[2:], truth, tmp_path / "tune", [0.3, 0.5, 0.7], [0.5, 1.0],
+                              progress=False)
+    assert len(trials) == 6 and sorted((tmp_path / "tune" / "heatmaps").glob("*.npz"))
+    assert best["f1"] == max(t["f1"] for t in trials) and best["f1"] > 0.3

@@ -121,3 +121,32 @@ def test_patch_counts_keep_the_labeled_share() -> None:
     assert patch_counts(1, 10, 400, 1.0) == (400, 0)
     with pytest.raises(ValueError):
         patch_counts(0, 3, 10, 0.5)
+
+
+def test_cli_rejects_a_bad_config_before_ray(tmp_path: Path, sim_data: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from cryopick.cli.__main__ import main
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"data:\n  labeled: ['{sim_data}/micrographs/sim_0000.mrc']\n  coords: {sim_data}/coords\n"
+                   "  diameter: 24\nselftrain:\n  roundz: 3\n")
+    assert main(["selftrain", "--config", str(bad), "--out", str(tmp_path / "c")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unknown config key selftrain.roundz" in err[0]
+    assert main(["selftrain", "--config", str(bad).replace("bad", "none"), "--out", str(tmp_path / "c")]) == 2
+    assert "no such config file" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()  # nothing written, no Ray started
+
+
+def test_cli_demo_defaults_simulate_data(tmp_path: Path) -> None:
+    import argparse
+
+    from cryopick.cli import selftrain
+
+    parser = argparse.ArgumentParser()
+    selftrain.add_args(parser)
+    args = parser.parse_args(["--out", str(tmp_path / "demo"), "--simulate", "4", "--rounds", "2", "--fresh"])
+    cfg = selftrain.resolve_config(args)
+    assert cfg.selftrain.rounds == 2 and cfg.selftrain.warm_start is False and cfg.model.base_width == 8
+    data = resolve_data(cfg)
+    assert len(data.labeled) == 1 and len(data.unlabeled) == 2 and len(data.test) == 1
+    assert data.coords == (tmp_path / "demo" / "data" / "coords").resolve()

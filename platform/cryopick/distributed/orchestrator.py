@@ -41,7 +41,7 @@ from cryopick.selftrain import (
     config_mismatch, patch_counts, resolve_data, round_dir, stop_reason,
 )
 from cryopick.selftrain_rounds import (
-    ScoredHeatmap, load_heatmap, pseudo_summary, score_and_write, write_csv, write_json, write_tune_csv,
+    ScoredHeatmap, load_heatmap, pseudo_summary, score_and_write, write_json, write_tune_csv,
 )
 
 SMOOTH_SIGMA = 1.0  # binned px, as single-process training
@@ -236,7 +236,6 @@ def run_round(cfg: SelftrainConfig, data: ResolvedData, campaign: Path, rnd: int
     t0 = time.monotonic()
     target, scored_on = (test_items, "test") if test_items else (val_items, "validation")
     score = score_and_write(rdir, target, best["threshold"], best["min_distance"], cfg.data.diameter, SMOOTH_SIGMA)
-    write_csv(rdir / "tune_best.csv", ("threshold", "min_distance", "val_f1"), [(best["threshold"], best["min_distance"], best["f1"])])
     timings["time_score_s"] = time.monotonic() - t0
     timings["time_total_s"] = time.monotonic() - t_start
     history = json.loads((rdir / "config.json").read_text())["result"]

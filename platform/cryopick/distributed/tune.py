@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from cryopick.selftrain_rounds import ScoredHeatmap, best_trial, score_picks
@@ -71,3 +72,37 @@ def tune_picking(
         trials.append({k: float(m[k]) for k in ("threshold", "min_distance", "f1", "precision", "recall")})
     trials.sort(key=lambda t: (t["min_distance"], t["threshold"]))
     return best_trial(trials, tolerance), trials
+
+
+def tune_model(
+    model_path: Path,
+    micrographs: Sequence[Path],
+    truth: dict[str, Any],
+    out_dir: Path,
+    thresholds: Sequence[float],
+    min_distance_fractions: Sequence[float],
+    *,
+    actors: int = 1,
+    cpu_per_trial: float = 0.5,
+    tolerance: float = 0.0,
+    progress: bool = True,
+) -> tuple[dict[str, float], list[dict[str, float]]]:
+    """Predict labeled validation ``micrographs`` with a trained picker, then grid-search its picking.
+
+    Args:
+        model_path: a ``model.pt`` (or its run directory).
+        truth: micrograph stem -> (M, 2) expert picks, ORIGINAL px.
+        out_dir: receives ``heatmaps/<stem>.npz`` and Tune's results in ``ray_results``.
+    """
+    from cryopick.config import PickConfig
+    from cryopick.distributed.predict import cluster_has_gpus, predict_to_dir
+    from cryopick.picker import MODEL_FILE, load_picker
+    from cryopick.selftrain_rounds import load_heatmap
+
+    model_file = model_path / MODEL_FILE if model_path.is_dir() else model_path
+    _, meta = load_picker(model_file, "cpu")
+    rows = predict_to_dir(micrographs, out_dir / "heatmaps", model_file, meta.preprocess, PickConfig(), actors=actors,
+                          use_gpu=cluster_has_gpus(), progress=progress, skip_existing=False)
+    items = [load_heatmap(r["npz"], truth[r["name"]]) for r in rows]
+    return tune_picking(items, meta.diameter, thresholds, min_distance_fractions, smooth_sigma=meta.smooth_sigma,
+                        cpu_per_trial=cpu_per_trial, storage_path=str((out_dir / "ray_results").resolve()), tolerance=tolerance)
