@@ -1,12 +1,21 @@
-"""Pseudo-labels for self-training: heatmap -> {1, 0, -1} mask, with optional calibration.
+"""Pseudo-labels for self-training: heatmap -> {1, 0, -1} mask, with calibration and class balance.
 
 The rule is the issue's: p > positive -> particle, p < negative -> background, otherwise ignored
 (:func:`cryopick.labels.pseudo_label_mask`). What ``p`` is matters: a U-Net trained with BCE on
-circle masks is not calibrated. On EMPIAR-10017 a round-0 model never drops below 0.05 anywhere,
-so raw 0.95/0.05 thresholds give particle pixels and no background at all, and the next round
-learns "everything is a particle". With ``calibrate`` on (the default), ``p`` is the heatmap
-mapped through an isotonic fit of P(pixel is labeled particle | heatmap value) on the labeled
-validation picks, so the thresholds mean what they say (95 % / 5 % probability).
+circle masks is not calibrated. On EMPIAR-10017 a 400-step round-0 model trained on one labeled
+micrograph never outputs less than 0.05 anywhere: raw 0.95/0.05 thresholds labeled 0.25 % of the
+unlabeled pixels as particle, 0 % as background and ignored the rest. So, by default:
+
+- background: ``p`` is the heatmap mapped through an isotonic fit of P(pixel is an expert-labeled
+  particle pixel | heatmap value) on the previous round's validation picks (:func:`fit_calibration`);
+- particles: peaks whose calibrated precision P(peak is a true particle | peak score)
+  (:func:`fit_peak_calibration`) exceeds ``positive``, painted as full label-radius disks, the
+  shape expert labels have (the bare pixel rule keeps only a blob's most confident core);
+- class balance: confident particles are rarer than confident background, so random background
+  pixels are ignored until particles have the share they have in the expert labels
+  (``balance_to``); unbalanced, the next round under-predicts particles and loses recall.
+
+``calibrate=False, positive_disks=False, balance_to=0`` is the bare rule on raw heatmap values.
 """
 
 from __future__ import annotations

@@ -54,6 +54,7 @@ class RoundsSection:
     positive_disks: bool = True  # particles = confident peaks painted as label disks (else: pixels > positive)
     balance: bool = True  # drop random pseudo background until particles have their labeled share
     warm_start: bool = True  # start each round from the previous round's weights
+    warm_lr_scale: float = 0.3  # learning rate of a warm-started round, as a share of train.lr (fine-tuning)
     labeled_fraction: float = 0.5  # share of training patches cut from labeled micrographs (rounds >= 1)
     patches_per_epoch: int = 512  # patches one pass over the training Dataset yields (all workers)
     patience: int = 1  # stop after this many rounds without a val F1 gain
@@ -71,6 +72,8 @@ class RoundsSection:
             raise CryopickError(f"{where}.labeled_fraction must be in (0, 1], got {self.labeled_fraction}")
         if self.patches_per_epoch < 1:
             raise CryopickError(f"{where}.patches_per_epoch must be >= 1, got {self.patches_per_epoch}")
+        if not 0.0 < self.warm_lr_scale <= 1.0:
+            raise CryopickError(f"{where}.warm_lr_scale must be in (0, 1], got {self.warm_lr_scale}")
         if self.patience < 1:
             raise CryopickError(f"{where}.patience must be >= 1, got {self.patience}")
 

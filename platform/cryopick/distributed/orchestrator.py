@@ -12,6 +12,7 @@ reused and an interrupted training run resumes from its last Ray Train checkpoin
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -280,7 +281,10 @@ def _train(cfg: SelftrainConfig, data: ResolvedData, rdir: Path, rnd: int, pseud
     init = str(prev) if rnd >= 1 and cfg.selftrain.warm_start else None
     spec = TrainSpec(num_workers=cfg.ray.num_workers, use_gpu=use_gpu, cpu_per_worker=cfg.ray.cpu_per_worker,
                      max_failures=cfg.ray.max_failures, storage_path=_storage(cfg, campaign), name=f"{cfg.name}_round_{rnd:03d}")
-    out = fit(ds, loop_config(cfg.train, cfg.model, params, val, init, SMOOTH_SIGMA), spec)
+    train = cfg.train
+    if init is not None:  # fine-tune: restarting at the full rate first undoes what round r-1 learned
+        train = dataclasses.replace(train, lr=train.lr * cfg.selftrain.warm_lr_scale)
+    out = fit(ds, loop_config(train, cfg.model, params, val, init, SMOOTH_SIGMA), spec)
     model = build_unet(cfg.model)
     model.load_state_dict(out.best_state)
     meta = PickerMeta(diameter=cfg.data.diameter, preprocess=cfg.preprocess, model=cfg.model, smooth_sigma=SMOOTH_SIGMA,
@@ -292,7 +296,7 @@ def _train(cfg: SelftrainConfig, data: ResolvedData, rdir: Path, rnd: int, pseud
         "cryopick_version": __version__, "command": "selftrain", "round": rnd, "diameter": cfg.data.diameter,
         "labeled": [str(m) for m in data.labeled], "pseudo_labeled": [str(m) for m, _ in pseudo_pairs],
         "coords": str(data.coords), "preprocess": asdict(cfg.preprocess), "model": asdict(cfg.model),
-        "train": asdict(cfg.train), "warm_start_from": init, "patches_per_micrograph": {"labeled": n_lab, "pseudo": n_ps},
+        "train": asdict(train), "warm_start_from": init, "patches_per_micrograph": {"labeled": n_lab, "pseudo": n_ps},
         "ray": {"num_workers": spec.num_workers, "use_gpu": use_gpu, "cpu_per_worker": spec.cpu_per_worker},
         "result": {"best_step": out.best_step, "best_val_f1_in_training": out.best_val_f1, "train_seconds": out.seconds,
                    "resumed_from_step": out.start_step, "final_loss": losses[-1] if losses else None},
