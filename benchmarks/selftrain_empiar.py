@@ -86,13 +86,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-doc", action="store_true", help="do not write docs/benchmarks.md")
     args = p.parse_args(argv)
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads (see cryopick/runtime.py)
     if not (DATA / "split.json").is_file():
         print(f"EMPIAR-10017 data not found at {DATA} (set CRYOPICK_DATA)", file=sys.stderr)
         return 2
     import ray
 
     split = json.loads((DATA / "split.json").read_text())
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    from cryopick.runtime import CPU_ENV
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": dict(CPU_ENV)})
     results: dict[str, list[dict[str, Any]]] = {}
     t0 = time.monotonic()
     try:

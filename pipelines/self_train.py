@@ -36,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    from cryopick.runtime import CPU_ENV, configure_cpu_env
+
+    configure_cpu_env()  # before torch loads
     from cryopick.cli import selftrain
     from cryopick.distributed.orchestrator import run_campaign
     from cryopick.errors import CryopickError
@@ -49,7 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if os.environ.get("RAY_ADDRESS") or cfg.ray.address:
             ray.init(address=cfg.ray.address)  # a job on a running cluster: its resources, not ours
         else:
-            ray.init(num_cpus=cfg.ray.num_cpus, include_dashboard=False)
+            ray.init(num_cpus=cfg.ray.num_cpus, include_dashboard=False, runtime_env={"env_vars": dict(CPU_ENV)})
         try:
             selftrain.report(run_campaign(cfg, progress=not args.quiet))
         finally:

@@ -42,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    from cryopick.runtime import CPU_ENV, configure_cpu_env
+
+    configure_cpu_env()  # before torch loads
     from cryopick.dataset import coords_for
     from cryopick.errors import CryopickError
     from cryopick.io.coords import read_coords
@@ -63,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if os.environ.get("RAY_ADDRESS"):
         ray.init()  # inside a submitted job: the cluster's resources
     else:
-        ray.init(num_cpus=args.num_cpus, include_dashboard=False)
+        ray.init(num_cpus=args.num_cpus, include_dashboard=False, runtime_env={"env_vars": dict(CPU_ENV)})
     try:
         best, trials = tune_model(args.model, mics, truth, args.out, args.thresholds, args.min_distance_fractions,
                                   actors=args.actors, cpu_per_trial=args.cpu_per_trial, tolerance=args.tolerance,

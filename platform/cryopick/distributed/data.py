@@ -26,6 +26,7 @@ from cryopick.io.micrograph import read_micrograph
 from cryopick.patches import sample_patches
 from cryopick.preprocess import preprocess
 from cryopick.pseudo import PseudoLabeler
+from cryopick.runtime import CPU_ENV
 
 if TYPE_CHECKING:
     import ray.data
@@ -172,8 +173,9 @@ def build_train_dataset(rows: Sequence[MicrographRow], params: StageParams, patc
     if not rows:
         raise ValueError("no micrographs to train on")
     ds = ray.data.from_items([asdict(r) for r in rows], override_num_blocks=len(rows))
-    ds = ds.map_batches(load_micrographs, batch_size=1, num_cpus=data_cpus, fn_kwargs={"params": asdict(params)})
-    return ds.map_batches(cut_patches, batch_size=1, num_cpus=data_cpus, fn_kwargs={"patch_size": patch_size})
+    env = {"env_vars": dict(CPU_ENV)}
+    ds = ds.map_batches(load_micrographs, batch_size=1, num_cpus=data_cpus, fn_kwargs={"params": asdict(params)}, runtime_env=env)
+    return ds.map_batches(cut_patches, batch_size=1, num_cpus=data_cpus, fn_kwargs={"patch_size": patch_size}, runtime_env=env)
 
 
 @dataclass

@@ -37,6 +37,7 @@ from cryopick.labels import circle_mask
 from cryopick.model import build_unet
 from cryopick.picker import MODEL_FILE, PickerMeta, load_picker, save_picker
 from cryopick.pseudo import PseudoLabeler, fit_calibration
+from cryopick.runtime import CPU_ENV
 from cryopick.selftrain import (
     CAMPAIGN_FILE, METRICS_FILE, CampaignState, ResolvedData, SelftrainConfig, completed_rounds_on_disk,
     config_mismatch, patch_counts, resolve_data, round_dir, stop_reason,
@@ -69,7 +70,7 @@ def connect(cfg: SelftrainConfig) -> bool:
     if address:
         ray.init(address=address)  # resources come from the cluster; passing num_cpus here raises
         return True
-    ray.init(num_cpus=cfg.ray.num_cpus, include_dashboard=False, log_to_driver=True)
+    ray.init(num_cpus=cfg.ray.num_cpus, include_dashboard=False, log_to_driver=True, runtime_env={"env_vars": dict(CPU_ENV)})
     return True
 
 

@@ -22,6 +22,7 @@ from cryopick.io.atomic import atomic_write
 from cryopick.io.micrograph import read_micrograph
 from cryopick.preprocess import preprocess
 from cryopick.pseudo import PseudoLabeler, coverage_row
+from cryopick.runtime import CPU_ENV
 
 
 def read_for_prediction(batch: dict[str, np.ndarray], preprocess_cfg: dict[str, Any], pixel_size: float | None) -> dict[str, Any]:
@@ -120,15 +121,17 @@ def predict_to_dir(
         yield _row_from_file(m, target, pseudo, diameter)
     if not todo:
         return
+    env = {"env_vars": dict(CPU_ENV)}  # OpenMP must not spin in actors sharing small machines
     ds = ray.data.from_items([{"path": str(m), "out": str(t)} for m, t in todo], override_num_blocks=len(todo))
     ds = ds.map_batches(read_for_prediction, batch_size=1, num_cpus=data_cpus,
-                        fn_kwargs={"preprocess_cfg": asdict(preprocess_cfg), "pixel_size": pixel_size})
+                        fn_kwargs={"preprocess_cfg": asdict(preprocess_cfg), "pixel_size": pixel_size}, runtime_env=env)
     ds = ds.map_batches(
         HeatmapPredictor, batch_size=1, compute=ray.data.ActorPoolStrategy(size=actors),
         num_cpus=data_cpus if not use_gpu else 1, num_gpus=1 if use_gpu else 0,
         fn_constructor_kwargs={"model_path": str(model_path), "pick": asdict(pick), "keep_image": keep_image,
                                "pseudo": asdict(pseudo) if pseudo is not None else None, "diameter": diameter,
                                "threads": max(1, int(round(data_cpus)))},
+        runtime_env=env,
     )
     for row in tqdm(ds.iter_rows(), total=len(todo), desc=f"predict {out_dir.name}", unit="mic", disable=not progress):
         yield {k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}

@@ -25,6 +25,7 @@ import torch
 from cryopick.config import ModelConfig, TrainConfig, from_dict
 from cryopick.distributed.data import StageParams, load_val_items
 from cryopick.model import build_unet
+from cryopick.runtime import CPU_ENV
 from cryopick.train import evaluate, lr_at, train_step
 
 STATE_FILE = "train_state.pt"
@@ -203,6 +204,7 @@ def fit(
             name=spec.name, storage_path=spec.storage_path,
             failure_config=ray.train.FailureConfig(max_failures=spec.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
+            worker_runtime_env={"env_vars": dict(CPU_ENV)},  # before torch loads in the worker
         ),
         datasets={"train": dataset},
     )
