@@ -68,6 +68,10 @@ def test_paths_checked_before_any_work(tmp_path: Path, sim_data: Path) -> None:
     (tmp_path / "lonely.mrc").write_bytes((sim_data / "micrographs" / "sim_0000.mrc").read_bytes())
     with pytest.raises(CryopickError, match="data.test: .*no coordinate file for micrograph lonely.mrc"):
         resolve_data(load_config(None, {**base, "data.test": [str(tmp_path / "lonely.mrc")]}))
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "sim_0001.mrc").write_bytes((sim_data / "micrographs" / "sim_0001.mrc").read_bytes())
+    with pytest.raises(CryopickError, match="two micrographs are named sim_0001"):
+        resolve_data(load_config(None, {**base, "data.unlabeled": [*base["data.unlabeled"], str(tmp_path / "other" / "sim_0001.mrc")]}))
     data = resolve_data(load_config(None, base))
     assert len(data.labeled) == 1 and len(data.unlabeled) == 2 and len(data.test) == 1
 

@@ -257,11 +257,14 @@ def resolve_data(cfg: SelftrainConfig) -> ResolvedData:
             except CryopickError as exc:
                 raise CryopickError(f"data.{key}: {exc}") from None
     seen: dict[Path, str] = {}
+    stems: dict[str, Path] = {}
     for key, mics in lists.items():
         for mic in mics:
             if mic in seen:
                 raise CryopickError(f"data.{key}: {mic.name} is also listed in data.{seen[mic]}")
-            seen[mic] = key
+            if mic.stem in stems:  # outputs (heatmaps, picks, previews) are named by stem
+                raise CryopickError(f"data.{key}: two micrographs are named {mic.stem} ({stems[mic.stem]} and {mic})")
+            seen[mic], stems[mic.stem] = key, mic
     if not lists["validation"] and cfg.train.val_fraction <= 0:
         raise CryopickError("no validation picks: give data.validation or set train.val_fraction > 0")
     return ResolvedData(lists["labeled"], lists["unlabeled"], lists["validation"], lists["test"], coords)
