@@ -98,7 +98,10 @@ def test_two_round_campaign_writes_contract_and_mlflow(campaign: dict[str, Any])
         assert m["scored_on"] == "test" and 0.0 <= m["f1"] <= 1.0 and m["n_true"] == n_truth
     pseudo = json.loads((camp / "round_001" / "pseudo_labels.json").read_text())
     assert pseudo["n_micrographs"] == 1 and pseudo["positive"] + pseudo["negative"] + pseudo["ignored"] == pytest.approx(1.0)
-    assert pseudo["negative"] > 0  # calibrated pseudo-labels do carry background
+    share = json.loads((camp / "round_000" / "calibration.json").read_text())["positive_share"]
+    assert 0.01 < share < 0.3  # particle share of the expert-labeled validation pixels
+    # class balance: background never outweighs particles by more than the expert labels do
+    assert pseudo["negative"] <= pseudo["positive"] * (1 - share) / share + 1e-6
 
     client = MlflowClient(tracking_uri=state["tracking_uri"])
     parent = client.get_run(state["mlflow_parent_run_id"])
