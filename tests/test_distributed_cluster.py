@@ -147,8 +147,12 @@ def test_ray_job_submit_self_training_pipeline(tmp_path: Path) -> None:
                 break
             assert head.poll() is None, head.stdout.read() if head.stdout else "head exited"
             time.sleep(2)
-        cmd = [sys.executable, str(REPO / "pipelines" / "self_train.py"), "--config", str(REPO / "pipelines/configs/tiny_cpu.yaml"),
-               "--out", str(out), "--simulate", "4", "--rounds", "1", "--steps", "10", "--quiet"]
+        config = yaml.safe_load((REPO / "pipelines/configs/tiny_cpu.yaml").read_text())
+        config["model"] = {"base_width": 4, "depth": 2}  # the shipped tiny config, smaller still: this tests plumbing
+        config["tune"].update(thresholds=[0.3, 0.6], min_distance_fractions=[0.75])
+        (tmp_path / "job.yaml").write_text(yaml.safe_dump(config))
+        cmd = [sys.executable, str(REPO / "pipelines" / "self_train.py"), "--config", str(tmp_path / "job.yaml"),
+               "--out", str(out), "--simulate", "4", "--rounds", "1", "--steps", "6", "--patch-size", "32", "--quiet"]
         job = subprocess.run(["ray", "job", "submit", "--address", address, "--", *cmd],
                              capture_output=True, text=True, env=env, timeout=330)
         assert job.returncode == 0, (job.stdout + job.stderr)[-4000:]
