@@ -17,7 +17,7 @@ from dashboard_store import WrittenCampaign, empty_store, real_campaign
 if TYPE_CHECKING:
     from streamlit.testing.v1 import AppTest
 
-pytestmark = pytest.mark.timeout(300)  # the first test also runs the campaign (about a minute idle)
+pytestmark = pytest.mark.timeout(900)  # the first test also runs the campaign (about a minute idle, minutes under load)
 
 APP = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
 

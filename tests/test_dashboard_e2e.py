@@ -27,7 +27,7 @@ from dashboard_store import WrittenCampaign, real_campaign
 if TYPE_CHECKING:
     from playwright.sync_api import Page
 
-pytestmark = [pytest.mark.browser, pytest.mark.ray, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.browser, pytest.mark.ray, pytest.mark.timeout(900)]  # may run the shared campaign
 
 REPO = Path(__file__).resolve().parents[1]
 DOC_IMAGES = REPO / "docs" / "img"
