@@ -134,7 +134,7 @@ def test_killed_worker_resumes_from_checkpoint(ray_session: Any, sim_data: Path,
 
     def run() -> None:
         try:
-            result["out"] = fit(_dataset(sim_data, 16), _loop_config(sim_data, steps=120, val_every=10, width=8, patch=32, batch=8), spec)
+            result["out"] = fit(_dataset(sim_data, 16), _loop_config(sim_data, steps=80, val_every=10, width=8, patch=32, batch=8), spec)
         except BaseException as exc:  # noqa: BLE001 - reported below
             result["error"] = exc
 
@@ -156,4 +156,4 @@ def test_killed_worker_resumes_from_checkpoint(ray_session: Any, sim_data: Path,
     assert "error" not in result, result.get("error")
     out: TrainOutcome = result["out"]
     assert out.start_step > 0  # the restarted group began at the checkpoint, not at step 0
-    assert out.history[-1]["step"] == 120  # and finished
+    assert out.history[-1]["step"] == 80  # and finished
