@@ -67,7 +67,7 @@ def job_conv(a: dict[str, Any]) -> dict[str, Any]:
     w = torch.randn(64, 64, 3, 3, device=dev).contiguous(memory_format=torch.channels_last)
     flops = 2 * 64 * 64 * 9 * s * s
     res = {}
-    for name, dtype in (("fp32", None), ("bf16", torch.bfloat16)):
+    for name, dtype in (("fp32", None), ("bf16", torch.bfloat16))[: 2 if a.get("bf16", True) else 1]:
         with torch.inference_mode(), torch.autocast(dev.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
             F.conv2d(x, w, padding=1)
             times = []
@@ -211,7 +211,35 @@ def job_flops(a: dict[str, Any]) -> dict[str, Any]:
     return {"widths": res}
 
 
-JOBS = {"conv": job_conv, "pick": job_pick, "train": job_train, "ray": job_ray, "flops": job_flops}
+def job_ablation(a: dict[str, Any]) -> dict[str, Any]:
+    """Heatmap seconds of one micrograph along the inference paths, interleaved, best of ``repeats``."""
+    import torch
+
+    from cryopick.config import PickConfig
+    from cryopick.io.micrograph import read_micrograph
+    from cryopick.picker import load_picker
+    from cryopick.predict import predict_heatmap
+    from cryopick.preprocess import preprocess
+
+    model, meta = load_picker(a["model"], torch.device(a["device"]))
+    image = preprocess(read_micrograph(Path(a["micrograph"])).data, meta.preprocess).image
+    paths = {"plain (as before #5)": (PickConfig(channels_last=False), {"fuse": False}),
+             "channels-last weights": (PickConfig(), {"fuse": False}),
+             "+ BatchNorm folded (default)": (PickConfig(), {}),
+             "+ bf16 autocast (--amp)": (PickConfig(amp=True), {})}
+    if a.get("compile"):
+        paths["+ torch.compile"] = (PickConfig(), {"compile_model": True})
+    times: dict[str, list[float]] = {k: [] for k in paths}
+    for round_ in range(a["repeats"] + 1):  # round 0 warms up (and compiles)
+        for name, (cfg, kw) in paths.items():
+            t = time.perf_counter()
+            predict_heatmap(model, image, cfg, **kw)
+            if round_:
+                times[name].append(time.perf_counter() - t)
+    return {"seconds": {k: min(v) for k, v in times.items()}}
+
+
+JOBS = {"conv": job_conv, "pick": job_pick, "train": job_train, "ray": job_ray, "flops": job_flops, "ablation": job_ablation}
 
 
 # ----------------------------------------------------------------------------- driver
@@ -272,7 +300,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--job", help=argparse.SUPPRESS)
     p.add_argument("--widths", type=int, nargs="+", default=[16, 32, 64])
-    p.add_argument("--large", default="4096", help="simulated large micrograph: EDGE or HxW (e.g. 3710x3838)")
+    p.add_argument("--large", nargs="+", default=["2048", "4096"], help="simulated micrographs: EDGE or HxW (e.g. 3710x3838)")
     p.add_argument("--bin", type=float, default=2.0, help="Fourier-crop factor of the pickers (default: cryopick's 2)")
     p.add_argument("--repeats", type=int, default=3, help="micrographs picked per process (1st is cold)")
     p.add_argument("--large-repeats", type=int, default=2)
@@ -281,6 +309,7 @@ def main() -> None:
     p.add_argument("--ray-widths", type=int, nargs="*", default=[16, 32, 64])
     p.add_argument("--no-ray", action="store_true")
     p.add_argument("--amp", action="store_true", help="also pick with bfloat16 autocast")
+    p.add_argument("--compile", action="store_true", help="add torch.compile to the inference ablation (slow to compile)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--quick", action="store_true", help="tiny settings to check the script")
     p.add_argument("--no-doc", action="store_true")
@@ -289,6 +318,7 @@ def main() -> None:
     a = p.parse_args()
     if a.render:
         R = json.loads(a.render.read_text())
+        sys.argv = R.get("argv", sys.argv)  # the doc names the command that measured
         body = render(R, a)
         print(body)
         if not a.no_doc:
@@ -299,26 +329,34 @@ def main() -> None:
         print("RESULT " + json.dumps(JOBS[job.pop("kind")](job)), flush=True)
         return
     if a.quick:
-        a.widths, a.large, a.repeats, a.large_repeats, a.train_steps, a.ray_steps = [8], "1024", 2, 1, 1, 1
-        a.ray_widths = [8]
+        a.widths, a.large, a.repeats, a.large_repeats, a.train_steps, a.ray_steps = [16], ["1024"], 2, 1, 1, 1
+        a.ray_widths = [16]
     OUT.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="tp-", dir=OUT))
     test_mic = DATA / "micrographs" / f"{json.loads((DATA / 'split.json').read_text())['test'][0]}.mrc"
-    large = tuple(int(v) for v in a.large.lower().split("x")) * (1 if "x" in a.large.lower() else 2)
-    large_mic = simulated((large[0], large[1]))
+    shapes = [tuple(int(v) for v in s.lower().split("x")) * (1 if "x" in s.lower() else 2) for s in a.large]
+    mics = [("1024²", test_mic, a.repeats)] + [(f"{h}×{w}", simulated((h, w)), a.large_repeats) for h, w in shapes]
     models = make_models(a.widths, tmp / "models", a.bin)
-    R: dict[str, Any] = {"started": time.strftime("%H:%M:%S"), "device": a.device, "bin": a.bin}
+    R: dict[str, Any] = {"started": time.strftime("%H:%M:%S"), "device": a.device, "bin": a.bin, "argv": sys.argv}
     print("flops / conv reference", flush=True)
     R["flops"] = run_job("flops", widths=a.widths)
     R["conv"] = run_job("conv", device=a.device, conv_size=128 if a.quick else 512, repeats=3 if a.quick else 5)
     R["pick"] = []
     variants = [False, True] if a.amp else [False]
-    for size, mic, reps in (("1024²", test_mic, a.repeats), (f"{large[0]}×{large[1]}", large_mic, a.large_repeats)):
+    for size, mic, reps in mics:
         for w in a.widths:
             for amp in variants:
+                # the reference conv again right before and after (own processes, so the pick's peak RSS
+                # stays its own): the share then compares like with like while other work comes and goes
+                conv = [run_job("conv", device=a.device, conv_size=512, repeats=3, bf16=amp)]
                 res = run_job("pick", width=w, size=size, micrograph=str(mic), model=str(models[w]), amp=amp,
                               device=a.device, repeats=reps, out=str(tmp))
+                conv.append(run_job("conv", device=a.device, conv_size=512, repeats=3, bf16=amp))
+                res["conv"] = {k: max(c[k] for c in conv) for k in conv[0] if k.startswith("gflops")}
                 R["pick"].append({"width": w, "size": size, "amp": amp, **res})
+    if 16 in models:  # the default width on the real 1024² micrograph: what each inference change buys
+        R["ablation"] = {"width": 16, **run_job("ablation", model=str(models[16]), micrograph=str(test_mic), device=a.device,
+                                                repeats=2 if a.quick else 5, compile=a.compile)}
     from cryopick.config import TrainConfig
     from cryopick.runtime import resolve_amp
 

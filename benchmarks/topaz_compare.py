@@ -38,6 +38,7 @@ DATA = REPO.parent / "shared" / "data" / "empiar10017"
 OUT = REPO / "benchmarks" / "out" / "topaz_compare"
 DIAMETER = 27.0
 RADIUS = 13.5  # match radius: half the diameter
+TITLE = "cryopick against Topaz on EMPIAR-10017 `test` (one run, side by side)"
 LOW_THRESHOLD = 0.02  # cryopick picks kept for the PR sweep (scores >= this)
 
 
@@ -88,7 +89,15 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="1 test micrograph, tiny training: checks the script")
     p.add_argument("--no-doc", action="store_true")
     p.add_argument("--section", default="topaz-compare")
+    p.add_argument("--render", type=Path, help="re-render a saved summary.json (no measuring)")
     a = p.parse_args()
+    if a.render:
+        R = json.loads(a.render.read_text())
+        sys.argv = R.get("argv", sys.argv)  # the doc names the command that measured
+        print(render(R))
+        if not a.no_doc:
+            update_section(a.section, TITLE, render(R))
+        return
     from cryopick.config import ModelConfig, TrainConfig
 
     split = json.loads((DATA / "split.json").read_text())
@@ -96,7 +105,8 @@ def main() -> None:
     test = mics["test"][:1] if a.quick else mics["test"]
     out = a.out.resolve() / ("quick" if a.quick else "run")
     out.mkdir(parents=True, exist_ok=True)
-    R: dict[str, Any] = {"started": time.strftime("%H:%M:%S"), "n_test": len(test)}
+    R: dict[str, Any] = {"started": time.strftime("%H:%M:%S"), "n_test": len(test), "argv": sys.argv,
+                         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}
 
     # --- Topaz: train on `labeled`, pick `test` with pretrained and trained models
     topaz = ensure_topaz_venv()
@@ -147,7 +157,7 @@ def main() -> None:
     body = render(R)
     print(body)
     if not a.no_doc:
-        update_section(a.section, "cryopick against Topaz on EMPIAR-10017 `test` (one run, side by side)", body)
+        update_section(a.section, TITLE, body)
 
 
 def render(R: dict[str, Any]) -> str:
@@ -179,7 +189,7 @@ def render(R: dict[str, Any]) -> str:
            f"match radius {RADIUS} px. Each picker is its command-line tool, one process over all test micrographs: "
            "*s / micrograph* = that wall time ÷ micrographs, process start-up included (Topaz: `topaz preprocess -s 1` + "
            "`topaz extract -r 13 -d -1`, default threads); both tools run with `OMP_WAIT_POLICY="
-           f"{os.environ.get('OMP_WAIT_POLICY')}`; *in-process* = cryopick's own per-micrograph time "
+           f"{R.get('omp_wait_policy', 'PASSIVE')}`; *in-process* = cryopick's own per-micrograph time "
            "(read → picks → file, start-up excluded). Peak RSS: `ru_maxrss` of the picking process (Topaz: extract). "
            "*load*: 1-minute load average before → after (2 cores shared with other work).", "", *rows, "",
            f"- Training: Topaz {topaz_t}, model `{Path(R['topaz_model']).name}`; cryopick {train_t}: width {md['base_width']}, "
