@@ -119,6 +119,25 @@ def test_amp_and_channels_last_agree() -> None:
     assert np.abs(a - c).max() < 0.05  # bfloat16 on CPU
 
 
+def test_test_time_augmentation_averages_views_and_is_equivariant() -> None:
+    model = _calibrated_model()
+    img = np.random.default_rng(3).normal(size=(128, 128)).astype(np.float32)
+    plain = lambda a: predict_heatmap(model, np.ascontiguousarray(a), PickConfig(tta=1))  # noqa: E731
+    # the network alone is not rotation-equivariant: otherwise averaging views would change nothing
+    assert np.abs(plain(np.rot90(img)) - np.rot90(plain(img))).max() > 1e-3
+    # tta=4 is the mean of the identity, both flips and the half turn, each mapped back
+    views = [plain(img), plain(img[:, ::-1])[:, ::-1], plain(img[::-1])[::-1], plain(img[::-1, ::-1])[::-1, ::-1]]
+    np.testing.assert_allclose(predict_heatmap(model, img, PickConfig(tta=4)), np.mean(views, axis=0), atol=1e-5)
+    # tta=8 averages over all symmetries of the square, so it commutes with a quarter turn
+    h8 = predict_heatmap(model, img, PickConfig(tta=8))
+    np.testing.assert_allclose(predict_heatmap(model, np.ascontiguousarray(np.rot90(img)), PickConfig(tta=8)),
+                               np.rot90(h8), atol=1e-5)
+    rect = np.random.default_rng(4).normal(size=(96, 160)).astype(np.float32)  # views of other shapes
+    assert predict_heatmap(model, rect, PickConfig(tta=8, tile_size=64)).shape == rect.shape
+    with pytest.raises(CryopickError, match="pick.tta"):
+        from_dict(PickConfig, {"tta": 3}, "pick")
+
+
 def test_config_validation_names_the_key() -> None:
     with pytest.raises(CryopickError, match="train.stepz"):
         from_dict(TrainConfig, {"stepz": 10}, "train")

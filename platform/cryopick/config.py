@@ -99,8 +99,11 @@ class PickConfig:
     border: float = 0.0  # drop picks closer than this to the edge (original px)
     amp: bool = False  # bfloat16/float16 autocast
     channels_last: bool = True
+    tta: int = 4  # test-time augmentation: heatmaps averaged over 1, 2, 4 or 8 flips/rotations
 
     def validate(self, where: str = "pick") -> None:
+        if self.tta not in (1, 2, 4, 8):
+            raise CryopickError(f"{where}.tta must be 1, 2, 4 or 8, got {self.tta}")
         if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
             raise CryopickError(f"{where}.threshold must be in [0, 1], got {self.threshold}")
         if self.min_distance is not None:

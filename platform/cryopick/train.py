@@ -33,7 +33,7 @@ from cryopick.predict import predict_heatmap, resolve_device
 
 # Peak distances tried on validation, as fractions of the particle diameter. Crowded data sets
 # (EMPIAR-10017: median neighbour distance 0.85 diameters) need less than a full diameter.
-MIN_DISTANCE_FRACTIONS = (0.4, 0.5, 0.6, 0.75, 1.0)
+MIN_DISTANCE_FRACTIONS = (0.3, 0.4, 0.5, 0.6, 0.75, 1.0)  # densely packed samples need < 0.5
 CANDIDATE_FLOOR = 0.02  # weakest peak kept for the PR curve
 
 
