@@ -23,7 +23,8 @@ def render(R: dict[str, Any], a: argparse.Namespace) -> str:
            "| width | parameters | FLOPs / pixel (counted) |", "|---|---|---|"]
     out += [f"| {w} | {v['params']:,} | {v['flops_per_px'] / 1e3:.0f} k |" for w, v in fl.items()]
     out += ["", f"**Picking, end to end** (read → Fourier-crop bin {R.get('bin', 2.0):g} + normalise → heatmap, tile 512, overlap 0.25, "
-            "batch 4 → peaks → `.star`). Untrained weights of each width (speed does not depend on them; "
+            f"batch 4, {R['pick'][0].get('tta', 1)} test-time-augmentation view(s) (the `cryopick pick` default; `--tta 1` runs "
+            "the network a quarter as often) → peaks → `.star`; *tiles* counts every view's tiles). Untrained weights of each width (speed does not depend on them; "
             "pick counts therefore are not meaningful). *cold* = the first micrograph of the process, "
             "*warm* = median of the following ones. *net share* = counted FLOPs × pixels through the network "
             "(tiles incl. overlap) ÷ heatmap-stage seconds (warm) ÷ *ref conv*, the reference conv at the same precision timed "
@@ -100,13 +101,13 @@ def targets(R: dict[str, Any], a: argparse.Namespace) -> list[str]:
         lines.append(f"- Peak memory ≤ 2 GB at width 32 for {big}: {mem[(big, 32, False)] / 1024:.2f} GB (whole process, fp32) → "
                      f"{'met' if mem[(big, 32, False)] <= 2048 else 'missed'}.")
     if len(sizes) > 1:
-        tiles = {r["size"]: r["n_tiles"] for r in R["pick"]}
+        tiles = {r["size"]: r["n_tiles"] // r.get("tta", 1) for r in R["pick"]}  # per view: views run one after another
         widths = list(dict.fromkeys(w for (_, w, m) in mem if not m))
         per_w = [f"width {w}: " + " → ".join(f"{mem[(z, w, False)]:.0f}" for z in sizes if (z, w, False) in mem) + " MB"
                  for w in widths]
         lines.append(f"- Peak memory bounded by the tile batch, not the micrograph (fp32, {' → '.join(sizes)}; "
                      + ", ".join(f"{tiles[z]} tile{'s' if tiles[z] > 1 else ''}" for z in sizes)
-                     + f" of 512², at most {4} per batch): " + "; ".join(per_w) + ". A 1024² micrograph is a single tile "
+                     + f" of 512² per view, at most {4} per batch): " + "; ".join(per_w) + ". A 1024² micrograph is a single tile "
                      "(a batch of 1); from the first size with ≥ 4 tiles on, the network's share is one full batch and what "
                      "still grows is only the micrograph-sized arrays (raw image, its FFT, binned image, heatmap).")
     if a.device == "cpu":

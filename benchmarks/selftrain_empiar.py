@@ -30,7 +30,7 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
     """The campaign settings shared by every run (modest: the machine is 2 shared CPU cores)."""
     return {
         "preprocess.bin": 2.0, "model.base_width": args.width, "model.depth": 4,
-        "train.steps": args.steps, "train.batch_size": 8, "train.patch_size": 64, "train.val_every": 100,
+        "train.steps": args.steps, "train.batch_size": 8, "train.patch_size": args.patch_size, "train.val_every": args.val_every,
         "train.val_fraction": 0.2, "train.lr": 1e-3,
         "selftrain.rounds": args.rounds, "selftrain.patience": args.rounds, "selftrain.warm_start": True,
         "selftrain.patches_per_epoch": 256,
@@ -82,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=400, help="training steps per round and worker")
     p.add_argument("--rounds", type=int, default=3, help="rounds including round 0")
     p.add_argument("--width", type=int, default=8, help="U-Net base width")
+    p.add_argument("--patch-size", type=int, default=64, help="training patch edge, binned px")
+    p.add_argument("--val-every", type=int, default=100, help="validation interval, steps")
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "out" / "selftrain")
     p.add_argument("--only", choices=("5", "1"), help="run one setting only")
     p.add_argument("--control", action="store_true", help="also run the 1-label labeled-only control")
@@ -121,8 +123,8 @@ def main(argv: list[str] | None = None) -> int:
         f"Modest settings because the machine is 2 CPU cores shared with other jobs: U-Net width {s['model.base_width']}, "
         f"{s['train.steps']} steps per round on 2 DDP workers (batch {s['train.batch_size']} each, patches "
         f"{s['train.patch_size']}² at bin 2), {s['selftrain.rounds']} rounds, warm starts fine-tuned at 0.3 × the "
-        f"learning rate. {minutes:.0f} min of rounds in all, on a machine whose load average reached 20–50 from "
-        "other jobs (not a speed figure). *kept step* is the training step whose weights the round kept: 0 means no "
+        f"learning rate. {minutes:.0f} min of rounds in all; 1-minute load average at the end "
+        f"{os.getloadavg()[0]:.1f} on 2 cores (not a speed figure). *kept step* is the training step whose weights the round kept: 0 means no "
         "checkpoint beat the round's starting weights on the validation picks, so the round repeats the previous model.",
     ]
     body += ["", "What these figures say (why rounds kept their starting weights, pseudo-label coverage, threshold "

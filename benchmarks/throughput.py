@@ -5,7 +5,7 @@ that process's own ``ru_maxrss`` (read with ``os.wait4``: the whole process, Pyt
 libraries included; the RSS right after ``import torch`` is reported beside it).
 
 * picking, end to end as ``cryopick pick`` does it: read MRC -> Fourier-crop + normalise ->
-  tiled heatmap -> peaks -> ``.star`` file, default pick settings (bin 2, tile 512, tile batch 4),
+  tiled heatmap -> peaks -> ``.star`` file, default pick settings (bin 2, tile 512, tile batch 4, 4 test-time-augmentation views),
   for a real 1024² EMPIAR-10017 test micrograph and a 4096² one made with ``cryopick.simulate``;
   the first micrograph of a process (cold: oneDNN primitive creation) and the next ones (warm);
 * training: patches/s (128², batch 16, AdamW, masked BCE) on EMPIAR-10017 ``labeled`` patches,
@@ -123,13 +123,14 @@ def job_pick(a: dict[str, Any]) -> dict[str, Any]:
         st["total"] = sum(st.values())
         runs.append(st)
     h, w = b.image.shape
-    from cryopick.predict import _tiles
+    from cryopick.predict import TTA_TRANSFORMS, _tiles
 
-    n_tiles = len(list(_tiles((h, w), (min(TILE, h), min(TILE, w)), cfg.tile_overlap)))
+    # every test-time-augmentation view runs the network over all tiles once more
+    n_tiles = len(list(_tiles((h, w), (min(TILE, h), min(TILE, w)), cfg.tile_overlap))) * len(TTA_TRANSFORMS[cfg.tta])
     gpu_mb = torch.cuda.max_memory_allocated() / 2**20 if dev.type == "cuda" else None
     return {"import_s": import_s, "load_s": load_s, "rss_import_mb": rss_import, "runs": runs, "gpu_peak_mb": gpu_mb,
             "shape": list(m.shape), "binned_shape": [h, w], "net_pixels": n_tiles * min(TILE, h) * min(TILE, w), "n_tiles": n_tiles,
-            "n_picks": int(len(xy)), "heatmap_mean": float(np.mean(hm))}
+            "n_picks": int(len(xy)), "heatmap_mean": float(np.mean(hm)), "tta": cfg.tta}
 
 
 def job_train(a: dict[str, Any]) -> dict[str, Any]:

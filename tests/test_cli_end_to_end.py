@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cryopick.border import edge_distance
 from cryopick.cli.__main__ import main
 from cryopick.io.coords import read_coords, write_coords
 from cryopick.picker import load_picker
@@ -73,6 +74,11 @@ def test_pick_defaults_heatmaps_and_boxes(sim_run: Path, sim_data: Path, tmp_pat
     assert len(xy) > 10 and scores.min() >= meta.threshold - 1e-6  # the stored threshold is the default
     d = np.hypot(*(xy[:, None] - xy[None]).transpose(2, 0, 1)) + np.eye(len(xy)) * 1e9
     assert d.min() >= meta.resolved_min_distance() - 1e-6
+    # the edge band the training picks left empty is stored and honoured by default
+    truth = np.concatenate([read_coords(sim_data / "coords" / f"sim_000{i}.star")[0] for i in (0, 1)])
+    assert 0.0 < meta.border <= edge_distance(truth, (256, 256)).min()
+    assert edge_distance(xy, (256, 256)).min() >= meta.border
+    assert json.loads((sim_run / "config.json").read_text())["result"]["border"] == pytest.approx(meta.border)
     assert (tmp_path / "sim_0003_boxes.csv").read_text().startswith("x0,y0,x1,y1")
     result = cli_json(["evaluate", "--picks", tmp_path, "--truth", sim_data / "coords", "--diameter", 24, "--json",
                        "--plots", tmp_path / "plots", "--micrographs", sim_data / "micrographs"], capsys)

@@ -39,6 +39,10 @@ class PreprocessConfig:
             raise CryopickError(f"{where}.lowpass_sigma must be >= 0, got {self.lowpass_sigma}")
 
 
+# Peak distances tried on validation (training and Tune), as fractions of the particle diameter.
+# Crowded data sets (EMPIAR-10017: median neighbour distance 0.85 diameters) need less than one.
+MIN_DISTANCE_FRACTIONS: tuple[float, ...] = (0.3, 0.4, 0.5, 0.6, 0.75, 1.0)
+
 @dataclass
 class ModelConfig:
     """U-Net shape."""
@@ -62,7 +66,7 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-4
     pos_weight: float = 1.0  # BCE weight of particle pixels
-    label_radius_fraction: float = 0.5  # circle radius = fraction * diameter / 2
+    label_radius_fraction: float = 0.35  # circle radius = fraction * diameter / 2 (docs/design.md)
     val_fraction: float = 0.2  # share of each labeled micrograph's area held back if no val set
     val_every: int = 250
     max_minutes: float | None = None  # stop early after this wall time
@@ -96,7 +100,7 @@ class PickConfig:
     tile_overlap: float = 0.25
     tile_batch: int = 4
     smooth_sigma: float | None = None  # Gaussian smoothing before peak finding (binned px)
-    border: float = 0.0  # drop picks closer than this to the edge (original px)
+    border: float | None = None  # drop picks closer than this to the edge (original px); None = stored
     amp: bool = False  # bfloat16/float16 autocast
     channels_last: bool = True
     tta: int = 4  # test-time augmentation: heatmaps averaged over 1, 2, 4 or 8 flips/rotations
@@ -108,6 +112,8 @@ class PickConfig:
             raise CryopickError(f"{where}.threshold must be in [0, 1], got {self.threshold}")
         if self.min_distance is not None:
             _positive(self.min_distance, f"{where}.min_distance")
+        if self.border is not None and self.border < 0:
+            raise CryopickError(f"{where}.border must be >= 0 px, got {self.border}")
         _positive(self.tile_size, f"{where}.tile_size")
         if self.tile_size % 16:
             raise CryopickError(f"{where}.tile_size must be a multiple of 16, got {self.tile_size}")

@@ -1,7 +1,7 @@
 """A trained picker: the U-Net plus everything needed to pick with it, saved as one file.
 
 ``RUNDIR/model.pt`` holds the weights and a :class:`PickerMeta` (diameter, preprocessing,
-threshold and peak distance chosen on validation), so ``cryopick pick`` needs no other input.
+threshold and peak distance chosen on validation, the edge band the expert picks kept free), so ``cryopick pick`` needs no other input.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from cryopick.border import drop_near_edge
 from cryopick.config import ModelConfig, PickConfig, PreprocessConfig, from_dict
 from cryopick.errors import CryopickError
 from cryopick.io.atomic import atomic_write
@@ -36,6 +37,7 @@ class PickerMeta:
     min_distance: float = 0.0  # 0 -> half the diameter
     smooth_sigma: float = 1.0  # binned px
     val_f1: float | None = None
+    border: float = 0.0  # edge band the expert picks left empty (cryopick.border), original px
 
     def resolved_min_distance(self) -> float:
         return self.min_distance if self.min_distance > 0 else 0.5 * self.diameter
@@ -87,14 +89,19 @@ def heatmap_to_picks(
     meta: PickerMeta,
     threshold: float,
     min_distance: float | None = None,
-    border: float = 0.0,
+    border: float | None = None,
     smooth_sigma: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Peaks of a binned heatmap -> (xy in ORIGINAL pixels, scores)."""
+    """Peaks of a binned heatmap -> (xy in ORIGINAL pixels, scores).
+
+    ``None`` settings take the model's stored values; ``border`` (original px) drops picks that
+    close to the micrograph's edge.
+    """
     md = (min_distance or meta.resolved_min_distance()) / binned.mean_scale
     sigma = meta.smooth_sigma if smooth_sigma is None else smooth_sigma
-    xy, scores = find_peaks(heatmap, md, threshold, sigma, border / binned.mean_scale)
-    return binned.to_original(xy), scores
+    xy, scores = find_peaks(heatmap, md, threshold, sigma)
+    edge = meta.border if border is None else border
+    return drop_near_edge(binned.to_original(xy), scores, binned.original_shape, edge)
 
 
 def pick_binned(

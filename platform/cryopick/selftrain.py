@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cryopick.config import ModelConfig, PickConfig, PreprocessConfig, TrainConfig, from_dict, load_yaml, to_dict
+from cryopick.config import MIN_DISTANCE_FRACTIONS, ModelConfig, PickConfig, PreprocessConfig, TrainConfig, from_dict, load_yaml, to_dict
 from cryopick.errors import CryopickError
 from cryopick.io.atomic import write_text_atomic
 
@@ -83,7 +83,7 @@ class TuneSection:
     """Grid searched by Ray Tune after each round (F1 on the validation picks)."""
 
     thresholds: list[float] = field(default_factory=lambda: [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9])
-    min_distance_fractions: list[float] = field(default_factory=lambda: [0.4, 0.5, 0.6, 0.75, 1.0])
+    min_distance_fractions: list[float] = field(default_factory=lambda: list(MIN_DISTANCE_FRACTIONS))
     cpu_per_trial: float = 0.5
     tolerance: float = 0.01  # within this F1 of the best, the lowest threshold wins (see selftrain_rounds.best_trial)
 

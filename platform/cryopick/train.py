@@ -19,7 +19,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from cryopick.config import PickConfig, TrainConfig
+from cryopick.border import edge_distance
+from cryopick.config import MIN_DISTANCE_FRACTIONS, PickConfig, TrainConfig
 from cryopick.dataset import TrainItem, ValItem
 from cryopick.io.atomic import atomic_write
 from cryopick.labels import masked_bce
@@ -31,9 +32,6 @@ from cryopick.peaks import find_peaks
 from cryopick.picker import PickerMeta, save_picker
 from cryopick.predict import predict_heatmap, resolve_device
 
-# Peak distances tried on validation, as fractions of the particle diameter. Crowded data sets
-# (EMPIAR-10017: median neighbour distance 0.85 diameters) need less than a full diameter.
-MIN_DISTANCE_FRACTIONS = (0.3, 0.4, 0.5, 0.6, 0.75, 1.0)  # densely packed samples need < 0.5
 CANDIDATE_FLOOR = 0.02  # weakest peak kept for the PR curve
 
 
@@ -97,10 +95,12 @@ def evaluate(
     smooth_sigma: float,
     fractions: Sequence[float] = MIN_DISTANCE_FRACTIONS,
     pick_cfg: PickConfig | None = None,
+    border: float = 0.0,
 ) -> ValResult:
     """Pick the validation micrographs and find the best threshold and peak distance.
 
-    Matching radius is half the diameter; each item is scored only inside its ``rows``.
+    Matching radius is half the diameter; each item is scored only inside its ``rows``, and
+    picks closer than ``border`` original px to the micrograph's edge are dropped, as at picking.
     """
     core = getattr(model, "module", model)
     heatmaps = [predict_heatmap(core, v.image, pick_cfg) for v in val_items]
@@ -111,7 +111,7 @@ def evaluate(
         for v, hm in zip(val_items, heatmaps):
             xy, s = find_peaks(hm, frac * diameter / v.scale, CANDIDATE_FLOOR, smooth_sigma)
             r0, r1 = v.rows
-            keep = (xy[:, 1] >= r0) & (xy[:, 1] < r1)
+            keep = (xy[:, 1] >= r0) & (xy[:, 1] < r1) & (edge_distance(xy, v.image.shape) * v.scale >= border)
             tkeep = (v.true_xy[:, 1] >= r0) & (v.true_xy[:, 1] < r1)
             # score in original pixels so the radius is the user's half diameter
             per_mic.append((xy[keep] * v.scale, s[keep], v.true_xy[tkeep] * v.scale))
@@ -182,7 +182,7 @@ def train_picker(
             row: dict[str, float] = {"step": step + 1, "loss": float(np.mean(running)), "seconds": time.monotonic() - start}
             running = []
             if val_items:
-                res = evaluate(model, val_items, meta.diameter, meta.smooth_sigma, fractions=(0.6,))
+                res = evaluate(model, val_items, meta.diameter, meta.smooth_sigma, fractions=(0.6,), border=meta.border)
                 row.update(val_f1=res.f1, val_ap=res.average_precision)
                 if res.f1 > best_f1:
                     best_f1, best_step, best_state = res.f1, step + 1, copy.deepcopy(model.state_dict())
@@ -196,7 +196,7 @@ def train_picker(
             break
     bar.close()
     model.load_state_dict(best_state)
-    val = evaluate(model, val_items, meta.diameter, meta.smooth_sigma) if val_items else None
+    val = evaluate(model, val_items, meta.diameter, meta.smooth_sigma, border=meta.border) if val_items else None
     if val is not None:
         meta.threshold, meta.min_distance, meta.val_f1 = val.threshold, val.min_distance, val.f1
     seconds = time.monotonic() - start

@@ -16,6 +16,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from cryopick import __version__
+from cryopick.border import learn_border
 from cryopick.config import ModelConfig, PickConfig, PreprocessConfig, TrainConfig, to_dict
 from cryopick.dataset import load_labeled, split_items
 from cryopick.errors import CryopickError
@@ -53,7 +54,8 @@ def train_from_files(
     labeled = [load_labeled(m, coords_dir, diameter, pre, pixel_size) for m in micrographs]
     val = [load_labeled(m, coords_dir, diameter, pre, pixel_size) for m in val_micrographs]
     train_items, val_items = split_items(labeled, val, diameter, train_cfg.label_radius_fraction, train_cfg.val_fraction)
-    meta = PickerMeta(diameter=diameter, preprocess=pre, model=model_cfg, smooth_sigma=1.0)
+    border = learn_border([(lm.binned.to_original(lm.xy), lm.binned.original_shape) for lm in [*labeled, *val]], diameter)
+    meta = PickerMeta(diameter=diameter, preprocess=pre, model=model_cfg, smooth_sigma=1.0, border=border)
     out_dir.mkdir(parents=True, exist_ok=True)
     config = {
         "cryopick_version": __version__,
@@ -73,6 +75,7 @@ def train_from_files(
     config["result"] = {
         "threshold": result.meta.threshold,
         "min_distance": result.meta.min_distance,
+        "border": result.meta.border,
         "val_f1": result.meta.val_f1,
         "val_average_precision": result.val.average_precision if result.val else None,
         "best_step": result.best_step,

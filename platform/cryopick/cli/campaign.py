@@ -27,7 +27,7 @@ FLAGS = {
     "gpus_per_worker": (None, "gpus_per_worker"), "batch_size": (None, "batch_size"),
     "max_task_retries": (None, "max_task_retries"), "threshold": ("pick", "threshold"),
     "min_distance": ("pick", "min_distance"), "border": ("pick", "border"), "tile_size": ("pick", "tile_size"),
-    "tile_batch": ("pick", "tile_batch"), "mask_sigma": ("mask", "max_sigma"), "mask_window": ("mask", "window"),
+    "tile_batch": ("pick", "tile_batch"), "tta": ("pick", "tta"), "mask_sigma": ("mask", "max_sigma"), "mask_window": ("mask", "window"),
 }
 
 
@@ -40,7 +40,10 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=["star", "box", "csv", "txt"], help="pick file format (default star)")
     parser.add_argument("--threshold", type=float, help="score threshold in [0, 1] (default: stored with the model)")
     parser.add_argument("--min-distance", type=float, help="minimum distance between picks, px (default: stored)")
-    parser.add_argument("--border", type=float, help="drop picks closer than this to the edge, px")
+    parser.add_argument("--border", type=float,
+                        help="drop picks closer than this to the edge, px (default: stored with the model)")
+    parser.add_argument("--tta", type=int, choices=[1, 2, 4, 8],
+                        help="average each heatmap over this many flips/rotations (default 4; 1 = fastest)")
     parser.add_argument("--box-size", type=float, help="box size for .box output, px (default 1.5 x diameter)")
     parser.add_argument("--pixel-size", type=float, help="Å/px, overriding the MRC headers")
     g = parser.add_argument_group("carbon / thick-ice mask")

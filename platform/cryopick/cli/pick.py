@@ -20,7 +20,9 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min-distance", type=float, help="minimum distance between picks, px (default: stored)")
     parser.add_argument("--format", default="star", choices=["star", "box", "csv", "txt"], help="output format (default star)")
     parser.add_argument("--box-size", type=float, help="box size for .box output, px (default 1.5 x diameter)")
-    parser.add_argument("--border", type=float, default=0.0, help="drop picks closer than this to the edge, px")
+    parser.add_argument("--border", type=float,
+                        help="drop picks closer than this to the edge, px (default: the edge band the training "
+                             "picks left empty, stored with the model; 0 keeps every pick)")
     parser.add_argument("--save-heatmaps", action="store_true", help="also write OUT/heatmaps/NAME.mrc")
     parser.add_argument("--boxes", action="store_true", help="also write connected-component boxes OUT/NAME_boxes.csv")
     parser.add_argument("--pixel-size", type=float, help="Å/px, overriding the MRC header")

@@ -86,5 +86,6 @@ def main(args: argparse.Namespace) -> int:
     m = result.meta
     f1 = "n/a" if m.val_f1 is None else f"{m.val_f1:.3f}"
     print(f"trained on {len(mics)} micrograph(s) in {result.seconds:.0f} s; validation F1 {f1} "
-          f"at threshold {m.threshold:.3f}, min distance {m.resolved_min_distance():.1f} px -> {args.out / 'model.pt'}")
+          f"at threshold {m.threshold:.3f}, min distance {m.resolved_min_distance():.1f} px, edge band {m.border:.1f} px "
+          f"-> {args.out / 'model.pt'}")
     return 0

@@ -32,7 +32,9 @@ from cryopick.distributed.train_loop import TrainSpec, fit, loop_config
 from cryopick.distributed.tracking import CampaignTracker
 from cryopick.distributed.tune import tune_picking
 from cryopick.errors import CryopickError
+from cryopick.border import learn_border
 from cryopick.io.coords import read_coords
+from cryopick.io.micrograph import read_shape
 from cryopick.labels import circle_mask
 from cryopick.model import build_unet
 from cryopick.picker import MODEL_FILE, PickerMeta, load_picker, save_picker
@@ -58,6 +60,12 @@ class CampaignResult:
     rounds: list[dict[str, Any]] = field(default_factory=list)  # metrics.json of every complete round
     best_round: int | None = None
     stopped: str | None = None
+
+
+def expert_border(data: ResolvedData, diameter: float) -> float:
+    """Edge band the labeled micrographs' expert picks leave empty (headers and coordinate files only)."""
+    labels = [(read_coords(coords_for(Path(m), Path(data.coords)))[0], read_shape(m)) for m in data.labeled]
+    return learn_border(labels, diameter)
 
 
 def connect(cfg: SelftrainConfig) -> bool:
@@ -289,7 +297,7 @@ def _train(cfg: SelftrainConfig, data: ResolvedData, rdir: Path, rnd: int, pseud
     model = build_unet(cfg.model)
     model.load_state_dict(out.best_state)
     meta = PickerMeta(diameter=cfg.data.diameter, preprocess=cfg.preprocess, model=cfg.model, smooth_sigma=SMOOTH_SIGMA,
-                      val_f1=out.best_val_f1 if out.best_val_f1 >= 0 else None)
+                      val_f1=out.best_val_f1 if out.best_val_f1 >= 0 else None, border=expert_border(data, cfg.data.diameter))
     save_picker(rdir, model, meta)
     _write_history(rdir / "history.csv", out.history)
     losses = [h["loss"] for h in out.history if np.isfinite(h.get("loss", np.nan))]

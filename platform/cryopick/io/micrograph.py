@@ -116,6 +116,26 @@ def read_micrograph(path: str | Path, pixel_size: float | None = None) -> Microg
     return Micrograph(data=data, pixel_size=pixel_size or header_px, path=path)
 
 
+def read_shape(path: str | Path) -> tuple[int, int]:
+    """(H, W) of a micrograph from its header where the format has one (MRC, TIFF)."""
+    path = Path(path)
+    try:
+        if path.suffix.lower() in {".mrc", ".mrcs", ".map"}:
+            import mrcfile
+
+            with mrcfile.open(path, header_only=True, permissive=True) as m:
+                return int(m.header.ny), int(m.header.nx)
+        if path.suffix.lower() in {".tif", ".tiff"}:
+            import tifffile
+
+            with tifffile.TiffFile(path) as t:
+                shape = t.pages[0].shape
+                return int(shape[0]), int(shape[1])
+    except Exception:  # an unreadable header: the full reader below names the problem
+        pass
+    return read_micrograph(path).data.shape  # type: ignore[return-value]
+
+
 def write_mrc(path: str | Path, data: np.ndarray, pixel_size: float | None = None) -> None:
     """Write a 2-D array as an MRC file atomically (for heatmaps and test data)."""
     import mrcfile

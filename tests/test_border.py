@@ -1,0 +1,87 @@
+"""The edge band expert picks leave empty: learned from labels, stored with the model, applied at picking."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cryopick.border import MIN_EXPECTED_IN_BAND, SLACK_DIAMETERS, drop_near_edge, edge_distance, learn_border
+from cryopick.config import PickConfig, from_dict
+from cryopick.errors import CryopickError
+from cryopick.io.coords import read_coords
+from cryopick.io.micrograph import read_shape
+from cryopick.picker import PickerMeta, heatmap_to_picks
+from cryopick.preprocess import Binned
+from conftest import mic_paths
+
+
+def test_edge_distance_hand_cases() -> None:
+    xy = np.array([[0.0, 50.0], [99.0, 50.0], [50.0, 10.0], [50.0, 190.0], [50.0, 100.0]])
+    # image of 200 rows x 100 columns: last column x = 99, last row y = 199
+    np.testing.assert_allclose(edge_distance(xy, (200, 100)), [0.0, 0.0, 10.0, 9.0, 49.0])
+
+
+def test_drop_near_edge_keeps_only_the_interior() -> None:
+    xy = np.array([[5.0, 50.0], [50.0, 50.0], [95.0, 50.0], [50.0, 97.0]])
+    s = np.array([0.9, 0.8, 0.7, 0.6])
+    kept, ks = drop_near_edge(xy, s, (100, 100), 10.0)
+    np.testing.assert_array_equal(kept, [[50.0, 50.0]])
+    np.testing.assert_array_equal(ks, [0.8])
+    same, _ = drop_near_edge(xy, s, (100, 100), 0.0)
+    assert len(same) == 4
+
+
+def test_learn_border_finds_an_empty_band_and_stops_short_of_it() -> None:
+    rng = np.random.default_rng(0)
+    shape, band, diameter = (1024, 1024), 32.0, 27.0
+    labels = [(rng.uniform(band, 1023 - band, size=(600, 2)), shape) for _ in range(3)]
+    got = learn_border(labels, diameter)
+    lowest = min(edge_distance(xy, shape).min() for xy, _ in labels)
+    assert got == pytest.approx(lowest - SLACK_DIAMETERS * diameter)
+    assert 28.0 < got < 30.0
+
+
+def test_learn_border_ignores_bands_that_sparse_labels_leave_empty_by_chance() -> None:
+    # 6 picks in a 1024² image: an empty 100 px band is expected to hold < 5 of them
+    shape = (1024, 1024)
+    xy = np.array([[200.0, 300.0], [500.0, 500.0], [800.0, 150.0], [300.0, 800.0], [700.0, 700.0], [150.0, 600.0]])
+    expected = len(xy) * (1024**2 - (1024 - 2 * 150.0) ** 2) / 1024**2
+    assert expected < MIN_EXPECTED_IN_BAND
+    assert learn_border([(xy, shape)], 27.0) == 0.0
+    assert learn_border([], 27.0) == 0.0
+    # picks on the edge itself: no band
+    dense = np.random.default_rng(1).uniform(0, 1023, size=(500, 2))
+    dense[0] = (0.0, 400.0)
+    assert learn_border([(dense, shape)], 27.0) == 0.0
+
+
+def test_heatmap_to_picks_applies_the_stored_border_unless_overridden() -> None:
+    hm = np.zeros((128, 128), np.float32)
+    for x, y in [(2, 64), (64, 64), (125, 20)]:  # binned px; bin 2 -> original x2
+        hm[y, x] = 1.0
+    binned = Binned(image=hm, scale=(2.0, 2.0), original_shape=(256, 256))
+    meta = PickerMeta(diameter=20.0, min_distance=10.0, smooth_sigma=0.0, border=20.0)
+    xy, _ = heatmap_to_picks(hm, binned, meta, 0.5)
+    np.testing.assert_allclose(xy, [[128.0, 128.0]])
+    xy_all, _ = heatmap_to_picks(hm, binned, meta, 0.5, border=0.0)
+    assert len(xy_all) == 3
+
+
+def test_negative_border_is_a_config_error() -> None:
+    with pytest.raises(CryopickError, match="pick.border"):
+        from_dict(PickConfig, {"border": -1.0}, "pick")
+
+
+def test_expert_picks_of_empiar10017_leave_a_32px_band(empiar: Path, split: dict[str, list[str]]) -> None:
+    """The labeled micrographs alone show the band every split shares (no pick within 32 px)."""
+    labels = []
+    for mic in mic_paths(empiar, split["labeled"]):
+        xy, _ = read_coords(empiar / "coords" / f"{mic.stem}.star")
+        labels.append((xy, read_shape(mic)))
+    assert all(shape == (1024, 1024) for _, shape in labels)
+    got = learn_border(labels, 27.0)
+    assert got == pytest.approx(32.1 - SLACK_DIAMETERS * 27.0, abs=0.2)
+    test_mins = [edge_distance(read_coords(empiar / "coords" / f"{n}.star")[0], (1024, 1024)).min() for n in split["test"]]
+    assert min(test_mins) >= got  # the learned band removes no expert pick of the test split
