@@ -85,9 +85,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--patch-size", type=int, default=64, help="training patch edge, binned px")
     p.add_argument("--val-every", type=int, default=100, help="validation interval, steps")
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "out" / "selftrain")
-    p.add_argument("--only", choices=("5", "1"), help="run one setting only")
+    p.add_argument("--only", choices=("5", "1", "control"), help="run one setting only")
     p.add_argument("--control", action="store_true", help="also run the 1-label labeled-only control")
     p.add_argument("--no-doc", action="store_true", help="do not write docs/benchmarks.md")
+    p.add_argument("--section", default="selftrain", help="docs/benchmarks.md section to (re)write")
     args = p.parse_args(argv)
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads (see cryopick/runtime.py)
@@ -106,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
             results["5"] = run("labels_5", split["labeled"], args)
         if args.only in (None, "1"):
             results["1"] = run("labels_1", split["labeled"][:1], args)
-        if args.control:
+        if args.control or args.only == "control":
             results["1c"] = run("labels_1_control", split["labeled"][:1], args, {"selftrain.labeled_fraction": 1.0})
     finally:
         ray.shutdown()
@@ -139,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_doc:
         from _report import update_section
 
-        update_section("selftrain", "Self-training rounds (EMPIAR-10017)", text)
+        title = "Self-training rounds (EMPIAR-10017)" + ("" if args.section == "selftrain" else f", width {args.width}")
+        update_section(args.section, title, text)
     return 0
 
 
