@@ -94,8 +94,8 @@ def heatmap_to_picks(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Peaks of a binned heatmap -> (xy in ORIGINAL pixels, scores).
 
-    ``None`` settings take the model's stored values; ``border`` (original px) drops picks that
-    close to the micrograph's edge.
+    ``None`` settings take the model's stored values; picks closer than ``border`` (original px)
+    to the micrograph's edge are dropped.
     """
     md = (min_distance or meta.resolved_min_distance()) / binned.mean_scale
     sigma = meta.smooth_sigma if smooth_sigma is None else smooth_sigma
