@@ -72,7 +72,7 @@ def score(picks: Path, threshold: float | None = None) -> dict[str, float]:
 
 
 def banded_scores(R: dict[str, Any], out: Path) -> None:
-    """Topaz's picks scored again without cryopick's learned edge band, so both drop the same picks."""
+    """Topaz's picks scored again with cryopick's learned edge band removed, so both drop the same picks."""
     import tempfile
 
     from cryopick.border import drop_near_edge
@@ -83,9 +83,12 @@ def banded_scores(R: dict[str, Any], out: Path) -> None:
     R["edge_band"] = band
     for key in ("topaz_pretrained", "topaz_trained"):
         with tempfile.TemporaryDirectory() as tmp:
-            for f in sorted(f for f in (out / key).iterdir() if (DATA / "micrographs" / f"{f.stem}.mrc").is_file()):
+            for f in sorted((out / key).iterdir()):
+                mic = DATA / "micrographs" / f"{f.stem}.mrc"
+                if not mic.is_file():  # Topaz's merged pick file, logs
+                    continue
                 xy, sc = read_coords(f)
-                xy, sc = drop_near_edge(xy, sc, read_shape(DATA / "micrographs" / f"{f.stem}.mrc"), band)
+                xy, sc = drop_near_edge(xy, sc, read_shape(mic), band)
                 write_coords(Path(tmp) / f"{f.stem}.star", xy, sc, "star")
             R[key]["score_band"] = score(Path(tmp))
 

@@ -157,7 +157,8 @@ def predict_heatmap(
 
     With ``cfg.tta`` > 1 the heatmap is the mean over that many flips/rotations of the micrograph
     (each mapped back): the network is not exactly equivariant, and averaging its views removes
-    part of its orientation-dependent error (measured: +0.01 F1 on EMPIAR-10017, docs/benchmarks.md).
+    part of its orientation-dependent error (measured: +0.007 to +0.014 F1 on the EMPIAR-10017
+    development set, docs/design.md).
 
     Args:
         model: a U-Net returning (B, 1, h, w) probabilities; put in eval mode here.
