@@ -86,11 +86,13 @@ def _dataset(sim: Path, per_mic: int) -> Any:
 @pytest.mark.timeout(240)
 def test_ddp_two_workers_loss_falls(ray_session: Any, sim_data: Path, tmp_path: Path) -> None:
     spec = TrainSpec(num_workers=2, cpu_per_worker=0.5, max_failures=0, storage_path=str(tmp_path / "ray"), name="ddp")
-    out = fit(_dataset(sim_data, 16), _loop_config(sim_data, steps=40, val_every=10, width=8, batch=8), spec)
+    out = fit(_dataset(sim_data, 16), _loop_config(sim_data, steps=60, val_every=15, width=8, batch=8), spec)
     losses = [h["loss"] for h in out.history]
-    assert [h["step"] for h in out.history] == [10, 20, 30, 40]
-    assert losses[-1] < 0.75 * losses[0] and min(losses[1:]) < losses[0], losses  # it learns, as single-process training does
-    assert "val_f1" in out.history[-1] and out.best_step in (10, 20, 30, 40)
+    assert [h["step"] for h in out.history] == [15, 30, 45, 60]
+    # It learns, as single-process training does. Patch order is not seeded (Ray Data), so the margin is
+    # wide: CI once saw 0.45 -> 0.34 (ratio 0.751) in 40 steps; an untrained or diverging run stays >= 0.95.
+    assert losses[-1] < 0.85 * losses[0] and losses[-1] < losses[1] < losses[0], losses
+    assert "val_f1" in out.history[-1] and out.best_step in (15, 30, 45, 60)
     assert out.start_step == 0 and set(out.best_state) and out.seconds > 0
 
 
