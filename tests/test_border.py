@@ -7,13 +7,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cryopick.border import MIN_EXPECTED_IN_BAND, SLACK_DIAMETERS, drop_near_edge, edge_distance, learn_border
+from cryopick.border import (
+    MIN_EXPECTED_IN_BAND, SLACK_DIAMETERS, drop_near_edge, edge_distance, learn_border, outside_band,
+)
 from cryopick.config import PickConfig, from_dict
 from cryopick.errors import CryopickError
 from cryopick.io.coords import read_coords
 from cryopick.io.micrograph import read_shape
 from cryopick.picker import PickerMeta, heatmap_to_picks
 from cryopick.preprocess import Binned
+from cryopick.selftrain_rounds import ScoredHeatmap, score_picks
 from conftest import mic_paths
 
 
@@ -67,6 +70,33 @@ def test_heatmap_to_picks_applies_the_stored_border_unless_overridden() -> None:
     np.testing.assert_allclose(xy, [[128.0, 128.0]])
     xy_all, _ = heatmap_to_picks(hm, binned, meta, 0.5, border=0.0)
     assert len(xy_all) == 3
+
+
+def test_outside_band_agrees_with_edge_distance_in_original_pixels() -> None:
+    shape, scale, original = (50, 40), (4.0, 5.0), (200, 200)
+    ok = outside_band(shape, scale, original, 21.0)
+    assert ok is not None and ok.shape == shape
+    rows, cols = np.mgrid[0:50, 0:40]
+    xy = np.stack([cols.ravel() * 5.0, rows.ravel() * 4.0], axis=1)
+    np.testing.assert_array_equal(ok.ravel(), edge_distance(xy, original) >= 21.0)
+    assert outside_band(shape, scale, original, 0.0) is None
+
+
+def test_campaign_scoring_drops_the_band_as_picking_does() -> None:
+    hm = np.zeros((100, 100), np.float32)
+    for x, y, v in [(3, 50, 1.0), (50, 96, 0.9), (40, 40, 0.8), (60, 60, 0.7)]:  # two in the 10 px band
+        hm[y, x] = v
+    binned = Binned(image=hm, scale=(1.0, 1.0), original_shape=(100, 100))
+    meta = PickerMeta(diameter=20.0, min_distance=15.0, smooth_sigma=0.0, border=10.0)
+    xy, _ = heatmap_to_picks(hm, binned, meta, 0.5)
+    np.testing.assert_allclose(xy, [[40.0, 40.0], [60.0, 60.0]])
+    truth = np.array([[40.0, 40.0], [60.0, 60.0]])
+    banded = ScoredHeatmap("m", hm, (1.0, 1.0), truth, (0, 100), border=10.0)
+    assert banded.original_shape == (100, 100)
+    s = score_picks([banded], 0.5, 15.0, 20.0, smooth_sigma=0.0)
+    assert (s["n_picks"], s["f1"]) == (2.0, 1.0)
+    plain = score_picks([ScoredHeatmap("m", hm, (1.0, 1.0), truth, (0, 100))], 0.5, 15.0, 20.0, smooth_sigma=0.0)
+    assert plain["n_picks"] == 4.0 and plain["precision"] == 0.5  # the band's two picks count as false positives
 
 
 def test_negative_border_is_a_config_error() -> None:

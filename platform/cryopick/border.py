@@ -44,6 +44,30 @@ def drop_near_edge(
     return xy[keep], scores[keep]
 
 
+def outside_band(
+    shape: tuple[int, int], scale: tuple[float, float], original_shape: tuple[int, int], border: float
+) -> np.ndarray | None:
+    """Which pixels of a binned (h, w) map lie at least ``border`` ORIGINAL px from every edge.
+
+    Peak finding takes its candidates only where this is True: the same rule, in original px,
+    for ``cryopick pick``, validation during training and the scores inside campaigns.
+
+    Args:
+        shape: (h, w) of the binned map; scale: (sy, sx) original px per binned px.
+        original_shape: (H, W) of the micrograph as read.
+    Returns:
+        (h, w) bool, or None when ``border`` <= 0 (no band).
+    """
+    if border <= 0:
+        return None
+    h, w = shape
+    rows = np.arange(h, dtype=np.float64) * scale[0]
+    cols = np.arange(w, dtype=np.float64) * scale[1]
+    row_ok = np.minimum(rows, (original_shape[0] - 1) - rows) >= border
+    col_ok = np.minimum(cols, (original_shape[1] - 1) - cols) >= border
+    return row_ok[:, None] & col_ok[None, :]
+
+
 def _band_area(shape: tuple[int, int], b: float) -> float:
     h, w = shape
     return float(h * w - max(h - 2 * b, 0.0) * max(w - 2 * b, 0.0))

@@ -103,7 +103,7 @@ class PickConfig:
     border: float | None = None  # drop picks closer than this to the edge (original px); None = stored
     amp: bool = False  # bfloat16/float16 autocast
     channels_last: bool = True
-    tta: int = 4  # test-time augmentation: heatmaps averaged over 1, 2, 4 or 8 flips/rotations
+    tta: int = 8  # test-time augmentation: heatmaps averaged over 1, 2, 4 or 8 flips/rotations (docs/design.md)
 
     def validate(self, where: str = "pick") -> None:
         if self.tta not in (1, 2, 4, 8):

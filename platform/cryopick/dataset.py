@@ -45,6 +45,7 @@ class ValItem:
         true_xy: (M, 2) expert centres in binned pixels.
         rows: (r0, r1) binned rows that are scored; picks and truth outside are ignored.
         scale: original px per binned px (to report distances in original pixels).
+        original_shape: (H, W) of the micrograph as read; None: ``image.shape`` × ``scale``.
     """
 
     name: str
@@ -52,6 +53,14 @@ class ValItem:
     true_xy: np.ndarray
     rows: tuple[int, int]
     scale: float
+    original_shape: tuple[int, int] | None = None
+
+    def full_shape(self) -> tuple[int, int]:
+        """(H, W) of the micrograph in ORIGINAL px."""
+        if self.original_shape is not None:
+            return self.original_shape
+        h, w = self.image.shape
+        return round(h * self.scale), round(w * self.scale)
 
 
 @dataclass
@@ -102,7 +111,8 @@ def make_train_item(lm: LabeledMicrograph, radius: float, hold_rows: tuple[int, 
 
 def make_val_item(lm: LabeledMicrograph, rows: tuple[int, int] | None = None) -> ValItem:
     h = lm.binned.image.shape[0]
-    return ValItem(name=lm.name, image=lm.binned.image, true_xy=lm.xy, rows=rows or (0, h), scale=lm.binned.mean_scale)
+    return ValItem(name=lm.name, image=lm.binned.image, true_xy=lm.xy, rows=rows or (0, h), scale=lm.binned.mean_scale,
+                   original_shape=lm.binned.original_shape)
 
 
 def split_items(

@@ -13,6 +13,7 @@ def find_peaks(
     threshold: float = 0.5,
     smooth_sigma: float = 0.0,
     border: float = 0.0,
+    allowed: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Local maxima of ``heatmap`` at least ``min_distance`` px apart, strongest first.
 
@@ -26,6 +27,7 @@ def find_peaks(
         threshold: keep peaks with score >= threshold.
         smooth_sigma: Gaussian smoothing before peak finding, px; centres the peak of a flat blob.
         border: drop peaks closer than this to the image edge, px.
+        allowed: (H, W) bool; candidates where it is False are dropped before suppression.
 
     Returns:
         xy: (N, 2) float64 (x, y) peak positions, px.
@@ -39,6 +41,8 @@ def find_peaks(
         b = int(np.ceil(border))
         cand[:b] = cand[-b:] = False
         cand[:, :b] = cand[:, -b:] = False
+    if allowed is not None:
+        cand &= allowed
     rows, cols = np.nonzero(cand)
     scores = h[rows, cols].astype(np.float64)
     order = np.argsort(-scores, kind="stable")

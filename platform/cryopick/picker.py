@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from cryopick.border import drop_near_edge
+from cryopick.border import outside_band
 from cryopick.config import ModelConfig, PickConfig, PreprocessConfig, from_dict
 from cryopick.errors import CryopickError
 from cryopick.io.atomic import atomic_write
@@ -94,14 +94,15 @@ def heatmap_to_picks(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Peaks of a binned heatmap -> (xy in ORIGINAL pixels, scores).
 
-    ``None`` settings take the model's stored values; picks closer than ``border`` (original px)
+    ``None`` settings take the model's stored values; peaks closer than ``border`` (original px)
     to the micrograph's edge are dropped.
     """
     md = (min_distance or meta.resolved_min_distance()) / binned.mean_scale
     sigma = meta.smooth_sigma if smooth_sigma is None else smooth_sigma
-    xy, scores = find_peaks(heatmap, md, threshold, sigma)
     edge = meta.border if border is None else border
-    return drop_near_edge(binned.to_original(xy), scores, binned.original_shape, edge)
+    allowed = outside_band(heatmap.shape, binned.scale, binned.original_shape, edge)
+    xy, scores = find_peaks(heatmap, md, threshold, sigma, allowed=allowed)
+    return binned.to_original(xy), scores
 
 
 def pick_binned(

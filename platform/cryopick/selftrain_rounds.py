@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from cryopick.border import outside_band
 from cryopick.io.atomic import atomic_write, write_text_atomic
 from cryopick.io.coords import write_coords
 from cryopick.metrics import PRCurve, average_precision, pooled_curve, score_at
@@ -36,6 +37,7 @@ class ScoredHeatmap:
         true_xy: (M, 2) expert centres, ORIGINAL px (empty when unknown).
         rows: (r0, r1) binned rows that are scored (a held-back strip or the whole image).
         image: (h, w) binned network input, for previews (optional).
+        border: edge band in ORIGINAL px where peaks are dropped (the model's learned band; 0: none).
     """
 
     name: str
@@ -44,25 +46,33 @@ class ScoredHeatmap:
     true_xy: np.ndarray
     rows: tuple[int, int]
     image: np.ndarray | None = None
+    border: float = 0.0
 
     @property
     def mean_scale(self) -> float:
         return float(np.sqrt(self.scale[0] * self.scale[1]))
 
+    @property
+    def original_shape(self) -> tuple[int, int]:
+        """(H, W) of the micrograph, ORIGINAL px (Fourier cropping keeps H = h × sy exactly)."""
+        return round(self.heatmap.shape[0] * self.scale[0]), round(self.heatmap.shape[1] * self.scale[1])
 
-def load_heatmap(npz: str | Path, true_xy: np.ndarray | None = None, rows: tuple[int, int] | None = None) -> ScoredHeatmap:
+
+def load_heatmap(npz: str | Path, true_xy: np.ndarray | None = None, rows: tuple[int, int] | None = None,
+                 border: float = 0.0) -> ScoredHeatmap:
     """A prediction ``.npz`` (heatmap, scale, optional image) as a :class:`ScoredHeatmap`."""
     with np.load(npz) as z:
         heatmap = z["heatmap"].astype(np.float32)
         image = z["image"].astype(np.float32) if "image" in z else None
         scale = (float(z["scale"][0]), float(z["scale"][1]))
     t = np.zeros((0, 2)) if true_xy is None else np.asarray(true_xy, dtype=np.float64).reshape(-1, 2)
-    return ScoredHeatmap(Path(npz).stem, heatmap, scale, t, rows or (0, heatmap.shape[0]), image)
+    return ScoredHeatmap(Path(npz).stem, heatmap, scale, t, rows or (0, heatmap.shape[0]), image, border)
 
 
 def picks_of(sh: ScoredHeatmap, threshold: float, min_distance: float, smooth_sigma: float) -> tuple[np.ndarray, np.ndarray]:
-    """Peaks of one heatmap inside its scored rows -> ((N, 2) ORIGINAL px, (N,) scores)."""
-    xy, s = find_peaks(sh.heatmap, min_distance / sh.mean_scale, threshold, smooth_sigma)
+    """Peaks of one heatmap inside its scored rows and outside its edge band -> ((N, 2) ORIGINAL px, (N,) scores)."""
+    allowed = outside_band(sh.heatmap.shape, sh.scale, sh.original_shape, sh.border)
+    xy, s = find_peaks(sh.heatmap, min_distance / sh.mean_scale, threshold, smooth_sigma, allowed=allowed)
     keep = (xy[:, 1] >= sh.rows[0]) & (xy[:, 1] < sh.rows[1])
     return xy[keep] * np.array([sh.scale[1], sh.scale[0]]), s[keep]
 

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from cryopick.border import edge_distance
+from cryopick.border import outside_band
 from cryopick.config import MIN_DISTANCE_FRACTIONS, PickConfig, TrainConfig
 from cryopick.dataset import TrainItem, ValItem
 from cryopick.io.atomic import atomic_write
@@ -104,14 +104,15 @@ def evaluate(
     """
     core = getattr(model, "module", model)
     heatmaps = [predict_heatmap(core, v.image, pick_cfg) for v in val_items]
+    allowed = [outside_band(v.image.shape, (v.scale, v.scale), v.full_shape(), border) for v in val_items]
     best: ValResult | None = None
     by_md: dict[float, float] = {}
     for frac in fractions:
         per_mic = []
-        for v, hm in zip(val_items, heatmaps):
-            xy, s = find_peaks(hm, frac * diameter / v.scale, CANDIDATE_FLOOR, smooth_sigma)
+        for v, hm, ok in zip(val_items, heatmaps, allowed):
+            xy, s = find_peaks(hm, frac * diameter / v.scale, CANDIDATE_FLOOR, smooth_sigma, allowed=ok)
             r0, r1 = v.rows
-            keep = (xy[:, 1] >= r0) & (xy[:, 1] < r1) & (edge_distance(xy, v.image.shape) * v.scale >= border)
+            keep = (xy[:, 1] >= r0) & (xy[:, 1] < r1)
             tkeep = (v.true_xy[:, 1] >= r0) & (v.true_xy[:, 1] < r1)
             # score in original pixels so the radius is the user's half diameter
             per_mic.append((xy[keep] * v.scale, s[keep], v.true_xy[tkeep] * v.scale))

@@ -43,7 +43,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--border", type=float,
                         help="drop picks closer than this to the edge, px (default: stored with the model)")
     parser.add_argument("--tta", type=int, choices=[1, 2, 4, 8],
-                        help="average each heatmap over this many flips/rotations (default 4; 1 = fastest)")
+                        help="average each heatmap over this many flips/rotations (default 8; 1 = fastest)")
     parser.add_argument("--box-size", type=float, help="box size for .box output, px (default 1.5 x diameter)")
     parser.add_argument("--pixel-size", type=float, help="Å/px, overriding the MRC headers")
     g = parser.add_argument_group("carbon / thick-ice mask")

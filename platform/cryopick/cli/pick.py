@@ -30,8 +30,8 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tile-size", type=int, default=512, help="inference tile, binned px (default 512)")
     parser.add_argument("--tile-batch", type=int, default=4, help="tiles per forward pass (bounds memory)")
     parser.add_argument("--amp", action="store_true", help="bfloat16/float16 autocast")
-    parser.add_argument("--tta", type=int, default=4, choices=[1, 2, 4, 8],
-                        help="average the heatmap over this many flips/rotations (default 4; 1 = fastest)")
+    parser.add_argument("--tta", type=int, default=8, choices=[1, 2, 4, 8],
+                        help="average the heatmap over this many flips/rotations (default 8; 1 = fastest)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 

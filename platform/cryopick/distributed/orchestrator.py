@@ -223,8 +223,10 @@ def run_round(cfg: SelftrainConfig, data: ResolvedData, campaign: Path, rnd: int
     npz = {r["name"]: Path(r["npz"]) for r in predict_to_dir(scored, rdir / "heatmaps", rdir / MODEL_FILE, cfg.preprocess,
                                                                 cfg.pick, keep_image=True, **common)}
     timings["time_predict_s"] += time.monotonic() - t0
-    val_items = [_scored(m, npz[m.stem], data, held_back=not data.validation, val_fraction=cfg.train.val_fraction) for m in val_mics]
-    test_items = [_scored(m, npz[m.stem], data) for m in data.test]
+    band = load_picker(rdir, "cpu")[1].border  # scored as `cryopick pick` with this model would pick
+    val_items = [_scored(m, npz[m.stem], data, band, held_back=not data.validation, val_fraction=cfg.train.val_fraction)
+                 for m in val_mics]
+    test_items = [_scored(m, npz[m.stem], data, band) for m in data.test]
     hook(rnd, "predict")
 
     # 4. Tune threshold x peak distance on validation
@@ -312,9 +314,10 @@ def _train(cfg: SelftrainConfig, data: ResolvedData, rdir: Path, rnd: int, pseud
     })
 
 
-def _scored(mic: Path, npz: Path, data: ResolvedData, held_back: bool = False, val_fraction: float = 0.0) -> ScoredHeatmap:
+def _scored(mic: Path, npz: Path, data: ResolvedData, border: float, held_back: bool = False,
+            val_fraction: float = 0.0) -> ScoredHeatmap:
     true_xy, _ = read_coords(coords_for(mic, data.coords))
-    sh = load_heatmap(npz, true_xy)
+    sh = load_heatmap(npz, true_xy, border=border)
     sh.name = mic.stem
     if held_back:
         sh.rows = hold_rows(sh.heatmap.shape[0], val_fraction)

@@ -103,6 +103,6 @@ def tune_model(
     _, meta = load_picker(model_file, "cpu")
     rows = predict_to_dir(micrographs, out_dir / "heatmaps", model_file, meta.preprocess, PickConfig(), actors=actors,
                           use_gpu=cluster_has_gpus(), progress=progress, skip_existing=False)
-    items = [load_heatmap(r["npz"], truth[r["name"]]) for r in rows]
+    items = [load_heatmap(r["npz"], truth[r["name"]], border=meta.border) for r in rows]
     return tune_picking(items, meta.diameter, thresholds, min_distance_fractions, smooth_sigma=meta.smooth_sigma,
                         cpu_per_trial=cpu_per_trial, storage_path=str((out_dir / "ray_results").resolve()), tolerance=tolerance)
