@@ -11,7 +11,9 @@ import pytest
 from cryopick.distributed.data import LABELED, PSEUDO, StageParams, cut_patches, hold_rows, load_micrographs
 from cryopick.labels import IGNORE, circle_mask
 from cryopick.peaks import find_peaks
-from cryopick.pseudo import PseudoLabeler, apply_calibration, fit_calibration, fit_peak_calibration, pav
+from cryopick.pseudo import (
+    PseudoLabeler, apply_calibration, fit_calibration, fit_peak_calibration, no_particles_note, pav,
+)
 from cryopick.selftrain_rounds import (
     ScoredHeatmap, best_trial, block_reduce, pseudo_summary, score_and_write, score_picks, write_tune_csv,
 )
@@ -81,6 +83,24 @@ def test_peak_calibration_gates_positives() -> None:
     n_disks = len(np.unique(np.round(np.argwhere(m == 1) / 12.5), axis=0))
     assert 0 < (m == 1).sum() and n_disks <= 16  # only the 0.97 peaks became particles
     assert m[int(decoys[0, 1]), int(decoys[0, 0])] != 1
+
+
+def test_a_weak_model_gets_no_particles_and_the_note_says_why() -> None:
+    """The 2026-11-28 one-label case: the peak table tops out below 0.95, so nothing is a particle,
+    and balancing to the expert share then leaves no background either."""
+    xy = grid_points(4, 25.0, 12.0)
+    hm = blobs((100, 100), xy, np.full(len(xy), 0.97))
+    table = [0.0] * 40 + [0.5] * 5 + [0.92] * 5  # isotonic peak precision, at most 0.92
+    weak = PseudoLabeler(peak_calibration=table, calibration=[0.0] * 50, positive=0.95, balance_to=0.034)
+    m = weak.mask(hm, diameter=16.0, scale=1.0)
+    assert (m == 1).sum() == 0 and (m == 0).sum() == 0  # all ignored
+    note = no_particles_note(weak)
+    assert "at most 0.92" in note and "> 0.95" in note and "balancing" in note and "selftrain.positive" in note
+    unbalanced = PseudoLabeler(peak_calibration=table, calibration=[0.0] * 50, positive=0.95)
+    assert (unbalanced.mask(hm, 16.0, 1.0) == 0).sum() > 0  # without balancing the background stays
+    assert "balancing" not in no_particles_note(unbalanced)
+    raw = no_particles_note(PseudoLabeler(calibrate=False, positive_disks=False))
+    assert "threshold 0.95" in raw
 
 
 def test_score_picks_and_outputs(tmp_path: Path) -> None:

@@ -184,6 +184,22 @@ class PseudoLabeler:
         return self._balance(mask)
 
 
+def no_particles_note(labeler: PseudoLabeler) -> str:
+    """Why a round got no pseudo-labeled particle, in words a user can act on."""
+    if labeler.calibrate and labeler.positive_disks and labeler.peak_calibration:
+        top = max(labeler.peak_calibration)
+        if top <= labeler.positive:
+            why = (f"no peak of the previous round's model reaches calibrated precision > {labeler.positive:g} "
+                   f"on its validation picks (at most {top:.2f})")
+        else:
+            why = f"no peak on the unlabeled micrographs scored high enough for calibrated precision > {labeler.positive:g}"
+    else:
+        why = f"no heatmap value passed the particle threshold {labeler.positive:g}"
+    balanced = ", so class balancing ignored the confident background too" if labeler.balance_to > 0 else ""
+    return (f"no pseudo-labeled particles: {why}{balanced}. This round trains on the expert labels only; "
+            "label more micrographs, train round 0 longer or lower selftrain.positive.")
+
+
 def coverage_row(mask: np.ndarray) -> dict[str, float]:
     """One micrograph's pseudo-label coverage plus its pixel count (for pooling)."""
     row = mask_coverage(mask)

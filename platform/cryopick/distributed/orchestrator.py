@@ -38,7 +38,7 @@ from cryopick.io.micrograph import read_shape
 from cryopick.labels import circle_mask
 from cryopick.model import build_unet
 from cryopick.picker import MODEL_FILE, PickerMeta, load_picker, save_picker
-from cryopick.pseudo import PseudoLabeler, fit_calibration
+from cryopick.pseudo import PseudoLabeler, fit_calibration, no_particles_note
 from cryopick.runtime import CPU_ENV
 from cryopick.selftrain import (
     CAMPAIGN_FILE, METRICS_FILE, CampaignState, ResolvedData, SelftrainConfig, completed_rounds_on_disk,
@@ -134,7 +134,7 @@ def run_campaign(cfg: SelftrainConfig, *, progress: bool = True, hook: Hook | No
         state.save(campaign)
         rnd = len(done)
         while reason is None:
-            metrics = run_round(cfg, data, campaign, rnd, tracker, progress=progress, hook=hook)
+            metrics = run_round(cfg, data, campaign, rnd, tracker, progress=progress, hook=hook, log=log)
             history.append(metrics)
             state.record(rnd, metrics["val_f1"], metrics["f1"])
             reason = stop_reason([m["val_f1"] for m in history], cfg.selftrain.rounds, cfg.selftrain.patience, cfg.selftrain.min_improvement)
@@ -180,7 +180,7 @@ def _labeler(cfg: SelftrainConfig, prev_dir: Path) -> PseudoLabeler:
 
 
 def run_round(cfg: SelftrainConfig, data: ResolvedData, campaign: Path, rnd: int, tracker: CampaignTracker,
-              *, progress: bool = True, hook: Hook | None = None) -> dict[str, Any]:
+              *, progress: bool = True, hook: Hook | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run round ``rnd`` to completion and return its metrics (also in round_XXX/metrics.json)."""
     hook = hook or (lambda r, s: None)
     t_start = time.monotonic()
@@ -203,7 +203,12 @@ def run_round(cfg: SelftrainConfig, data: ResolvedData, campaign: Path, rnd: int
                                    pseudo=labeler, diameter=cfg.data.diameter, **common))
         timings["time_predict_s"] += time.monotonic() - t0
         pstats = pseudo_summary(rows)
-        write_json(rdir / "pseudo_labels.json", pstats)
+        if pstats["positive"] == 0.0:
+            note = no_particles_note(labeler)
+            log(f"round {rnd}: {note}")
+            write_json(rdir / "pseudo_labels.json", {**pstats, "note": note})
+        else:
+            write_json(rdir / "pseudo_labels.json", pstats)
         by_name = {r["name"]: Path(r["npz"]) for r in rows}
         pseudo_pairs = [(m, by_name[m.stem]) for m in data.unlabeled]
         hook(rnd, "pseudo")
