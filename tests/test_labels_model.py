@@ -90,3 +90,19 @@ def test_unet_structure() -> None:
     assert len(ups) == 4 and len(bns) == 18 and (len(pools) in (1, 4))
     widths = sorted({m.out_channels for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3)})
     assert widths == [8, 16, 32, 64, 128]
+
+
+def test_checkpoint_rule_keeps_the_latest_within_one_standard_error() -> None:
+    from cryopick.train import CheckpointRule, f1_standard_error
+
+    assert f1_standard_error(0.8, 100) == pytest.approx(0.04)
+    # one label, ~130 validation picks: the 2026-11-28 sequence; step 100's lead is noise
+    rule = CheckpointRule()
+    kept = [step for step, f1 in [(100, 0.759), (200, 0.742), (300, 0.712), (400, 0.732)] if rule.offer(f1, 130)]
+    assert kept == [100, 200, 400]  # 300 is more than one SE (0.037) below 0.759; 400 is not
+    assert (rule.kept_f1, rule.top_f1) == (0.732, 0.759)
+    # many picks: the same gaps are real, and the best checkpoint stays
+    many = CheckpointRule()
+    assert [s for s, f1 in [(100, 0.759), (200, 0.742), (300, 0.712)] if many.offer(f1, 5000)] == [100]
+    # a later, better checkpoint always wins
+    assert many.offer(0.80, 5000) and many.kept_f1 == 0.80

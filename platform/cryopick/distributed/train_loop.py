@@ -26,7 +26,7 @@ from cryopick.config import ModelConfig, TrainConfig, from_dict
 from cryopick.distributed.data import StageParams, load_val_items
 from cryopick.model import build_unet
 from cryopick.runtime import CPU_ENV
-from cryopick.train import evaluate, lr_at, train_step
+from cryopick.train import CheckpointRule, ValResult, evaluate, lr_at, train_step
 
 STATE_FILE = "train_state.pt"
 SHUFFLE_BUFFER_BATCHES = 8  # local shuffle mixes patches of several micrographs in a batch
@@ -89,20 +89,22 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
 
     step, history = 0, []
-    best_f1, best_step, best_state = -1.0, 0, None
+    rule, best_step, best_state = CheckpointRule(), 0, None
     state = _load_state(ray.train.get_checkpoint())
     if state is not None:  # a restart after a failure (or a rerun of an interrupted round)
         core.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         step, history = int(state["step"]), list(state["history"])
-        best_f1, best_step, best_state = float(state["best_f1"]), int(state["best_step"]), state["best_state"]
+        rule = CheckpointRule(float(state["best_f1"]), float(state.get("top_f1", state["best_f1"])))
+        best_step, best_state = int(state["best_step"]), state["best_state"]
     start_step = step
     val_items = load_val_items(config["val"], params) if rank == 0 and config["val"] else []
     if state is None and config.get("init_state") and val_items:
-        # a warm start competes as step 0: a round that cannot beat its starting point on the
-        # validation picks keeps the starting weights instead of losing F1
+        # a warm start competes as step 0: a round whose checkpoints all score clearly below its
+        # starting point on the validation picks keeps the starting weights instead of losing F1
         res = evaluate(core, val_items, params.diameter, config.get("smooth_sigma", 1.0), fractions=(0.6,))
-        best_f1, best_step = res.f1, 0
+        rule.offer(res.f1, _n_true(res))
+        best_step = 0
         best_state = {k: v.detach().cpu().clone() for k, v in core.state_dict().items()}
         history.append({"step": 0, "loss": float("nan"), "seconds": 0.0, "val_f1": res.f1, "val_ap": res.average_precision})
 
@@ -126,28 +128,33 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 row = {"step": step, "loss": _mean_across_ranks(float(np.mean(running))), "seconds": time.monotonic() - t0}
                 running = []
                 if rank == 0:
+                    keep = True  # no validation: the latest weights are kept
                     if val_items:
                         res = evaluate(core, val_items, params.diameter, config.get("smooth_sigma", 1.0), fractions=(0.6,))
                         row.update(val_f1=res.f1, val_ap=res.average_precision)
-                    f1 = row.get("val_f1")  # no validation: the latest weights are the best
-                    if f1 is None or f1 > best_f1 or best_state is None:
-                        best_f1, best_step = (best_f1 if f1 is None else f1), step
+                        keep = rule.offer(res.f1, _n_true(res))
+                    if keep or best_state is None:
+                        best_step = step
                         best_state = {k: v.detach().cpu().clone() for k, v in core.state_dict().items()}
                     history.append(row)
                     print(f"[cryopick train] step {step}/{tc.steps} loss {row['loss']:.4f} val_f1 {row.get('val_f1', float('nan')):.3f}", flush=True)
-                _report(rank, row, step, start_step, core, opt, history, best_f1, best_step, best_state)
+                _report(rank, row, step, start_step, core, opt, history, rule, best_step, best_state)
                 reported_at = step
             if step >= tc.steps:
                 break
         if seen == 0:
             raise RuntimeError("the training Dataset shard yielded no full batch: raise selftrain.patches_per_epoch")
     if reported_at != step:  # resumed at the end: report the finished state once more
-        _report(rank, {"step": step, "loss": float("nan")}, step, start_step, core, opt, history, best_f1, best_step, best_state)
+        _report(rank, {"step": step, "loss": float("nan")}, step, start_step, core, opt, history, rule, best_step, best_state)
+
+
+def _n_true(res: ValResult) -> int:
+    return res.curve.n_true if res.curve is not None else 0
 
 
 def _report(
     rank: int, row: dict[str, float], step: int, start_step: int, core: torch.nn.Module, opt: torch.optim.Optimizer,
-    history: list[dict[str, float]], best_f1: float, best_step: int, best_state: dict[str, torch.Tensor] | None,
+    history: list[dict[str, float]], rule: CheckpointRule, best_step: int, best_state: dict[str, torch.Tensor] | None,
 ) -> None:
     """All ranks report; rank 0 attaches the checkpoint (the others must still call report)."""
     import ray.train
@@ -160,7 +167,7 @@ def _report(
         _save_state(Path(tmp), {
             "model": {k: v.detach().cpu() for k, v in core.state_dict().items()},
             "optimizer": copy.deepcopy(opt.state_dict()), "step": step, "history": history,
-            "best_f1": best_f1, "best_step": best_step, "best_state": best_state,
+            "best_f1": rule.kept_f1, "top_f1": rule.top_f1, "best_step": best_step, "best_state": best_state,
         })
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
