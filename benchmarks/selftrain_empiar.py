@@ -125,8 +125,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{s['train.steps']} steps per round on 2 DDP workers (batch {s['train.batch_size']} each, patches "
         f"{s['train.patch_size']}² at bin 2), {s['selftrain.rounds']} rounds, warm starts fine-tuned at 0.3 × the "
         f"learning rate. {minutes:.0f} min of rounds in all; 1-minute load average at the end "
-        f"{os.getloadavg()[0]:.1f} on 2 cores (not a speed figure). *kept step* is the training step whose weights the round kept: 0 means no "
-        "checkpoint beat the round's starting weights on the validation picks, so the round repeats the previous model.",
+        f"{os.getloadavg()[0]:.1f} on 2 cores (not a speed figure). *kept step* is the training step whose weights the round kept: 0 means every "
+        "later checkpoint scored more than one standard error below the round's starting weights on the validation picks "
+        "(`CheckpointRule`), so the round repeats the previous model.",
     ]
     body += ["", "What these figures say (why rounds kept their starting weights, pseudo-label coverage, threshold "
              "transfer, run-to-run spread): `docs/selftrain.md`, section \"Results on EMPIAR-10017\"."]
