@@ -23,8 +23,8 @@ def render(R: dict[str, Any], a: argparse.Namespace) -> str:
            "| width | parameters | FLOPs / pixel (counted) |", "|---|---|---|"]
     out += [f"| {w} | {v['params']:,} | {v['flops_per_px'] / 1e3:.0f} k |" for w, v in fl.items()]
     out += ["", f"**Picking, end to end** (read → Fourier-crop bin {R.get('bin', 2.0):g} + normalise → heatmap, tile 512, overlap 0.25, "
-            f"batch 4, {R['pick'][0].get('tta', 1)} test-time-augmentation view(s) (the `cryopick pick` default; `--tta 1` runs "
-            "the network a quarter as often) → peaks → `.star`; *tiles* counts every view's tiles). Untrained weights of each width (speed does not depend on them; "
+            f"batch 4, {R['pick'][0].get('tta', 1)} test-time-augmentation view(s) (`cryopick pick --tta`, default 8; the network "
+            "time scales with the views) → peaks → `.star`; *tiles* counts every view's tiles). Untrained weights of each width (speed does not depend on them; "
             "pick counts therefore are not meaningful). *cold* = the first micrograph of the process, "
             "*warm* = median of the following ones. *net share* = counted FLOPs × pixels through the network "
             "(tiles incl. overlap) ÷ heatmap-stage seconds (warm) ÷ *ref conv*, the reference conv at the same precision timed "
