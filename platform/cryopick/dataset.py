@@ -45,7 +45,7 @@ class ValItem:
         true_xy: (M, 2) expert centres in binned pixels.
         rows: (r0, r1) binned rows that are scored; picks and truth outside are ignored.
         scale: original px per binned px (to report distances in original pixels).
-        original_shape: (H, W) of the micrograph as read; None: ``image.shape`` × ``scale``.
+        original_shape: (H, W) of the micrograph as read.
     """
 
     name: str
@@ -53,14 +53,7 @@ class ValItem:
     true_xy: np.ndarray
     rows: tuple[int, int]
     scale: float
-    original_shape: tuple[int, int] | None = None
-
-    def full_shape(self) -> tuple[int, int]:
-        """(H, W) of the micrograph in ORIGINAL px."""
-        if self.original_shape is not None:
-            return self.original_shape
-        h, w = self.image.shape
-        return round(h * self.scale), round(w * self.scale)
+    original_shape: tuple[int, int]
 
 
 @dataclass

@@ -132,7 +132,7 @@ def evaluate(
     """
     core = getattr(model, "module", model)
     heatmaps = [predict_heatmap(core, v.image, pick_cfg) for v in val_items]
-    allowed = [outside_band(v.image.shape, (v.scale, v.scale), v.full_shape(), border) for v in val_items]
+    allowed = [outside_band(v.image.shape, (v.scale, v.scale), v.original_shape, border) for v in val_items]
     best: ValResult | None = None
     by_md: dict[float, float] = {}
     for frac in fractions:

@@ -228,7 +228,8 @@ def run_round(cfg: SelftrainConfig, data: ResolvedData, campaign: Path, rnd: int
     npz = {r["name"]: Path(r["npz"]) for r in predict_to_dir(scored, rdir / "heatmaps", rdir / MODEL_FILE, cfg.preprocess,
                                                                 cfg.pick, keep_image=True, **common)}
     timings["time_predict_s"] += time.monotonic() - t0
-    band = load_picker(rdir, "cpu")[1].border  # scored as `cryopick pick` with this model would pick
+    model, meta = load_picker(rdir, "cpu")
+    band = meta.border  # scored as `cryopick pick` with this model would pick
     val_items = [_scored(m, npz[m.stem], data, band, held_back=not data.validation, val_fraction=cfg.train.val_fraction)
                  for m in val_mics]
     test_items = [_scored(m, npz[m.stem], data, band) for m in data.test]
@@ -242,7 +243,6 @@ def run_round(cfg: SelftrainConfig, data: ResolvedData, campaign: Path, rnd: int
         tolerance=cfg.tune.tolerance,
     )
     write_tune_csv(rdir / "tune.csv", trials)
-    model, meta = load_picker(rdir, "cpu")
     meta.threshold, meta.min_distance, meta.val_f1 = best["threshold"], best["min_distance"], best["f1"]
     save_picker(rdir, model, meta)
     _write_calibration(rdir, val_items, cfg, best)
