@@ -142,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         from _report import update_section
 
         title = "Self-training rounds (EMPIAR-10017)" + ("" if args.section == "selftrain" else f", width {args.width}")
+        title += ", control" if args.only == "control" else ""
         update_section(args.section, title, text)
     return 0
 

@@ -67,8 +67,9 @@ class CheckpointRule:
     """Which validated checkpoint to keep: the latest one within one standard error of the best so far.
 
     Validation strips are small (one labeled micrograph: ~130 picks, so F1 is uncertain by ±0.04),
-    and picking the single highest F1 among checkpoints picks noise: on EMPIAR-10017 with one label
-    it kept step 100 of 400 (dev-set F1 0.74, where steps 200–400 reach 0.80–0.81). Within the noise
+    and picking the single highest F1 among checkpoints picks noise: on EMPIAR-10017 with one label a
+    campaign kept step 100 of 400; in a single-process rerun of that setting the dev-set F1 of steps
+    100 / 200 / 300 / 400 was 0.74 / 0.80 / 0.81 / 0.81 (docs/selftrain.md). Within the noise
     the later checkpoint wins; the cosine schedule has trained it longer. Offered in step order, this
     keeps the latest checkpoint whose F1 is within one standard error of the best of all of them.
     """
