@@ -118,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
         "round 0 trains on `labeled`, each later round pseudo-labels the 10 `unlabeled` micrographs with the previous "
         "round's model (calibrated, p > 0.95 particle disks / p < 0.05 background, class-balanced, see "
         "`cryopick/pseudo.py`) and warm-starts on labeled + pseudo-labeled patches (half each); Ray Tune picks the threshold "
-        "and peak distance on the held-back bottom 20 % of each labeled micrograph; F1 is on the 5 `test` micrographs "
+        "and peak distance on the held-back bottom 20 % of each labeled micrograph (campaigns since 2026-11-29 then "
+        "count-match the threshold on 5 `unlabeled` micrographs, `tune.count_matched`); F1 is on the 5 `test` micrographs "
         "(diameter 27 px, match radius 13.5 px).",
         "",
         f"Modest settings because the machine is 2 CPU cores shared with other jobs: U-Net width {s['model.base_width']}, "

@@ -90,6 +90,8 @@ def write_contract_campaign(
                    "min_distance": 18.0, "train_loss": 0.3 / (rnd + 1), "val_f1": f - 0.01, "n_picks": 150.0 + 10 * rnd,
                    "time_train_s": 12.5 + rnd, "time_predict_s": 3.25, "time_tune_s": 4.0, "time_score_s": 1.5}
         metrics["time_total_s"] = sum(v for k, v in metrics.items() if k.startswith("time_")) + 0.75
+        if rnd >= 1:  # count-matched picking threshold; Tune chose val_threshold (round 0: as campaigns before it)
+            metrics.update(val_threshold=thr, threshold=thr - 0.05)
         if rnd >= 1:
             cov = {"positive": 0.06 + 0.01 * rnd, "negative": 0.70, "ignored": 0.24 - 0.01 * rnd}
             metrics.update({f"pseudo_{k}": v for k, v in cov.items()})

@@ -3,6 +3,7 @@ of docs/dev/contracts.md, per-round metrics in MLflow, and resuming after an int
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 from typing import Any
@@ -96,6 +97,22 @@ def test_two_round_campaign_writes_contract_and_mlflow(campaign: dict[str, Any])
             n_truth = len(z["truth_xy"])
         m = json.loads((rdir / "metrics.json").read_text())
         assert m["scored_on"] == "test" and 0.0 <= m["f1"] <= 1.0 and m["n_true"] == n_truth
+    # the threshold is count-matched on the unlabeled micrograph: as many picks per expected particle
+    # as the validation-best threshold keeps on the validation strip
+    from cryopick.picker import load_picker
+    from cryopick.selftrain_rounds import load_heatmap, picks_of
+
+    cfg = campaign["cfg"]
+    m0 = json.loads((camp / "round_000" / "metrics.json").read_text())
+    trial = next(t for t in csv.DictReader(open(camp / "round_000" / "tune.csv"))
+                 if float(t["threshold"]) == m0["val_threshold"] and float(t["min_distance"]) == m0["min_distance"])
+    per_true = float(trial["recall"]) / float(trial["precision"])
+    truth = read_coords(Path(cfg.data.coords) / f"{Path(cfg.data.labeled[0]).stem}.star")[0]
+    expected = per_true * len(truth)  # labeled and unlabeled crops have the same area
+    unl = load_heatmap(camp / "round_000" / "heatmaps" / f"{Path(cfg.data.unlabeled[0]).stem}.npz",
+                       border=load_picker(camp / "round_000")[1].border)
+    _, scores = picks_of(unl, 0.02, m0["min_distance"], 1.0)
+    assert abs((scores >= m0["threshold"]).sum() - expected) <= 1 or m0["threshold"] == 0.02  # tune.csv rounds P and R
     pseudo = json.loads((camp / "round_001" / "pseudo_labels.json").read_text())
     assert pseudo["n_micrographs"] == 1 and pseudo["positive"] + pseudo["negative"] + pseudo["ignored"] == pytest.approx(1.0)
     share = json.loads((camp / "round_000" / "calibration.json").read_text())["positive_share"]
@@ -114,7 +131,7 @@ def test_two_round_campaign_writes_contract_and_mlflow(campaign: dict[str, Any])
     for run in rounds:
         rnd = int(run.data.tags["cryopick.round"])
         metrics = json.loads((camp / f"round_{rnd:03d}" / "metrics.json").read_text())
-        for key in ("precision", "recall", "f1", "average_precision", "threshold", "min_distance", "train_loss", "val_f1",
+        for key in ("precision", "recall", "f1", "average_precision", "threshold", "val_threshold", "min_distance", "train_loss", "val_f1",
                     "n_picks", "pseudo_positive", "pseudo_negative", "pseudo_ignored", "time_train_s", "time_total_s"):
             assert run.data.metrics[key] == pytest.approx(metrics[key]), key
             assert [h.step for h in client.get_metric_history(run.info.run_id, key)] == [rnd]
@@ -143,3 +160,27 @@ def test_rerun_resumes_after_the_interrupted_round(campaign: dict[str, Any]) -> 
     lines: list[str] = []
     res = run_campaign(campaign["cfg"], progress=False, log=lines.append)
     assert "nothing to do" in lines[-1] and [m["round"] for m in res.rounds] == [0, 1]
+
+
+@pytest.mark.timeout(240)
+def test_a_campaign_can_start_from_an_existing_round0_model(campaign: dict[str, Any], tmp_path: Path) -> None:
+    """`selftrain.round0_model`: round 0 is the given picker, scored like a trained one (no training)."""
+    from cryopick.distributed.orchestrator import run_campaign
+    from cryopick.selftrain import load_config
+
+    source = campaign["dir"] / "round_000"
+    over = {k: v for k, v in campaign["cfg"].as_dict()["data"].items() if v}
+    cfg = load_config(None, {**{f"data.{k}": v for k, v in over.items()}, **TINY, "selftrain.rounds": 1,
+                             "selftrain.round0_model": str(source), "out": str(tmp_path / "paired")})
+    lines: list[str] = []
+    result = run_campaign(cfg, progress=False, log=lines.append)
+    mine = json.loads((cfg.campaign_dir / "round_000" / "metrics.json").read_text())
+    theirs = json.loads((source / "metrics.json").read_text())
+    # the same weights on the same micrographs: the same heatmaps, Tune choice and scores
+    for key in ("f1", "precision", "recall", "val_f1", "threshold", "min_distance", "n_picks"):
+        assert mine[key] == pytest.approx(theirs[key]), key
+    assert mine["time_train_s"] < 5.0 and [m["round"] for m in result.rounds] == [0]
+    written = json.loads((cfg.campaign_dir / "round_000" / "config.json").read_text())
+    assert written["adopted_from"] == str(source.resolve())
+    assert not any("validation" in line and "optimistic" in line for line in lines)  # same strips: nothing seen
+    assert not (cfg.campaign_dir / "ray_results" / f"{cfg.name}_round_000").exists()  # no Ray Train run

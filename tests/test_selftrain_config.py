@@ -154,3 +154,54 @@ def test_cli_demo_defaults_simulate_data(tmp_path: Path) -> None:
     data = resolve_data(cfg)
     assert len(data.labeled) == 1 and len(data.unlabeled) == 2 and len(data.test) == 1
     assert data.coords == (tmp_path / "demo" / "data" / "coords").resolve()
+
+
+def test_round0_model_is_adopted_checked_and_its_overlap_reported(tmp_path: Path, sim_data: Path) -> None:
+    import torch
+
+    from cryopick.config import ModelConfig, PreprocessConfig
+    from cryopick.model import build_unet
+    from cryopick.picker import PickerMeta, load_picker, save_picker
+    from cryopick.selftrain_rounds import adopt_picker
+
+    data = _data(sim_data)
+    run = tmp_path / "run"
+    torch.manual_seed(3)
+    model = build_unet(ModelConfig(base_width=4, depth=2))
+    save_picker(run, model, PickerMeta(diameter=24.0, preprocess=PreprocessConfig(bin=2.0), model=ModelConfig(4, 2), threshold=0.4))
+    trained = {"micrographs": data["data.labeled"], "val_micrographs": [], "train": {"val_fraction": 0.1}}
+    (run / "config.json").write_text(json.dumps(trained))
+    (run / "history.csv").write_text("step,loss\n10,0.5\n")
+    base = {"out": str(tmp_path / "camp"), **data, "model.base_width": 4, "model.depth": 2, "preprocess.bin": 2.0,
+            "train.val_fraction": 0.2, "selftrain.round0_model": str(run)}
+    cfg = load_config(None, base)
+    rdir = tmp_path / "camp" / "round_000"
+    warnings = adopt_picker(run, rdir, cfg, border=12.5)
+    # trained with a smaller strip held back than the campaign validates on: said so
+    assert len(warnings) == 1 and "validation strips" in warnings[0]
+    adopted, meta = load_picker(rdir)
+    for a, b in zip(model.state_dict().values(), adopted.state_dict().values()):
+        assert torch.equal(a, b)
+    assert meta.border == 12.5 and meta.threshold == 0.4
+    written = json.loads((rdir / "config.json").read_text())
+    assert written["adopted_from"] == str(run.resolve()) and written["result"]["best_step"] == 0
+    assert (rdir / "history.csv").read_text() == "step,loss\n10,0.5\n"
+    # the same strip held back (or separate validation micrographs it never saw): no warning
+    assert adopt_picker(run, tmp_path / "r2", load_config(None, {**base, "train.val_fraction": 0.1}), 0.0) == []
+    # a picker of another width or binning is refused, naming the file and the setting
+    with pytest.raises(CryopickError, match=r"round0_model: its model .*base_width"):
+        adopt_picker(run, tmp_path / "r3", load_config(None, {**base, "model.base_width": 8}), 0.0)
+    with pytest.raises(CryopickError, match=r"its preprocess"):
+        adopt_picker(run / "model.pt", tmp_path / "r4", load_config(None, {**base, "preprocess.bin": 1.0}), 0.0)
+    with pytest.raises(CryopickError, match=r"selftrain\.round0_model does not exist"):
+        load_config(None, {**base, "selftrain.round0_model": str(tmp_path / "nope")})
+    # the CLI flag sets the key
+    import argparse
+
+    from cryopick.cli import selftrain
+
+    parser = argparse.ArgumentParser()
+    selftrain.add_args(parser)
+    args = parser.parse_args(["--out", str(tmp_path / "c"), "--round0-model", str(run), "--labeled", *data["data.labeled"],
+                              "--coords", str(data["data.coords"]), "--diameter", "24"])
+    assert selftrain.resolve_config(args).selftrain.round0_model == str(run)

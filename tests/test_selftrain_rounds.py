@@ -158,3 +158,24 @@ def test_data_stages_without_ray(sim_data: Path, tmp_path: Path) -> None:
     patches = cut_patches(out, patch_size=32)
     assert patches["image"].shape == (5, 32, 32) and len(set(patches["patch_id"])) == 5
     assert list(patches["name"]).count("sim_0000") == 3
+
+
+def test_count_matched_threshold_keeps_the_validation_pick_rate() -> None:
+    from cryopick.selftrain_rounds import count_matched_threshold
+
+    # 16 particles on a 200 x 200 px (scale 2 -> 400 x 400 original px) unlabeled heatmap, scores 0.3 .. 0.9
+    xy = grid_points(4, 45.0, 30.0)
+    hm = blobs((200, 200), xy, np.linspace(0.9, 0.3, 16))
+    sh = ScoredHeatmap("u", hm, (2.0, 2.0), np.zeros((0, 2)), (0, 200))
+    _, scores = find_peaks(hm, 10.0, 0.02, 1.0)
+    ranked = np.sort(scores)[::-1]
+    density = 10 / (400 * 400)  # the labeled micrographs: 10 particles per 400 x 400 px
+    thr, k = count_matched_threshold([sh], 1.0, density, 20.0, 1.0)
+    assert k == 10 and thr == pytest.approx(ranked[9])
+    # validation kept 1.3 picks per true particle: so does the unlabeled micrograph
+    thr13, k13 = count_matched_threshold([sh], 1.3, density, 20.0, 1.0)
+    assert k13 == 13 and thr13 == pytest.approx(ranked[12]) and thr13 < thr
+    # two alike micrographs: twice the area, twice the picks, the same threshold
+    assert count_matched_threshold([sh, sh], 1.0, density, 20.0, 1.0) == (pytest.approx(ranked[9]), 20)
+    # more expected than there are peaks: the candidate floor
+    assert count_matched_threshold([sh], 3.0, density, 20.0, 1.0) == (0.02, 30)

@@ -59,6 +59,7 @@ class RoundsSection:
     patches_per_epoch: int = 512  # patches one pass over the training Dataset yields (all workers)
     patience: int = 1  # stop after this many rounds without a val F1 gain
     min_improvement: float = 0.0  # a gain must exceed this to count
+    round0_model: str | None = None  # an existing picker (run dir, round dir, model.pt) used as round 0 instead of training
 
     def validate(self, where: str = "selftrain") -> None:
         if self.rounds < 1:
@@ -76,6 +77,8 @@ class RoundsSection:
             raise CryopickError(f"{where}.warm_lr_scale must be in (0, 1], got {self.warm_lr_scale}")
         if self.patience < 1:
             raise CryopickError(f"{where}.patience must be >= 1, got {self.patience}")
+        if self.round0_model is not None and not Path(self.round0_model).expanduser().exists():
+            raise CryopickError(f"{where}.round0_model does not exist", self.round0_model)
 
 
 @dataclass
@@ -86,6 +89,8 @@ class TuneSection:
     min_distance_fractions: list[float] = field(default_factory=lambda: list(MIN_DISTANCE_FRACTIONS))
     cpu_per_trial: float = 0.5
     tolerance: float = 0.01  # within this F1 of the best, the lowest threshold wins (see selftrain_rounds.best_trial)
+    count_matched: bool = True  # strips as validation: match the pick count on unlabeled micrographs (count_matched_threshold)
+    count_micrographs: int = 5  # unlabeled micrographs predicted with each round's model for that count
 
     def validate(self, where: str = "tune") -> None:
         if not self.thresholds or not all(0.0 <= t <= 1.0 for t in self.thresholds):
@@ -96,6 +101,8 @@ class TuneSection:
             raise CryopickError(f"{where}.cpu_per_trial must be positive, got {self.cpu_per_trial}")
         if not 0.0 <= self.tolerance < 0.5:
             raise CryopickError(f"{where}.tolerance must be in [0, 0.5), got {self.tolerance}")
+        if self.count_micrographs < 1:
+            raise CryopickError(f"{where}.count_micrographs must be >= 1, got {self.count_micrographs}")
 
 
 @dataclass

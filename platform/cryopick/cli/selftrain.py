@@ -39,7 +39,8 @@ FLAGS = {  # argparse dest -> dotted config key
     "out": "out", "name": "name", "coords": "data.coords", "diameter": "data.diameter", "pixel_size": "data.pixel_size",
     "labeled": "data.labeled", "unlabeled": "data.unlabeled", "validation": "data.validation", "test": "data.test",
     "rounds": "selftrain.rounds", "positive": "selftrain.positive", "negative": "selftrain.negative",
-    "labeled_fraction": "selftrain.labeled_fraction", "steps": "train.steps", "batch_size": "train.batch_size",
+    "labeled_fraction": "selftrain.labeled_fraction", "round0_model": "selftrain.round0_model",
+    "steps": "train.steps", "batch_size": "train.batch_size",
     "patch_size": "train.patch_size", "bin": "preprocess.bin", "width": "model.base_width",
     "workers": "ray.num_workers", "cpu_per_worker": "ray.cpu_per_worker", "use_gpu": "ray.use_gpu",
     "address": "ray.address", "num_cpus": "ray.num_cpus", "tracking_uri": "tracking.uri", "experiment": "tracking.experiment",
@@ -64,6 +65,9 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--positive", type=float, help="pseudo-label particle threshold (default 0.95)")
     g.add_argument("--negative", type=float, help="pseudo-label background threshold (default 0.05)")
     g.add_argument("--labeled-fraction", type=float, help="share of patches from labeled micrographs in rounds >= 1")
+    g.add_argument("--round0-model", metavar="RUNDIR",
+                   help="use this picker (`cryopick train` run directory, campaign round directory or model.pt) as round 0 "
+                        "instead of training one; it must have the campaign's model, binning and diameter")
     ws = g.add_mutually_exclusive_group()
     ws.add_argument("--warm-start", dest="warm_start", action="store_true", default=None, help="start each round from the previous model (default)")
     ws.add_argument("--fresh", dest="warm_start", action="store_false", help="train each round from scratch")

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from mlflow.entities import Run
 
 ROUND_METRICS = (
-    "precision", "recall", "f1", "average_precision", "threshold", "min_distance", "train_loss", "val_f1",
+    "precision", "recall", "f1", "average_precision", "threshold", "val_threshold", "min_distance", "train_loss", "val_f1",
     "n_picks", "pseudo_positive", "pseudo_negative", "pseudo_ignored",
     "time_train_s", "time_predict_s", "time_tune_s", "time_score_s", "time_total_s",
 )
@@ -341,9 +341,15 @@ def pr_curves(uri: str, rounds: pd.DataFrame, campaign_dir: Path | None = None) 
 
 
 def tune_trials(uri: str, rounds: pd.DataFrame, campaign_dir: Path | None = None) -> pd.DataFrame:
-    """Tidy Tune trials (``round`` + the ``tune.csv`` columns) and ``chosen``: the round's logged setting."""
+    """Tidy Tune trials (``round`` + the ``tune.csv`` columns) and ``chosen``: the trial Tune chose.
+
+    That is the round's ``val_threshold`` (its picking ``threshold`` is count-matched from it since
+    2026-11-29, see :func:`cryopick.selftrain_rounds.count_matched_threshold`), else ``threshold``.
+    """
     df = _round_csv(uri, rounds, "tune.csv", TUNE_COLUMNS, campaign_dir)
-    chosen = rounds.set_index("round")[["threshold", "min_distance"]]
+    idx = rounds.set_index("round")
+    val = idx["val_threshold"] if "val_threshold" in idx else pd.Series(np.nan, index=idx.index)
+    chosen = pd.DataFrame({"threshold": val.fillna(idx["threshold"]), "min_distance": idx["min_distance"]})
     t = chosen.reindex(df["round"]).to_numpy()
     df["chosen"] = np.isclose(df["threshold"], t[:, 0]) & np.isclose(df["min_distance"], t[:, 1])
     return df

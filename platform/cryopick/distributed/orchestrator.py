@@ -45,7 +45,8 @@ from cryopick.selftrain import (
     config_mismatch, patch_counts, resolve_data, round_dir, stop_reason,
 )
 from cryopick.selftrain_rounds import (
-    ScoredHeatmap, load_heatmap, pseudo_summary, score_and_write, write_json, write_tune_csv,
+    ScoredHeatmap, adopt_picker, count_matched_threshold, load_heatmap, pseudo_summary, score_and_write, write_json,
+    write_tune_csv,
 )
 
 SMOOTH_SIGMA = 1.0  # binned px, as single-process training
@@ -62,10 +63,20 @@ class CampaignResult:
     stopped: str | None = None
 
 
+def expert_labels(data: ResolvedData) -> list[tuple[np.ndarray, tuple[int, int]]]:
+    """(expert picks, (H, W)) of each labeled micrograph (headers and coordinate files only)."""
+    return [(read_coords(coords_for(Path(m), Path(data.coords)))[0], read_shape(m)) for m in data.labeled]
+
+
 def expert_border(data: ResolvedData, diameter: float) -> float:
-    """Edge band the labeled micrographs' expert picks leave empty (headers and coordinate files only)."""
-    labels = [(read_coords(coords_for(Path(m), Path(data.coords)))[0], read_shape(m)) for m in data.labeled]
-    return learn_border(labels, diameter)
+    """Edge band the labeled micrographs' expert picks leave empty."""
+    return learn_border(expert_labels(data), diameter)
+
+
+def expert_density(data: ResolvedData) -> float:
+    """Expert picks per ORIGINAL px² over the labeled micrographs."""
+    labels = expert_labels(data)
+    return sum(len(xy) for xy, _ in labels) / max(1, sum(h * w for _, (h, w) in labels))
 
 
 def connect(cfg: SelftrainConfig) -> bool:
@@ -217,13 +228,19 @@ def run_round(cfg: SelftrainConfig, data: ResolvedData, campaign: Path, rnd: int
     t0 = time.monotonic()
     if not _trained(rdir):
         shutil.rmtree(rdir / "heatmaps", ignore_errors=True)  # predictions of an older model
-        _train(cfg, data, rdir, rnd, pseudo_pairs, labeler, use_gpu, campaign)
+        if rnd == 0 and cfg.selftrain.round0_model:
+            for warning in adopt_picker(cfg.selftrain.round0_model, rdir, cfg, expert_border(data, cfg.data.diameter)):
+                log(f"round 0: {warning}")
+        else:
+            _train(cfg, data, rdir, rnd, pseudo_pairs, labeler, use_gpu, campaign)
     timings["time_train_s"] = time.monotonic() - t0
     hook(rnd, "train")
 
     # 3. heatmaps of the validation and test micrographs
     val_mics = data.validation or (data.labeled if cfg.train.val_fraction > 0 else [])
-    scored = list(dict.fromkeys([*val_mics, *data.test]))
+    # strips of training micrographs bias the threshold; unlabeled micrographs correct it by counts
+    count_mics = data.unlabeled[: cfg.tune.count_micrographs] if cfg.tune.count_matched and not data.validation else []
+    scored = list(dict.fromkeys([*val_mics, *data.test, *count_mics]))
     t0 = time.monotonic()
     npz = {r["name"]: Path(r["npz"]) for r in predict_to_dir(scored, rdir / "heatmaps", rdir / MODEL_FILE, cfg.preprocess,
                                                                 cfg.pick, keep_image=True, **common)}
@@ -233,6 +250,7 @@ def run_round(cfg: SelftrainConfig, data: ResolvedData, campaign: Path, rnd: int
     val_items = [_scored(m, npz[m.stem], data, band, held_back=not data.validation, val_fraction=cfg.train.val_fraction)
                  for m in val_mics]
     test_items = [_scored(m, npz[m.stem], data, band) for m in data.test]
+    count_items = [load_heatmap(npz[m.stem], border=band) for m in count_mics]
     hook(rnd, "predict")
 
     # 4. Tune threshold x peak distance on validation
@@ -243,6 +261,12 @@ def run_round(cfg: SelftrainConfig, data: ResolvedData, campaign: Path, rnd: int
         tolerance=cfg.tune.tolerance,
     )
     write_tune_csv(rdir / "tune.csv", trials)
+    val_threshold = best["threshold"]
+    if count_items and val_items:
+        per_true = best["recall"] / best["precision"] if best["precision"] > 0 else 1.0
+        best["threshold"], k = count_matched_threshold(count_items, per_true, expert_density(data), best["min_distance"], SMOOTH_SIGMA)
+        log(f"round {rnd}: threshold {best['threshold']:.3f}, the score of the {k}th best peak on {len(count_items)} unlabeled "
+            f"micrograph(s) ({per_true:.2f} picks per expected particle, as {val_threshold:.2f} keeps on the validation strips)")
     meta.threshold, meta.min_distance, meta.val_f1 = best["threshold"], best["min_distance"], best["f1"]
     save_picker(rdir, model, meta)
     _write_calibration(rdir, val_items, cfg, best)
@@ -258,7 +282,8 @@ def run_round(cfg: SelftrainConfig, data: ResolvedData, campaign: Path, rnd: int
     history = json.loads((rdir / "config.json").read_text())["result"]
     metrics: dict[str, Any] = {
         "round": rnd, "precision": score.precision, "recall": score.recall, "f1": score.f1,
-        "average_precision": score.average_precision, "threshold": best["threshold"], "min_distance": best["min_distance"],
+        "average_precision": score.average_precision, "threshold": best["threshold"], "val_threshold": val_threshold,
+        "min_distance": best["min_distance"],
         "train_loss": history.get("final_loss"), "val_f1": best["f1"], "n_picks": score.n_picks,
         "pseudo_positive": pstats["positive"], "pseudo_negative": pstats["negative"], "pseudo_ignored": pstats["ignored"],
         **timings,
@@ -310,7 +335,8 @@ def _train(cfg: SelftrainConfig, data: ResolvedData, rdir: Path, rnd: int, pseud
     losses = [h["loss"] for h in out.history if np.isfinite(h.get("loss", np.nan))]
     write_json(rdir / "config.json", {
         "cryopick_version": __version__, "command": "selftrain", "round": rnd, "diameter": cfg.data.diameter,
-        "labeled": [str(m) for m in data.labeled], "pseudo_labeled": [str(m) for m, _ in pseudo_pairs],
+        "labeled": [str(m) for m in data.labeled], "validation": [str(m) for m in data.validation],
+        "pseudo_labeled": [str(m) for m, _ in pseudo_pairs],
         "coords": str(data.coords), "preprocess": asdict(cfg.preprocess), "model": asdict(cfg.model),
         "train": asdict(train), "warm_start_from": init, "patches_per_micrograph": {"labeled": n_lab, "pseudo": n_ps},
         "ray": {"num_workers": spec.num_workers, "use_gpu": use_gpu, "cpu_per_worker": spec.cpu_per_worker},
