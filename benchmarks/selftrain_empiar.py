@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         from _report import update_section
 
         title = "Self-training rounds (EMPIAR-10017)" + ("" if args.section == "selftrain" else f", width {args.width}")
-        title += ", control" if args.only == "control" else ""
+        title += {"control": ", control", "5": ", 5 labels", "1": ", 1 label"}.get(args.only or "", "")
         update_section(args.section, title, text)
     return 0
 

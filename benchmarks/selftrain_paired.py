@@ -77,6 +77,23 @@ def run_pair(name: str, existing: Path | None, labeled: list[str], args: argpars
     return {have: existing, other: run_arm(f"{name}_{other}", labeled, args, extra)}
 
 
+def campaign_data(campaign: Path) -> tuple[Any, Any]:
+    """(config, resolved data) of a campaign from its campaign.json."""
+    from cryopick.selftrain import load_config, resolve_data
+
+    stored = json.loads((campaign / "campaign.json").read_text())
+    cfg = load_config(None, {k: v for k, v in stored.items() if k not in ("cryopick_version", "resolved")})
+    return cfg, resolve_data(cfg)
+
+
+def tuned(rdir: Path, m: dict[str, Any]) -> tuple[float, float]:
+    """(Tune's threshold, picks per expert particle there) of a round, from its tune.csv."""
+    val_thr = m.get("val_threshold", m["threshold"])
+    trial = min(csv.DictReader(open(rdir / "tune.csv")),
+                key=lambda t: abs(float(t["threshold"]) - val_thr) + abs(float(t["min_distance"]) - m["min_distance"]))
+    return val_thr, float(trial["recall"]) / float(trial["precision"]) if float(trial["precision"]) > 0 else 1.0
+
+
 def count_matched_f1(campaign: Path, n_count: int = 5) -> list[float]:
     """Test F1 of every round at the count-matched threshold (`tune.count_matched`, the default since
     2026-11-29), rescored from the round's stored heatmaps; campaigns run before it chose the threshold
@@ -84,17 +101,15 @@ def count_matched_f1(campaign: Path, n_count: int = 5) -> list[float]:
     folder or the round's heatmaps/ folder, else they are predicted here (as the campaign would)."""
     from cryopick.dataset import coords_for
     from cryopick.distributed.orchestrator import expert_density
+    from cryopick.io.atomic import atomic_write
     from cryopick.io.coords import read_coords
     from cryopick.io.micrograph import read_micrograph
     from cryopick.picker import load_picker
     from cryopick.predict import predict_heatmap
     from cryopick.preprocess import preprocess
-    from cryopick.selftrain import load_config, resolve_data
     from cryopick.selftrain_rounds import count_matched_threshold, load_heatmap, score_picks
 
-    stored = json.loads((campaign / "campaign.json").read_text())
-    cfg = load_config(None, {k: v for k, v in stored.items() if k not in ("cryopick_version", "resolved")})
-    data = resolve_data(cfg)
+    cfg, data = campaign_data(campaign)
     density, out = expert_density(data), []
     for rnd, m in enumerate(rounds_of(campaign)):
         rdir = campaign / f"round_{rnd:03d}"
@@ -103,16 +118,14 @@ def count_matched_f1(campaign: Path, n_count: int = 5) -> list[float]:
         for mic in data.unlabeled[:n_count]:
             npz = next((p for p in (campaign / f"round_{rnd + 1:03d}" / "pseudo" / f"{mic.stem}.npz",
                                     rdir / "heatmaps" / f"{mic.stem}.npz") if p.is_file()), None)
-            if npz is None:
+            if npz is None:  # stored as the campaign's prediction stage stores heatmaps (float16, atomically)
                 b = preprocess(read_micrograph(mic).data, meta.preprocess)
                 npz = rdir / "heatmaps" / f"{mic.stem}.npz"
-                np.savez(npz, heatmap=predict_heatmap(model, b.image, cfg.pick), scale=np.asarray(b.scale))
+                with atomic_write(npz, suffix=".npz") as tmp, open(tmp, "wb") as fh:
+                    np.savez_compressed(fh, heatmap=predict_heatmap(model, b.image, cfg.pick).astype(np.float16),
+                                        scale=np.asarray(b.scale, np.float64))
             items.append(load_heatmap(npz, border=meta.border))
-        val_thr = m.get("val_threshold", m["threshold"])
-        trial = min(csv.DictReader(open(rdir / "tune.csv")), key=lambda t: abs(float(t["threshold"]) - val_thr)
-                    + abs(float(t["min_distance"]) - m["min_distance"]))
-        per_true = float(trial["recall"]) / float(trial["precision"]) if float(trial["precision"]) > 0 else 1.0
-        thr, _ = count_matched_threshold(items, per_true, density, m["min_distance"], 1.0)
+        thr, _ = count_matched_threshold(items, tuned(rdir, m)[1], density, m["min_distance"], 1.0)
         test = [load_heatmap(rdir / "heatmaps" / f"{t.stem}.npz", read_coords(coords_for(t, data.coords))[0],
                              border=meta.border) for t in data.test]
         out.append(score_picks(test, thr, m["min_distance"], cfg.data.diameter)["f1"])
@@ -129,11 +142,9 @@ def dev_check(campaign: Path) -> list[tuple[str, float, float, float]]:
     from cryopick.io.coords import read_coords
     from cryopick.metrics import best_threshold, pooled_curve, score_at
     from cryopick.picker import load_picker
-    from cryopick.selftrain import load_config, resolve_data
     from cryopick.selftrain_rounds import count_matched_threshold, load_heatmap, picks_of
 
-    stored = json.loads((campaign / "campaign.json").read_text())
-    data = resolve_data(load_config(None, {k: v for k, v in stored.items() if k not in ("cryopick_version", "resolved")}))
+    _, data = campaign_data(campaign)
     rows = []
     for rnd, m in enumerate(rounds_of(campaign)):
         pseudo = campaign / f"round_{rnd + 1:03d}" / "pseudo"
@@ -144,10 +155,7 @@ def dev_check(campaign: Path) -> list[tuple[str, float, float, float]]:
         items = [load_heatmap(pseudo / f"{u.stem}.npz", read_coords(coords_for(u, data.coords))[0], border=meta.border)
                  for u in data.unlabeled]
         curve = pooled_curve([(*picks_of(sh, 0.02, m["min_distance"], 1.0), sh.true_xy) for sh in items], radius=13.5)
-        val_thr = m.get("val_threshold", m["threshold"])
-        trial = min(csv.DictReader(open(campaign / f"round_{rnd:03d}" / "tune.csv")),
-                    key=lambda t: abs(float(t["threshold"]) - val_thr) + abs(float(t["min_distance"]) - m["min_distance"]))
-        per_true = float(trial["recall"]) / max(float(trial["precision"]), 1e-9)
+        val_thr, per_true = tuned(campaign / f"round_{rnd:03d}", m)
         thr, _ = count_matched_threshold(items, per_true, expert_density(data), m["min_distance"], 1.0)
         rows.append((f"{campaign.name} r{rnd}", score_at(curve, val_thr)[2], score_at(curve, thr)[2], best_threshold(curve)[0]))
     return rows

@@ -113,6 +113,9 @@ def test_two_round_campaign_writes_contract_and_mlflow(campaign: dict[str, Any])
                        border=load_picker(camp / "round_000")[1].border)
     _, scores = picks_of(unl, 0.02, m0["min_distance"], 1.0)
     assert abs((scores >= m0["threshold"]).sum() - expected) <= 1 or m0["threshold"] == 0.02  # tune.csv rounds P and R
+    # round 1 pseudo-labels it from that same heatmap (copied, with its image), not from a second prediction
+    with np.load(camp / "round_001" / "pseudo" / f"{Path(cfg.data.unlabeled[0]).stem}.npz") as z:
+        assert "image" in z.files and np.array_equal(z["heatmap"], unl.heatmap.astype(z["heatmap"].dtype))
     pseudo = json.loads((camp / "round_001" / "pseudo_labels.json").read_text())
     assert pseudo["n_micrographs"] == 1 and pseudo["positive"] + pseudo["negative"] + pseudo["ignored"] == pytest.approx(1.0)
     share = json.loads((camp / "round_000" / "calibration.json").read_text())["positive_share"]

@@ -256,19 +256,19 @@ def adopt_picker(source: str | Path, rdir: Path, cfg: SelftrainConfig, border: f
     log: the campaign's validation picks should be unseen by the picker, or round 0's validation
     F1 and the thresholds tuned on it are optimistic.
     """
-    from dataclasses import asdict
+    from dataclasses import asdict, is_dataclass
 
     from cryopick.errors import CryopickError
     from cryopick.picker import load_picker, save_picker
 
     src = Path(source).expanduser()
     model, meta = load_picker(src)
+    shown = lambda v: asdict(v) if is_dataclass(v) else v  # noqa: E731
     for what, theirs, ours in (("model", meta.model, cfg.model), ("preprocess", meta.preprocess, cfg.preprocess),
                                ("diameter", meta.diameter, cfg.data.diameter)):
         if theirs != ours:
-            mine = asdict(ours) if what != "diameter" else ours
-            raise CryopickError(f"selftrain.round0_model: its {what} is {asdict(theirs) if what != 'diameter' else theirs}, "
-                                f"the campaign's is {mine}; set the campaign's {what} to match", src)
+            raise CryopickError(f"selftrain.round0_model: its {what} is {shown(theirs)}, the campaign's is {shown(ours)}; "
+                                f"set the campaign's {what} to match", src)
     meta.border = border
     save_picker(rdir, model, meta)
     run_dir = src if src.is_dir() else src.parent

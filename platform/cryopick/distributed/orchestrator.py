@@ -33,6 +33,7 @@ from cryopick.distributed.tracking import CampaignTracker
 from cryopick.distributed.tune import tune_picking
 from cryopick.errors import CryopickError
 from cryopick.border import learn_border
+from cryopick.io.atomic import atomic_write
 from cryopick.io.coords import read_coords
 from cryopick.io.micrograph import read_shape
 from cryopick.labels import circle_mask
@@ -210,6 +211,12 @@ def run_round(cfg: SelftrainConfig, data: ResolvedData, campaign: Path, rnd: int
         prev = round_dir(campaign, rnd - 1)
         labeler = _labeler(cfg, prev)
         t0 = time.monotonic()
+        for m in data.unlabeled:  # the ones the previous round already predicted for its threshold count
+            done, target = prev / "heatmaps" / f"{m.stem}.npz", rdir / "pseudo" / f"{m.stem}.npz"
+            if done.is_file() and not target.is_file():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with atomic_write(target) as tmp:
+                    shutil.copyfile(done, tmp)
         rows = list(predict_to_dir(data.unlabeled, rdir / "pseudo", prev / MODEL_FILE, cfg.preprocess, cfg.pick,
                                    pseudo=labeler, diameter=cfg.data.diameter, **common))
         timings["time_predict_s"] += time.monotonic() - t0
