@@ -88,10 +88,12 @@ def campaign_data(campaign: Path) -> tuple[Any, Any]:
 
 def tuned(rdir: Path, m: dict[str, Any]) -> tuple[float, float]:
     """(Tune's threshold, picks per expert particle there) of a round, from its tune.csv."""
+    from cryopick.selftrain_rounds import picks_per_true
+
     val_thr = m.get("val_threshold", m["threshold"])
-    trial = min(csv.DictReader(open(rdir / "tune.csv")),
-                key=lambda t: abs(float(t["threshold"]) - val_thr) + abs(float(t["min_distance"]) - m["min_distance"]))
-    return val_thr, float(trial["recall"]) / float(trial["precision"]) if float(trial["precision"]) > 0 else 1.0
+    trials = [{k: float(v) for k, v in t.items()} for t in csv.DictReader(open(rdir / "tune.csv"))]
+    trial = min(trials, key=lambda t: abs(t["threshold"] - val_thr) + abs(t["min_distance"] - m["min_distance"]))
+    return val_thr, picks_per_true(trial)
 
 
 def count_matched_f1(campaign: Path, n_count: int = 5) -> list[float]:
@@ -145,7 +147,7 @@ def dev_check(campaign: Path) -> list[tuple[str, float, float, float]]:
     from cryopick.selftrain_rounds import count_matched_threshold, load_heatmap, picks_of
 
     _, data = campaign_data(campaign)
-    rows = []
+    density, rows = expert_density(data), []
     for rnd, m in enumerate(rounds_of(campaign)):
         pseudo = campaign / f"round_{rnd + 1:03d}" / "pseudo"
         adopted = "adopted_from" in json.loads((campaign / f"round_{rnd:03d}" / "config.json").read_text())
@@ -156,7 +158,7 @@ def dev_check(campaign: Path) -> list[tuple[str, float, float, float]]:
                  for u in data.unlabeled]
         curve = pooled_curve([(*picks_of(sh, 0.02, m["min_distance"], 1.0), sh.true_xy) for sh in items], radius=13.5)
         val_thr, per_true = tuned(campaign / f"round_{rnd:03d}", m)
-        thr, _ = count_matched_threshold(items, per_true, expert_density(data), m["min_distance"], 1.0)
+        thr, _ = count_matched_threshold(items, per_true, density, m["min_distance"], 1.0)
         rows.append((f"{campaign.name} r{rnd}", score_at(curve, val_thr)[2], score_at(curve, thr)[2], best_threshold(curve)[0]))
     return rows
 

@@ -161,7 +161,10 @@ def test_data_stages_without_ray(sim_data: Path, tmp_path: Path) -> None:
 
 
 def test_count_matched_threshold_keeps_the_validation_pick_rate() -> None:
-    from cryopick.selftrain_rounds import count_matched_threshold
+    from cryopick.selftrain_rounds import count_matched_threshold, picks_per_true
+
+    assert picks_per_true({"recall": 0.9, "precision": 0.75}) == pytest.approx(1.2)
+    assert picks_per_true({"recall": 0.0, "precision": 0.0}) == 1.0  # no pick matched: keep the expected count
 
     # 16 particles on a 200 x 200 px (scale 2 -> 400 x 400 original px) unlabeled heatmap, scores 0.3 .. 0.9
     xy = grid_points(4, 45.0, 30.0)

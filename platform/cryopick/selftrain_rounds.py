@@ -223,6 +223,11 @@ def best_trial(trials: Sequence[dict[str, float]], tolerance: float = 0.0) -> di
     return min(near, key=lambda t: (t["threshold"], -round(t["f1"], 12), -t["min_distance"]))
 
 
+def picks_per_true(trial: dict[str, float]) -> float:
+    """Picks kept per expert particle at a Tune trial's setting (recall / precision; 1 with no match)."""
+    return trial["recall"] / trial["precision"] if trial["precision"] > 0 else 1.0
+
+
 def count_matched_threshold(items: Sequence[ScoredHeatmap], picks_per_true: float, density: float, min_distance: float,
                             smooth_sigma: float) -> tuple[float, int]:
     """The threshold that keeps as many picks per expected particle on ``items`` as validation kept.

@@ -46,8 +46,8 @@ from cryopick.selftrain import (
     config_mismatch, patch_counts, resolve_data, round_dir, stop_reason,
 )
 from cryopick.selftrain_rounds import (
-    ScoredHeatmap, adopt_picker, count_matched_threshold, load_heatmap, pseudo_summary, score_and_write, write_json,
-    write_tune_csv,
+    ScoredHeatmap, adopt_picker, count_matched_threshold, load_heatmap, picks_per_true, pseudo_summary, score_and_write,
+    write_json, write_tune_csv,
 )
 
 SMOOTH_SIGMA = 1.0  # binned px, as single-process training
@@ -270,7 +270,7 @@ def run_round(cfg: SelftrainConfig, data: ResolvedData, campaign: Path, rnd: int
     write_tune_csv(rdir / "tune.csv", trials)
     val_threshold = best["threshold"]
     if count_items and val_items:
-        per_true = best["recall"] / best["precision"] if best["precision"] > 0 else 1.0
+        per_true = picks_per_true(best)
         best["threshold"], k = count_matched_threshold(count_items, per_true, expert_density(data), best["min_distance"], SMOOTH_SIGMA)
         log(f"round {rnd}: threshold {best['threshold']:.3f}, the score of the {k}th best peak on {len(count_items)} unlabeled "
             f"micrograph(s) ({per_true:.2f} picks per expected particle, as {val_threshold:.2f} keeps on the validation strips)")
