@@ -112,6 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         ray.shutdown()
     minutes = sum(m["time_total_s"] for rounds in results.values() for m in rounds) / 60
+    from cryopick.config import TrainConfig
+
+    jitter = TrainConfig().intensity_augment  # settings() leaves it at the default
     s = settings(args)
     body = [
         "Self-training campaigns on EMPIAR-10017 through `run_campaign` (the code behind `cryopick selftrain`): "
@@ -124,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"Modest settings because the machine is 2 CPU cores shared with other jobs: U-Net width {s['model.base_width']}, "
         f"{s['train.steps']} steps per round on 2 DDP workers (batch {s['train.batch_size']} each, patches "
-        f"{s['train.patch_size']}² at bin 2), {s['selftrain.rounds']} rounds, warm starts fine-tuned at 0.3 × the "
+        f"{s['train.patch_size']}² at bin 2, flipped/turned, {jitter:.0%} of them also contrast/blur/noise-jittered), "
+        f"{s['selftrain.rounds']} rounds, warm starts fine-tuned at 0.3 × the "
         f"learning rate. {minutes:.0f} min of rounds in all; 1-minute load average at the end "
         f"{os.getloadavg()[0]:.1f} on 2 cores (not a speed figure). *kept step* is the training step whose weights the round kept: 0 means every "
         "later checkpoint scored more than one standard error below the round's starting weights on the validation picks "

@@ -158,6 +158,9 @@ def test_data_stages_without_ray(sim_data: Path, tmp_path: Path) -> None:
     patches = cut_patches(out, patch_size=32)
     assert patches["image"].shape == (5, 32, 32) and len(set(patches["patch_id"])) == 5
     assert list(patches["name"]).count("sim_0000") == 3
+    # the intensity jitter of training reaches the Ray stage: same first crop, other image values
+    a, b = cut_patches(out, patch_size=32, seed=7), cut_patches(out, patch_size=32, seed=7, intensity=1.0)
+    assert np.array_equal(a["mask"][0], b["mask"][0]) and not np.allclose(a["image"][0], b["image"][0])
 
 
 def test_count_matched_threshold_keeps_the_validation_pick_rate() -> None:

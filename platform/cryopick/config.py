@@ -66,6 +66,7 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-4
     pos_weight: float = 1.0  # BCE weight of particle pixels
+    intensity_augment: float = 0.5  # share of patches given contrast/blur/noise jitter (docs/design.md)
     label_radius_fraction: float = 0.35  # circle radius = fraction * diameter / 2 (docs/design.md)
     val_fraction: float = 0.2  # share of each labeled micrograph's area held back if no val set
     val_every: int = 250
@@ -82,6 +83,8 @@ class TrainConfig:
         _positive(self.lr, f"{where}.lr")
         if self.patch_size % 16:
             raise CryopickError(f"{where}.patch_size must be a multiple of 16, got {self.patch_size}")
+        if not 0.0 <= self.intensity_augment <= 1.0:
+            raise CryopickError(f"{where}.intensity_augment must be in [0, 1], got {self.intensity_augment}")
         if not 0.0 <= self.val_fraction < 0.9:
             raise CryopickError(f"{where}.val_fraction must be in [0, 0.9), got {self.val_fraction}")
         if not 0.0 < self.label_radius_fraction <= 1.5:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from scipy import ndimage
 
 from cryopick.dataset import TrainItem
 from cryopick.labels import IGNORE
@@ -29,8 +30,22 @@ def augment(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> tu
     return image, mask
 
 
+def jitter_intensity(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Contrast/brightness jitter, Gaussian blur or extra noise (nnU-Net-style intensity augmentation).
+
+    The image is normalised (mean 0, std 1), so the ranges are in units of its standard deviation.
+    """
+    image = image * rng.uniform(0.75, 1.25) + rng.normal(0.0, 0.1)
+    if rng.random() < 0.2:
+        image = ndimage.gaussian_filter(image, rng.uniform(0.5, 1.0))
+    if rng.random() < 0.2:
+        image = image + rng.normal(0.0, rng.uniform(0.0, 0.3), image.shape)
+    return image
+
+
 def sample_patches(
-    items: Sequence[TrainItem], n: int, size: int, rng: np.random.Generator, augment_patches: bool = True
+    items: Sequence[TrainItem], n: int, size: int, rng: np.random.Generator, augment_patches: bool = True,
+    intensity: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``n`` random patches, micrographs chosen in proportion to their labeled area.
 
@@ -52,5 +67,7 @@ def sample_patches(
         pi, pm = image[y : y + size, x : x + size], mask[y : y + size, x : x + size]
         if augment_patches:
             pi, pm = augment(pi, pm, rng)
+        if intensity and rng.random() < intensity:
+            pi = jitter_intensity(pi, rng)
         images[i, 0], masks[i, 0] = pi, pm
     return images, masks

@@ -202,7 +202,7 @@ def train_picker(
     for step in bar:
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg.steps, cfg.lr)
-        images, masks = sample_patches(train_items, cfg.batch_size, cfg.patch_size, rng)
+        images, masks = sample_patches(train_items, cfg.batch_size, cfg.patch_size, rng, intensity=cfg.intensity_augment)
         x = torch.from_numpy(images).to(device).contiguous(memory_format=memory_format)
         loss = train_step(model, opt, x, torch.from_numpy(masks).to(device), cfg.pos_weight, amp)
         running.append(loss)

@@ -32,6 +32,8 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--lr", type=float)
     g.add_argument("--weight-decay", type=float)
     g.add_argument("--pos-weight", type=float, help="BCE weight of particle pixels (default 1)")
+    g.add_argument("--intensity-augment", type=float,
+                   help="share of patches given contrast/blur/noise jitter (default 0.5; 0 = flips/rotations only)")
     g.add_argument("--label-radius-fraction", type=float, help="label circle radius as a share of the particle radius")
     g.add_argument("--val-fraction", type=float, help="share of each micrograph held back without --val-micrographs")
     g.add_argument("--val-every", type=int)
@@ -44,7 +46,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
 
 FLAG_SECTIONS = {
     "preprocess": ("bin", "target_pixel_size", "lowpass_sigma"),
-    "train": ("steps", "batch_size", "patch_size", "lr", "weight_decay", "pos_weight", "label_radius_fraction",
+    "train": ("steps", "batch_size", "patch_size", "lr", "weight_decay", "pos_weight", "intensity_augment", "label_radius_fraction",
               "val_fraction", "val_every", "max_minutes", "seed", "device", "num_threads"),
 }
 

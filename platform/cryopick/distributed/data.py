@@ -123,8 +123,10 @@ def _obj(values: list[Any]) -> np.ndarray:
     return arr
 
 
-def cut_patches(batch: dict[str, np.ndarray], patch_size: int, seed: int | None = None) -> dict[str, np.ndarray]:
-    """Stage 2: ``n_patches`` random augmented patches from each micrograph.
+def cut_patches(
+    batch: dict[str, np.ndarray], patch_size: int, seed: int | None = None, intensity: float = 0.0
+) -> dict[str, np.ndarray]:
+    """Stage 2: ``n_patches`` random augmented patches from each micrograph (``intensity``: see ``sample_patches``).
 
     The generator is fresh per call (``seed`` None), so every epoch sees new patches.
 
@@ -139,7 +141,7 @@ def cut_patches(batch: dict[str, np.ndarray], patch_size: int, seed: int | None 
         item = TrainItem(str(name), np.asarray(image, np.float32), np.asarray(mask, np.int8))
         if not (item.mask >= 0).any() or int(n) < 1:
             continue  # nothing to learn from (fully ignored pseudo-labels)
-        im, mk = sample_patches([item], int(n), patch_size, rng)
+        im, mk = sample_patches([item], int(n), patch_size, rng, intensity=intensity)
         images.append(im[:, 0])
         masks.append(mk[:, 0])
         names += [str(name)] * int(n)
@@ -166,7 +168,9 @@ def training_rows(
     return rows
 
 
-def build_train_dataset(rows: Sequence[MicrographRow], params: StageParams, patch_size: int, data_cpus: float = 0.5) -> ray.data.Dataset:
+def build_train_dataset(
+    rows: Sequence[MicrographRow], params: StageParams, patch_size: int, data_cpus: float = 0.5, intensity: float = 0.0
+) -> ray.data.Dataset:
     """The lazy training Dataset: one block per micrograph, two ``map_batches`` stages."""
     import ray.data
 
@@ -175,7 +179,7 @@ def build_train_dataset(rows: Sequence[MicrographRow], params: StageParams, patc
     ds = ray.data.from_items([asdict(r) for r in rows], override_num_blocks=len(rows))
     env = {"env_vars": dict(CPU_ENV)}
     ds = ds.map_batches(load_micrographs, batch_size=1, num_cpus=data_cpus, fn_kwargs={"params": asdict(params)}, runtime_env=env)
-    return ds.map_batches(cut_patches, batch_size=1, num_cpus=data_cpus, fn_kwargs={"patch_size": patch_size}, runtime_env=env)
+    return ds.map_batches(cut_patches, batch_size=1, num_cpus=data_cpus, fn_kwargs={"patch_size": patch_size, "intensity": intensity}, runtime_env=env)
 
 
 @dataclass

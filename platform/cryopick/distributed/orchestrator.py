@@ -323,7 +323,7 @@ def _train(cfg: SelftrainConfig, data: ResolvedData, rdir: Path, rnd: int, pseud
     n_lab, n_ps = patch_counts(len(data.labeled), len(pseudo_pairs), cfg.selftrain.patches_per_epoch, cfg.selftrain.labeled_fraction)
     rows = training_rows(data.labeled, data.coords, pseudo_pairs, n_lab, n_ps, hold)
     params = _stage_params(cfg, labeler)
-    ds = build_train_dataset(rows, params, cfg.train.patch_size, cfg.ray.data_cpus)
+    ds = build_train_dataset(rows, params, cfg.train.patch_size, cfg.ray.data_cpus, cfg.train.intensity_augment)
     val = [asdict(v) for v in validation_specs(data.validation, data.labeled, data.coords, cfg.train.val_fraction)]
     prev = round_dir(campaign, rnd - 1) / MODEL_FILE
     init = str(prev) if rnd >= 1 and cfg.selftrain.warm_start else None
