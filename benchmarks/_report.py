@@ -10,6 +10,7 @@ import datetime as _dt
 import os
 import platform
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -49,7 +50,8 @@ def machine() -> str:
 
 
 def command() -> str:
-    return "python " + " ".join([str(Path(sys.argv[0]).resolve().relative_to(REPO)) if Path(sys.argv[0]).exists() else sys.argv[0], *sys.argv[1:]])
+    script = str(Path(sys.argv[0]).resolve().relative_to(REPO)) if Path(sys.argv[0]).exists() else sys.argv[0]
+    return "python " + shlex.join([script, *sys.argv[1:]])  # quoted so that the line can be pasted
 
 
 def git_rev() -> str:

@@ -89,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--control", action="store_true", help="also run the 1-label labeled-only control")
     p.add_argument("--no-doc", action="store_true", help="do not write docs/benchmarks.md")
     p.add_argument("--section", default="selftrain", help="docs/benchmarks.md section to (re)write")
+    p.add_argument("--title", help="section title (default: from --width and --only)")
     args = p.parse_args(argv)
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads (see cryopick/runtime.py)
@@ -148,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
 
         title = "Self-training rounds (EMPIAR-10017)" + ("" if args.section == "selftrain" else f", width {args.width}")
         title += {"control": ", control", "5": ", 5 labels", "1": ", 1 label"}.get(args.only or "", "")
-        update_section(args.section, title, text)
+        update_section(args.section, args.title or title, text)
     return 0
 
 

@@ -106,3 +106,13 @@ def test_checkpoint_rule_keeps_the_latest_within_one_standard_error() -> None:
     assert [s for s, f1 in [(100, 0.759), (200, 0.742), (300, 0.712)] if many.offer(f1, 5000)] == [100]
     # a later, better checkpoint always wins
     assert many.offer(0.80, 5000) and many.kept_f1 == 0.80
+    # a warm start is a floor: the 2026-11-29 one-label round 2 (start 0.779, ~100 picks) kept step 200
+    # at 0.747, within one SE of the start; now only checkpoints at least as good as the start are kept
+    warm = CheckpointRule()
+    warm.start(0.779)
+    assert [s for s, f1 in [(100, 0.741), (200, 0.747), (300, 0.711), (400, 0.734)] if warm.offer(f1, 100)] == []
+    assert warm.kept_f1 == 0.779
+    # round 1 of that campaign (start 0.806): 100 and 200 beat the start, 300 and 400 fell below it
+    warm = CheckpointRule()
+    warm.start(0.806)
+    assert [s for s, f1 in [(100, 0.8125), (200, 0.8085), (300, 0.796), (400, 0.779)] if warm.offer(f1, 100)] == [100, 200]

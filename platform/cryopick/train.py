@@ -72,15 +72,24 @@ class CheckpointRule:
     100 / 200 / 300 / 400 was 0.74 / 0.80 / 0.81 / 0.81 (docs/selftrain.md). Within the noise
     the later checkpoint wins; the cosine schedule has trained it longer. Offered in step order, this
     keeps the latest checkpoint whose F1 is within one standard error of the best of all of them.
+
+    A warm start (:meth:`start`) sets a floor: no checkpoint scoring below the starting weights is
+    kept. Without it each self-training round could give up one standard error against its start,
+    and over rounds those losses added up (docs/selftrain.md, one label with intensity augmentation).
     """
 
     kept_f1: float = -1.0
     top_f1: float = -1.0
+    floor: float = -1.0
+
+    def start(self, f1: float) -> None:
+        """The warm start's score: kept unless a checkpoint scores at least as high."""
+        self.kept_f1 = self.top_f1 = self.floor = f1
 
     def offer(self, f1: float, n_true: int) -> bool:
         """True if the checkpoint scoring ``f1`` (on ``n_true`` picks) replaces the kept one."""
         self.top_f1 = max(self.top_f1, f1)
-        if f1 >= self.top_f1 - f1_standard_error(self.top_f1, n_true):
+        if f1 >= self.floor and f1 >= self.top_f1 - f1_standard_error(self.top_f1, n_true):
             self.kept_f1 = f1
             return True
         return False

@@ -95,15 +95,15 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         core.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         step, history = int(state["step"]), list(state["history"])
-        rule = CheckpointRule(float(state["best_f1"]), float(state.get("top_f1", state["best_f1"])))
+        rule = CheckpointRule(float(state["best_f1"]), float(state.get("top_f1", state["best_f1"])), float(state.get("floor", -1.0)))
         best_step, best_state = int(state["best_step"]), state["best_state"]
     start_step = step
     val_items = load_val_items(config["val"], params) if rank == 0 and config["val"] else []
     if state is None and config.get("init_state") and val_items:
-        # a warm start competes as step 0: a round whose checkpoints all score clearly below its
-        # starting point on the validation picks keeps the starting weights instead of losing F1
+        # a warm start competes as step 0 and is the floor: a round keeps its starting weights unless
+        # a checkpoint scores at least as high on the validation picks (CheckpointRule.start)
         res = evaluate(core, val_items, params.diameter, config.get("smooth_sigma", 1.0), fractions=(0.6,))
-        rule.offer(res.f1, _n_true(res))
+        rule.start(res.f1)
         best_step = 0
         best_state = {k: v.detach().cpu().clone() for k, v in core.state_dict().items()}
         history.append({"step": 0, "loss": float("nan"), "seconds": 0.0, "val_f1": res.f1, "val_ap": res.average_precision})
@@ -167,7 +167,7 @@ def _report(
         _save_state(Path(tmp), {
             "model": {k: v.detach().cpu() for k, v in core.state_dict().items()},
             "optimizer": copy.deepcopy(opt.state_dict()), "step": step, "history": history,
-            "best_f1": rule.kept_f1, "top_f1": rule.top_f1, "best_step": best_step, "best_state": best_state,
+            "best_f1": rule.kept_f1, "top_f1": rule.top_f1, "floor": rule.floor, "best_step": best_step, "best_state": best_state,
         })
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
