@@ -90,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-doc", action="store_true", help="do not write docs/benchmarks.md")
     p.add_argument("--section", default="selftrain", help="docs/benchmarks.md section to (re)write")
     p.add_argument("--title", help="section title (default: from --width and --only)")
+    p.add_argument("--round0-model", type=Path, metavar="RUNDIR",
+                   help="adopt this round as round 0 (selftrain.round0_model; with --only), e.g. to rerun later rounds")
     args = p.parse_args(argv)
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads (see cryopick/runtime.py)
@@ -103,13 +105,17 @@ def main(argv: list[str] | None = None) -> int:
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": dict(CPU_ENV)})
     results: dict[str, list[dict[str, Any]]] = {}
+    r0 = {"selftrain.round0_model": str(args.round0_model)} if args.round0_model else {}
+    if r0 and not args.only:
+        print("--round0-model needs --only: one round 0 cannot start every setting", file=sys.stderr)
+        return 2
     try:
         if args.only in (None, "5"):
-            results["5"] = run("labels_5", split["labeled"], args)
+            results["5"] = run("labels_5", split["labeled"], args, r0)
         if args.only in (None, "1"):
-            results["1"] = run("labels_1", split["labeled"][:1], args)
+            results["1"] = run("labels_1", split["labeled"][:1], args, r0)
         if args.control or args.only == "control":
-            results["1c"] = run("labels_1_control", split["labeled"][:1], args, {"selftrain.labeled_fraction": 1.0})
+            results["1c"] = run("labels_1_control", split["labeled"][:1], args, {"selftrain.labeled_fraction": 1.0, **r0})
     finally:
         ray.shutdown()
     minutes = sum(m["time_total_s"] for rounds in results.values() for m in rounds) / 60
