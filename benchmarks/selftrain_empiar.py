@@ -103,12 +103,12 @@ def main(argv: list[str] | None = None) -> int:
     split = json.loads((DATA / "split.json").read_text())
     from cryopick.runtime import CPU_ENV
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": dict(CPU_ENV)})
-    results: dict[str, list[dict[str, Any]]] = {}
     r0 = {"selftrain.round0_model": str(args.round0_model)} if args.round0_model else {}
     if r0 and not args.only:
         print("--round0-model needs --only: one round 0 cannot start every setting", file=sys.stderr)
         return 2
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": dict(CPU_ENV)})
+    results: dict[str, list[dict[str, Any]]] = {}
     try:
         if args.only in (None, "5"):
             results["5"] = run("labels_5", split["labeled"], args, r0)
@@ -137,9 +137,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{s['train.patch_size']}² at bin 2, flipped/turned, {jitter:.0%} of them also contrast/blur/noise-jittered), "
         f"{s['selftrain.rounds']} rounds, warm starts fine-tuned at 0.3 × the "
         f"learning rate. {minutes:.0f} min of rounds in all; 1-minute load average at the end "
-        f"{os.getloadavg()[0]:.1f} on 2 cores (not a speed figure). *kept step* is the training step whose weights the round kept: 0 means every "
-        "later checkpoint scored more than one standard error below the round's starting weights on the validation picks "
-        "(`CheckpointRule`), so the round repeats the previous model.",
+        f"{os.getloadavg()[0]:.1f} on 2 cores (not a speed figure). *kept step* is the training step whose weights the round kept: 0 means no "
+        "later checkpoint scored at least as high as the round's starting weights on the validation picks "
+        "(`CheckpointRule`, whose floor they are), so the round repeats the previous model.",
     ]
     body += ["", "What these figures say (why rounds kept their starting weights, pseudo-label coverage, threshold "
              "transfer, run-to-run spread): `docs/selftrain.md`, section \"Results on EMPIAR-10017\"."]

@@ -34,17 +34,17 @@ def test_patches_move_image_and_mask_alike() -> None:
 
 
 def test_intensity_jitter_changes_the_image_only() -> None:
-    plain_i, plain_m = sample_patches([_item()], 32, 32, np.random.default_rng(2))
+    _, plain_m = sample_patches([_item()], 32, 32, np.random.default_rng(2))
     jit_i, jit_m = sample_patches([_item()], 32, 32, np.random.default_rng(2), intensity=1.0)
     # the mask follows the same geometry as before; only the image values moved
-    assert masks_match_geometry(jit_i, jit_m)
+    assert _correlates_with_mask(jit_i, jit_m)
     assert all(not np.allclose(j, m.astype(np.float32)) for j, m in zip(jit_i, jit_m))
     assert np.array_equal(plain_m[0], jit_m[0])  # same first crop: positions are drawn before the jitter
     with pytest.raises(CryopickError, match="train.intensity_augment"):
         from_dict(TrainConfig, {"intensity_augment": 1.5}, "train")
 
 
-def masks_match_geometry(images: np.ndarray, masks: np.ndarray) -> bool:
+def _correlates_with_mask(images: np.ndarray, masks: np.ndarray) -> bool:
     """Each jittered patch still correlates strongly with its mask (contrast, blur and noise are mild)."""
     return all(np.corrcoef(i.ravel(), m.ravel().astype(np.float64))[0, 1] > 0.6 for i, m in zip(images, masks))
 
