@@ -40,6 +40,7 @@ TINY = {
     "preprocess.bin": 2.0, "model.base_width": 8, "model.depth": 3,
     "train.steps": 20, "train.batch_size": 8, "train.patch_size": 48, "train.val_every": 10, "train.val_fraction": 0.25,
     "selftrain.rounds": 2, "selftrain.patches_per_epoch": 64,
+    "selftrain.min_pseudo_share": 0.0,  # a 20-step model finds few confident particles; round 1 must still train here
     "tune.thresholds": [0.3, 0.6], "tune.min_distance_fractions": [0.5, 0.75],
     "ray.num_workers": 2, "ray.cpu_per_worker": 0.5, "ray.use_gpu": "false",
 }
@@ -187,3 +188,36 @@ def test_a_campaign_can_start_from_an_existing_round0_model(campaign: dict[str, 
     assert written["adopted_from"] == str(source.resolve())
     assert not any("validation" in line and "optimistic" in line for line in lines)  # same strips: nothing seen
     assert not (cfg.campaign_dir / "ray_results" / f"{cfg.name}_round_000").exists()  # no Ray Train run
+
+
+@pytest.mark.timeout(300)
+def test_a_round_without_pseudo_labeled_particles_keeps_the_model_and_stops(campaign: dict[str, Any], tmp_path: Path) -> None:
+    """Too few pseudo-labeled particles (none: p > 1 never holds): round 1 keeps round 0's model, untrained,
+    scores as round 0 did, and the campaign stops although 3 rounds were asked for."""
+    from cryopick.distributed.orchestrator import run_campaign
+    from cryopick.selftrain import load_config
+
+    source = campaign["dir"] / "round_000"
+    over = {k: v for k, v in campaign["cfg"].as_dict()["data"].items() if v}
+    cfg = load_config(None, {**{f"data.{k}": v for k, v in over.items()}, **TINY, "selftrain.rounds": 3,
+                             "selftrain.positive": 1.0, "selftrain.min_pseudo_share": 0.1,
+                             "selftrain.round0_model": str(source), "out": str(tmp_path / "starved")})
+    lines: list[str] = []
+    result = run_campaign(cfg, progress=False, log=lines.append)
+    camp = cfg.campaign_dir
+    assert [m["round"] for m in result.rounds] == [0, 1]
+    assert result.stopped.startswith("round 1: pseudo-labels mark 0.00% of the unlabeled pixels")
+    assert "keeps round 0's model" in result.stopped and "selftrain.positive" in result.stopped
+    r0, r1 = (json.loads((camp / f"round_00{r}" / "metrics.json").read_text()) for r in (0, 1))
+    for key in ("f1", "precision", "recall", "val_f1", "threshold", "min_distance", "n_picks"):
+        assert r1[key] == pytest.approx(r0[key]), key
+    assert r1["pseudo_positive"] == 0.0 and "keeps round 0's model" in r1["stop"]
+    kept = json.loads((camp / "round_001" / "config.json").read_text())
+    assert kept["result"]["kept_previous"] and kept["kept_from"] == str((camp / "round_000").resolve())
+    assert not (camp / "ray_results" / f"{cfg.name}_round_001").exists()  # no Ray Train run
+    assert "note" in json.loads((camp / "round_001" / "pseudo_labels.json").read_text())
+    assert json.loads((camp / "state.json").read_text())["stopped"] == result.stopped
+    # a rerun finds the campaign complete: the stop is read back from round 1's metrics.json
+    again: list[str] = []
+    assert [m["round"] for m in run_campaign(cfg, progress=False, log=again.append).rounds] == [0, 1]
+    assert "nothing to do" in again[-1]

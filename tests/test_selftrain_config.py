@@ -9,8 +9,8 @@ import pytest
 
 from cryopick.errors import CryopickError
 from cryopick.selftrain import (
-    CampaignState, completed_rounds_on_disk, config_mismatch, flatten, load_config, patch_counts, resolve_data,
-    round_dir, stop_reason,
+    CampaignState, campaign_stop, completed_rounds_on_disk, config_mismatch, flatten, load_config, patch_counts,
+    resolve_data, round_dir, stop_reason, too_few_pseudo_particles,
 )
 
 
@@ -41,6 +41,7 @@ def test_defaults_and_overrides(tmp_path: Path, sim_data: Path) -> None:
         ("data.diameter", -3, "data.diameter must be positive"),
         ("tune.thresholds", [1.5], "tune.thresholds"),
         ("train.patch_size", 40, "train.patch_size must be a multiple of 16"),
+        ("selftrain.min_pseudo_share", 1.5, "selftrain.min_pseudo_share must be in"),
     ],
 )
 def test_bad_values_name_the_key(tmp_path: Path, sim_data: Path, key: str, value: object, message: str) -> None:
@@ -116,6 +117,24 @@ def test_stop_reason() -> None:
     assert stop_reason([0.5, 0.6, 0.6], 5, 2, 0.0) is None  # patience 2: one flat round is allowed
     assert "did not improve" in stop_reason([0.5, 0.52], 5, 1, 0.05)  # gain below min_improvement
     assert stop_reason([0.5, 0.6, 0.7], 3, 1, 0.0) == "reached 3 round(s)"
+
+
+def test_too_few_pseudo_particles_is_relative_to_the_expert_share() -> None:
+    # the EMPIAR-10017 round that lost F1: 0.014 % particle pixels against the expert labels' 3.4 %
+    assert too_few_pseudo_particles(0.00014, 0.034, 0.1)
+    assert not too_few_pseudo_particles(0.005, 0.034, 0.1)  # 15 % of the expert share: trains
+    assert too_few_pseudo_particles(0.0, 0.034, 0.1)
+    assert not too_few_pseudo_particles(0.0, 0.034, 0.0)  # 0 switches the rule off (the round trains on labels)
+    assert not too_few_pseudo_particles(0.0, 0.0, 0.1)  # no expert share known: nothing to compare with
+
+
+def test_campaign_stop_after_a_round_that_kept_the_previous_model(tmp_path: Path, sim_data: Path) -> None:
+    cfg = load_config(None, {"out": str(tmp_path / "camp"), "selftrain.rounds": 5, "selftrain.patience": 3, **_data(sim_data)})
+    history = [{"round": 0, "val_f1": 0.8}, {"round": 1, "val_f1": 0.8}]
+    assert campaign_stop(history, cfg) is None
+    history[-1]["stop"] = "too few pseudo-labels"
+    assert campaign_stop(history, cfg) == "round 1: too few pseudo-labels"
+    assert campaign_stop(history[:1] * 5, cfg) == "reached 5 round(s)"  # otherwise the plain rule
 
 
 def test_patch_counts_keep_the_labeled_share() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -288,6 +289,18 @@ def adopt_picker(source: str | Path, rdir: Path, cfg: SelftrainConfig, border: f
         "trained": trained, "result": {"best_step": 0, "train_seconds": 0.0, "final_loss": None},
     })
     return validation_overlap(trained, cfg)
+
+
+def keep_previous(prev_dir: Path, rdir: Path, rnd: int, why: str) -> None:
+    """Make round ``rnd`` a copy of the previous round's model, with a ``config.json`` saying why."""
+    from cryopick.picker import MODEL_FILE
+
+    with atomic_write(rdir / MODEL_FILE) as tmp:
+        shutil.copyfile(prev_dir / MODEL_FILE, tmp)
+    write_json(rdir / "config.json", {
+        "command": "selftrain", "round": rnd, "kept_from": str(prev_dir.resolve()), "why": why,
+        "result": {"best_step": 0, "train_seconds": 0.0, "final_loss": None, "kept_previous": True},
+    })
 
 
 def validation_overlap(trained: dict[str, Any], cfg: SelftrainConfig) -> list[str]:

@@ -40,6 +40,7 @@ FLAGS = {  # argparse dest -> dotted config key
     "labeled": "data.labeled", "unlabeled": "data.unlabeled", "validation": "data.validation", "test": "data.test",
     "rounds": "selftrain.rounds", "positive": "selftrain.positive", "negative": "selftrain.negative",
     "labeled_fraction": "selftrain.labeled_fraction", "round0_model": "selftrain.round0_model",
+    "min_pseudo_share": "selftrain.min_pseudo_share",
     "steps": "train.steps", "batch_size": "train.batch_size",
     "patch_size": "train.patch_size", "bin": "preprocess.bin", "width": "model.base_width",
     "workers": "ray.num_workers", "cpu_per_worker": "ray.cpu_per_worker", "use_gpu": "ray.use_gpu",
@@ -65,6 +66,9 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--positive", type=float, help="pseudo-label particle threshold (default 0.95)")
     g.add_argument("--negative", type=float, help="pseudo-label background threshold (default 0.05)")
     g.add_argument("--labeled-fraction", type=float, help="share of patches from labeled micrographs in rounds >= 1")
+    g.add_argument("--min-pseudo-share", type=float, metavar="F",
+                   help="a round trains only if its pseudo-labels mark at least F x the expert labels' particle share; "
+                        "otherwise it keeps the previous model and the campaign stops (default 0.1; 0: always train)")
     g.add_argument("--round0-model", metavar="RUNDIR",
                    help="use this picker (`cryopick train` run directory, campaign round directory or model.pt) as round 0 "
                         "instead of training one; it must have the campaign's model, binning and diameter")

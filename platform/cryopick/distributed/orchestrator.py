@@ -43,11 +43,11 @@ from cryopick.pseudo import PseudoLabeler, fit_calibration, no_particles_note
 from cryopick.runtime import CPU_ENV
 from cryopick.selftrain import (
     CAMPAIGN_FILE, METRICS_FILE, CampaignState, ResolvedData, SelftrainConfig, completed_rounds_on_disk,
-    config_mismatch, patch_counts, resolve_data, round_dir, stop_reason,
+    campaign_stop, config_mismatch, patch_counts, resolve_data, round_dir, too_few_pseudo_particles,
 )
 from cryopick.selftrain_rounds import (
-    ScoredHeatmap, adopt_picker, count_matched_threshold, load_heatmap, picks_per_true, pseudo_summary, score_and_write,
-    write_json, write_tune_csv,
+    ScoredHeatmap, adopt_picker, count_matched_threshold, keep_previous, load_heatmap, picks_per_true, pseudo_summary,
+    score_and_write, write_json, write_tune_csv,
 )
 
 SMOOTH_SIGMA = 1.0  # binned px, as single-process training
@@ -127,7 +127,7 @@ def run_campaign(cfg: SelftrainConfig, *, progress: bool = True, hook: Hook | No
         state.record(int(m["round"]), float(m["val_f1"]), float(m["f1"]))
     uri = cfg.tracking_uri()
     result = CampaignResult(campaign, uri, history, state.best_round)
-    reason = stop_reason([m["val_f1"] for m in history], cfg.selftrain.rounds, cfg.selftrain.patience, cfg.selftrain.min_improvement)
+    reason = campaign_stop(history, cfg)
     if reason is not None:
         log(f"campaign {campaign} is complete ({reason}); nothing to do")
         result.stopped = reason
@@ -149,7 +149,7 @@ def run_campaign(cfg: SelftrainConfig, *, progress: bool = True, hook: Hook | No
             metrics = run_round(cfg, data, campaign, rnd, tracker, progress=progress, hook=hook, log=log)
             history.append(metrics)
             state.record(rnd, metrics["val_f1"], metrics["f1"])
-            reason = stop_reason([m["val_f1"] for m in history], cfg.selftrain.rounds, cfg.selftrain.patience, cfg.selftrain.min_improvement)
+            reason = campaign_stop(history, cfg)
             state.stopped = reason
             state.save(campaign)
             log(f"round {rnd}: F1 {metrics['f1']:.4f} (precision {metrics['precision']:.3f}, recall {metrics['recall']:.3f}, "
@@ -180,7 +180,8 @@ def _stage_params(cfg: SelftrainConfig, labeler: PseudoLabeler | None) -> StageP
     )
 
 
-def _labeler(cfg: SelftrainConfig, prev_dir: Path) -> PseudoLabeler:
+def round_labeler(cfg: SelftrainConfig, prev_dir: Path) -> PseudoLabeler:
+    """The pseudo-labeler a round uses: the campaign's rules with the previous round's calibration tables."""
     cal_path = prev_dir / CALIBRATION_FILE
     cal = json.loads(cal_path.read_text()) if cal_path.is_file() else {}
     return PseudoLabeler(positive=cfg.selftrain.positive, negative=cfg.selftrain.negative,
@@ -207,9 +208,10 @@ def run_round(cfg: SelftrainConfig, data: ResolvedData, campaign: Path, rnd: int
     pseudo_pairs: list[tuple[Path, Path]] = []
     labeler: PseudoLabeler | None = None
     pstats = {"positive": 0.0, "negative": 0.0, "ignored": 0.0, "n_micrographs": 0}
+    stop_note = ""  # set when pseudo-labels are too few to learn from (too_few_pseudo_particles)
     if rnd >= 1 and data.unlabeled:
         prev = round_dir(campaign, rnd - 1)
-        labeler = _labeler(cfg, prev)
+        labeler = round_labeler(cfg, prev)
         t0 = time.monotonic()
         for m in data.unlabeled:  # the ones the previous round already predicted for its threshold count
             done, target = prev / "heatmaps" / f"{m.stem}.npz", rdir / "pseudo" / f"{m.stem}.npz"
@@ -221,12 +223,19 @@ def run_round(cfg: SelftrainConfig, data: ResolvedData, campaign: Path, rnd: int
                                    pseudo=labeler, diameter=cfg.data.diameter, **common))
         timings["time_predict_s"] += time.monotonic() - t0
         pstats = pseudo_summary(rows)
-        if pstats["positive"] == 0.0:
-            note = no_particles_note(labeler)
-            log(f"round {rnd}: {note}")
-            write_json(rdir / "pseudo_labels.json", {**pstats, "note": note})
+        expert_share = _expert_share(prev)
+        if too_few_pseudo_particles(pstats["positive"], expert_share, cfg.selftrain.min_pseudo_share):
+            note = stop_note = (
+                f"pseudo-labels mark {pstats['positive']:.2%} of the unlabeled pixels as particle, under "
+                f"selftrain.min_pseudo_share {cfg.selftrain.min_pseudo_share:g} x the expert labels' {expert_share:.2%}; "
+                f"round {rnd} keeps round {rnd - 1}'s model (training on without pseudo-labeled particles only fits "
+                "the labeled micrographs longer) and the campaign stops after it; for more pseudo-labels label more "
+                "micrographs, train round 0 longer or lower selftrain.positive")
         else:
-            write_json(rdir / "pseudo_labels.json", pstats)
+            note = no_particles_note(labeler) if pstats["positive"] == 0.0 else ""
+        if note:
+            log(f"round {rnd}: {note}")
+        write_json(rdir / "pseudo_labels.json", {**pstats, "note": note} if note else pstats)
         by_name = {r["name"]: Path(r["npz"]) for r in rows}
         pseudo_pairs = [(m, by_name[m.stem]) for m in data.unlabeled]
         hook(rnd, "pseudo")
@@ -238,6 +247,8 @@ def run_round(cfg: SelftrainConfig, data: ResolvedData, campaign: Path, rnd: int
         if rnd == 0 and cfg.selftrain.round0_model:
             for warning in adopt_picker(cfg.selftrain.round0_model, rdir, cfg, expert_border(data, cfg.data.diameter)):
                 log(f"round 0: {warning}")
+        elif stop_note:
+            keep_previous(round_dir(campaign, rnd - 1), rdir, rnd, stop_note)
         else:
             _train(cfg, data, rdir, rnd, pseudo_pairs, labeler, use_gpu, campaign)
     timings["time_train_s"] = time.monotonic() - t0
@@ -296,13 +307,21 @@ def run_round(cfg: SelftrainConfig, data: ResolvedData, campaign: Path, rnd: int
         **timings,
     }
     final = {**metrics, "scored_on": scored_on, "n_true": score.curve.n_true, "n_scored_micrographs": len(target)}
+    if stop_note:
+        final["stop"] = stop_note
     tracker.log_round(rnd, {k: v for k, v in metrics.items() if k != "round"}, cfg.as_dict(), [
         ("model", rdir / MODEL_FILE), ("picks", rdir / "picks"), ("", rdir / "pr_curve.csv"), ("", rdir / "tune.csv"),
         ("preview", rdir / "preview"), ("", rdir / "pseudo_labels.json"), ("", rdir / "history.csv"),
     ], documents={METRICS_FILE: final})
     write_json(rdir / METRICS_FILE, final)  # last: its presence marks the round complete
     hook(rnd, "done")
-    return {**metrics, "scored_on": scored_on}
+    return {**metrics, "scored_on": scored_on, **({"stop": stop_note} if stop_note else {})}
+
+
+def _expert_share(prev_dir: Path) -> float:
+    """Particle share of the expert-labeled validation pixels, from the previous round's calibration."""
+    cal = prev_dir / CALIBRATION_FILE
+    return float(json.loads(cal.read_text()).get("positive_share", 0.0)) if cal.is_file() else 0.0
 
 
 def _storage(cfg: SelftrainConfig, campaign: Path) -> str:
