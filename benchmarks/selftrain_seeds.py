@@ -97,8 +97,9 @@ def summary(camps: list[dict[str, Any]], goal: float) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--setting", nargs="+", action="append", required=True, metavar="LABELS DIR",
-                   help="number of labeled micrographs (1 or 5) then the campaign directories of that setting")
+    p.add_argument("--setting", nargs="+", action="append", required=True, metavar="LABELS[:CAPTION] DIR",
+                   help="number of labeled micrographs (1 or 5), optionally ':' and a caption for the table, then the "
+                        "campaign directories of that setting")
     p.add_argument("--section", default="selftrain-seeds")
     p.add_argument("--title", default="Self-training rounds over repeated campaigns (EMPIAR-10017, width 16)")
     p.add_argument("--note", default="", help="a paragraph placed above the tables (e.g. what the runs share)")
@@ -117,13 +118,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.note:
         body += ["", args.note]
     for setting in args.setting:
-        labels, dirs = setting[0], [Path(d).resolve() for d in setting[1:]]
+        labels, _, caption = setting[0].partition(":")
+        dirs = [Path(d).resolve() for d in setting[1:]]
         if labels not in GOALS or not dirs:
             p.error(f"--setting {' '.join(setting)}: expected 1 or 5 followed by campaign directories")
         camps = [load_campaign(d) for d in dirs]
         word = "micrograph" if labels == "1" else "micrographs"
-        body += ["", f"**{labels} labeled {word}, {len(camps)} campaign{'s' if len(camps) > 1 else ''}**", "", campaign_table(camps), "",
-                 summary(camps, GOALS[labels])]
+        head = f"**{labels} labeled {word}, {len(camps)} campaign{'s' if len(camps) > 1 else ''}" + (f", {caption}" if caption else "")
+        body += ["", head + "**", "", campaign_table(camps), "", summary(camps, GOALS[labels])]
     text = "\n".join(body)
     if args.no_doc:
         print(text)
