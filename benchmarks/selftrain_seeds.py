@@ -64,7 +64,7 @@ def campaign_table(camps: list[dict[str, Any]]) -> str:
         rs = c["rounds"]
         base = rs[0]["f1"]
         f1s = [f"{m['f1']:.3f}" + ("" if m["round"] == 0 else f" ({m['f1'] - base:+.3f})") for m in rs]
-        pad = [""] * (n - len(rs))
+        pad = ["stopped"] * (n - len(rs))
         hand = c["best_round"]
         hand_s = f"round {hand}: {rs[hand]['f1']:.3f}" if hand is not None and hand < len(rs) else "–"
         row = [f"`{c['dir'].relative_to(REPO) if c['dir'].is_relative_to(REPO) else c['dir']}`", str(c["seed"])]
@@ -75,21 +75,24 @@ def campaign_table(camps: list[dict[str, Any]]) -> str:
 
 
 def summary(camps: list[dict[str, Any]], goal: float) -> str:
-    """Mean ± SD, worst and best change against round 0 per round, at the campaign's threshold and oracle."""
+    """Mean ± SD, worst and best change against round 0 per round, at the campaign's threshold and oracle.
+
+    A campaign that stopped early counts with its last round: that is the picker it ends with.
+    """
     n = max(len(c["rounds"]) for c in camps)
+    at = lambda rs, r: rs[min(r, len(rs) - 1)]  # noqa: E731
     lines = ["| round | campaigns | Δ F1 mean ± SD | worst Δ F1 | best Δ F1 | below round 0 | Δ oracle F1 mean | Δ AP mean |",
              "|---|---|---|---|---|---|---|---|"]
     for r in range(1, n):
-        have = [c["rounds"] for c in camps if len(c["rounds"]) > r]
-        d = [rs[r]["f1"] - rs[0]["f1"] for rs in have]
-        do = [rs[r]["oracle"] - rs[0]["oracle"] for rs in have]
-        da = [rs[r]["ap"] - rs[0]["ap"] for rs in have]
+        have = [c["rounds"] for c in camps]
+        d = [at(rs, r)["f1"] - rs[0]["f1"] for rs in have]
+        do = [at(rs, r)["oracle"] - rs[0]["oracle"] for rs in have]
+        da = [at(rs, r)["ap"] - rs[0]["ap"] for rs in have]
         sd = statistics.stdev(d) if len(d) > 1 else 0.0
         below = sum(x < 0 for x in d)
         lines.append(f"| {r} | {len(d)} | {statistics.mean(d):+.3f} ± {sd:.3f} | {min(d):+.3f} | {max(d):+.3f} | "
                      f"{below} of {len(d)} | {statistics.mean(do):+.3f} | {statistics.mean(da):+.3f} |")
-    best_mean = max(statistics.mean(c["rounds"][r]["f1"] - c["rounds"][0]["f1"] for c in camps if len(c["rounds"]) > r)
-                    for r in range(1, n))
+    best_mean = max(statistics.mean(at(c["rounds"], r)["f1"] - c["rounds"][0]["f1"] for c in camps) for r in range(1, n))
     lines += ["", f"Goal +{goal:.2f}: best mean gain over rounds {best_mean:+.3f}, "
               + ("met on average." if best_mean >= goal else "not met.")]
     return "\n".join(lines)
@@ -113,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         "(no test label is used for it); *oracle F1* is the best F1 any threshold reaches on `test`, a diagnosis "
         "(model against threshold), never a result; *kept steps* are the checkpoints rounds 1.. kept (0: the "
         "round kept its warm start); *handed over* is the round with the highest validation F1, whose picks a "
-        "campaign reports as its best.",
+        "campaign reports as its best; *stopped*: the campaign ended earlier (it counts with its last round below).",
     ]
     if args.note:
         body += ["", args.note]
