@@ -182,8 +182,7 @@ def _stage_params(cfg: SelftrainConfig, labeler: PseudoLabeler | None) -> StageP
 
 def round_labeler(cfg: SelftrainConfig, prev_dir: Path) -> PseudoLabeler:
     """The pseudo-labeler a round uses: the campaign's rules with the previous round's calibration tables."""
-    cal_path = prev_dir / CALIBRATION_FILE
-    cal = json.loads(cal_path.read_text()) if cal_path.is_file() else {}
+    cal = _calibration(prev_dir)
     return PseudoLabeler(positive=cfg.selftrain.positive, negative=cfg.selftrain.negative,
                          calibration=cal.get("pixel", []), peak_calibration=cal.get("peak", []),
                          calibrate=cfg.selftrain.calibrate, positive_disks=cfg.selftrain.positive_disks,
@@ -223,7 +222,7 @@ def run_round(cfg: SelftrainConfig, data: ResolvedData, campaign: Path, rnd: int
                                    pseudo=labeler, diameter=cfg.data.diameter, **common))
         timings["time_predict_s"] += time.monotonic() - t0
         pstats = pseudo_summary(rows)
-        expert_share = _expert_share(prev)
+        expert_share = float(_calibration(prev).get("positive_share", 0.0))  # particle share of expert-labeled pixels
         if too_few_pseudo_particles(pstats["positive"], expert_share, cfg.selftrain.min_pseudo_share):
             note = stop_note = (
                 f"pseudo-labels mark {pstats['positive']:.2%} of the unlabeled pixels as particle, under "
@@ -318,10 +317,10 @@ def run_round(cfg: SelftrainConfig, data: ResolvedData, campaign: Path, rnd: int
     return {**metrics, "scored_on": scored_on, **({"stop": stop_note} if stop_note else {})}
 
 
-def _expert_share(prev_dir: Path) -> float:
-    """Particle share of the expert-labeled validation pixels, from the previous round's calibration."""
-    cal = prev_dir / CALIBRATION_FILE
-    return float(json.loads(cal.read_text()).get("positive_share", 0.0)) if cal.is_file() else 0.0
+def _calibration(rdir: Path) -> dict[str, Any]:
+    """A round's calibration.json (written by _write_calibration), or {} before it exists."""
+    path = rdir / CALIBRATION_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def _storage(cfg: SelftrainConfig, campaign: Path) -> str:
