@@ -35,27 +35,28 @@ def round_quality(campaign: Path, rnd: int, cfg: Any) -> dict[str, float]:
     """Pseudo-label quality of round ``rnd`` (>= 1) against the unlabeled micrographs' expert picks."""
     from scipy import ndimage
 
-    from cryopick.dataset import load_labeled
+    from cryopick.dataset import coords_for
     from cryopick.distributed.orchestrator import round_labeler
+    from cryopick.io.coords import read_coords
     from cryopick.metrics import match
+    from cryopick.selftrain_rounds import load_heatmap
 
     labeler = round_labeler(cfg, campaign / f"round_{rnd - 1:03d}")
     n_regions = n_hit = 0
     where = np.zeros(3)  # expert centres on particle / background / ignored labels
-    for mic in cfg.data.unlabeled:
-        npz = campaign / f"round_{rnd:03d}" / "pseudo" / f"{Path(mic).stem}.npz"
-        with np.load(npz) as z:
-            heatmap = z["heatmap"].astype(np.float32)
-        lm = load_labeled(Path(mic), Path(cfg.data.coords), cfg.data.diameter, cfg.preprocess, cfg.data.pixel_size)
-        scale = lm.binned.mean_scale
-        mask = labeler.mask(heatmap, cfg.data.diameter, scale)
+    for mic in map(Path, cfg.data.unlabeled):
+        truth, _ = read_coords(coords_for(mic, Path(cfg.data.coords)))
+        sh = load_heatmap(campaign / f"round_{rnd:03d}" / "pseudo" / f"{mic.stem}.npz", truth)
+        scale = sh.mean_scale
+        xy = sh.true_xy / np.array([sh.scale[1], sh.scale[0]])  # binned px, as the mask
+        mask = labeler.mask(sh.heatmap, cfg.data.diameter, scale)
         regions, n = ndimage.label(mask == 1)
         if n:
             centres = np.array(ndimage.center_of_mass(mask == 1, regions, range(1, n + 1)))[:, ::-1]  # (x, y)
             n_regions += n
-            n_hit += int(match(centres, np.ones(n), lm.xy, cfg.data.diameter / 2.0 / scale).sum())
-        cx = np.clip(np.round(lm.xy[:, 0]).astype(int), 0, mask.shape[1] - 1)
-        cy = np.clip(np.round(lm.xy[:, 1]).astype(int), 0, mask.shape[0] - 1)
+            n_hit += int(match(centres, np.ones(n), xy, cfg.data.diameter / 2.0 / scale).sum())
+        cx = np.clip(np.round(xy[:, 0]).astype(int), 0, mask.shape[1] - 1)
+        cy = np.clip(np.round(xy[:, 1]).astype(int), 0, mask.shape[0] - 1)
         v = mask[cy, cx]
         where += [(v == 1).sum(), (v == 0).sum(), (v < 0).sum()]
     n_true = where.sum()

@@ -7,7 +7,8 @@ micrographs in each later round, and scores every round on the 5 `test` microgra
 ``--control`` it also runs the 1-label campaign with ``labeled_fraction: 1`` (rounds continue
 training on the labeled micrograph only), which separates the gain from pseudo-labels from the
 gain of simply training longer; ``--only ceiling`` trains round 0 alone on all 15 micrographs
-with their expert picks for the campaign's total steps, the bound pseudo-labels could approach. Writes the ``selftrain`` section of docs/benchmarks.md.
+with their expert picks for the campaign's total steps, the bound pseudo-labels could approach.
+Writes the ``selftrain`` section of docs/benchmarks.md.
 
     python benchmarks/selftrain_empiar.py [--steps 400] [--rounds 3] [--control]
 """
@@ -130,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
 
     jitter = TrainConfig().intensity_augment  # settings() leaves it at the default
     s = settings(args)
-    body = [
+    body = [] if args.only == "ceiling" else [
         "Self-training campaigns on EMPIAR-10017 through `run_campaign` (the code behind `cryopick selftrain`): "
         "round 0 trains on `labeled`, each later round pseudo-labels the 10 `unlabeled` micrographs with the previous "
         "round's model (calibrated, p > 0.95 particle disks / p < 0.05 background, class-balanced, see "
@@ -148,8 +149,8 @@ def main(argv: list[str] | None = None) -> int:
         "later checkpoint scored at least as high as the round's starting weights on the validation picks "
         "(`CheckpointRule`, whose floor they are), so the round repeats the previous model.",
     ]
-    if args.only == "ceiling":
-        body = [
+    if args.only == "ceiling":  # one round, no pseudo-labels: its own description
+        body += [
             "The bound self-training works towards: round 0 of a campaign (`run_campaign`, 2 DDP workers) trained on all "
             "15 `labeled` + `unlabeled` micrographs with their expert picks, for as many steps as a "
             f"{s['selftrain.rounds']}-round campaign trains in all ({s['train.steps'] * s['selftrain.rounds']}; batch "
