@@ -10,9 +10,13 @@ micrographs (EMPIAR-10017 has picks for all of them; campaigns never read them).
 - where the expert particles fell: the share whose centre pixel was labeled particle, background
   (the harmful error: a real particle taught as background) or ignored.
 
+With ``--ignore-unsure on|off`` the masks are rebuilt with ``selftrain.ignore_unsure_peaks`` set
+that way instead of as the campaign ran (the same heatmaps and calibration, so the two rules are
+compared on identical inputs); ``--section`` then names where the table goes.
+
 Writes the ``pseudo-quality`` section of docs/benchmarks.md. Nothing is trained.
 
-    python benchmarks/pseudo_quality.py DIR [DIR ...]
+    python benchmarks/pseudo_quality.py DIR [DIR ...] [--ignore-unsure as-run|on|off]
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ def round_quality(campaign: Path, rnd: int, cfg: Any) -> dict[str, float]:
 
     labeler = round_labeler(cfg, campaign / f"round_{rnd - 1:03d}")
     n_regions = n_hit = 0
+    n_background = n_pixels = 0
     where = np.zeros(3)  # expert centres on particle / background / ignored labels
     for mic in map(Path, cfg.data.unlabeled):
         truth, _ = read_coords(coords_for(mic, Path(cfg.data.coords)))
@@ -50,6 +55,8 @@ def round_quality(campaign: Path, rnd: int, cfg: Any) -> dict[str, float]:
         scale = sh.mean_scale
         xy = sh.true_xy / np.array([sh.scale[1], sh.scale[0]])  # binned px, as the mask
         mask = labeler.mask(sh.heatmap, cfg.data.diameter, scale)
+        n_background += int((mask == 0).sum())
+        n_pixels += mask.size
         regions, n = ndimage.label(mask == 1)
         if n:
             centres = np.array(ndimage.center_of_mass(mask == 1, regions, range(1, n + 1)))[:, ::-1]  # (x, y)
@@ -62,10 +69,11 @@ def round_quality(campaign: Path, rnd: int, cfg: Any) -> dict[str, float]:
     n_true = where.sum()
     return {"regions": n_regions, "precision": n_hit / n_regions if n_regions else float("nan"),
             "on_particle": where[0] / n_true, "on_background": where[1] / n_true, "on_ignored": where[2] / n_true,
-            "n_true": int(n_true)}
+            "n_true": int(n_true), "background": n_background / n_pixels}
 
 
-def campaign_rows(campaign: Path) -> list[dict[str, Any]]:
+def campaign_rows(campaign: Path, ignore_unsure: bool | None = None) -> list[dict[str, Any]]:
+    """One row per round >= 1; ``ignore_unsure`` overrides the campaign's rule (None: as it ran)."""
     from cryopick.config import from_dict
     from cryopick.selftrain import SelftrainConfig
 
@@ -73,6 +81,10 @@ def campaign_rows(campaign: Path) -> list[dict[str, Any]]:
     raw = json.loads((campaign / "campaign.json").read_text())
     resolved = raw.pop("resolved")
     raw.pop("cryopick_version", None)
+    # campaigns from before the key ran without the rule: rebuild their masks as they trained on them
+    raw.setdefault("selftrain", {}).setdefault("ignore_unsure_peaks", False)
+    if ignore_unsure is not None:
+        raw["selftrain"]["ignore_unsure_peaks"] = ignore_unsure
     cfg = from_dict(SelftrainConfig, raw, "campaign")
     cfg.data.unlabeled = resolved["unlabeled"]  # globs and manifests resolved as the campaign saw them
     rows = []
@@ -80,7 +92,7 @@ def campaign_rows(campaign: Path) -> list[dict[str, Any]]:
         if r == 0:
             continue
         m = json.loads((campaign / f"round_{r:03d}" / "metrics.json").read_text())
-        rows.append({"campaign": campaign, "round": r, "labeled": len(cfg.data.labeled), "f1": m["f1"],
+        rows.append({"campaign": campaign, "round": r, "rule": cfg.selftrain.ignore_unsure_peaks, "labeled": len(cfg.data.labeled), "f1": m["f1"],
                      **round_quality(campaign, r, cfg)})
     return rows
 
@@ -90,29 +102,42 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("campaigns", nargs="+", type=Path, help="finished campaign directories")
     p.add_argument("--section", default="pseudo-quality")
     p.add_argument("--no-doc", action="store_true", help="print only")
+    p.add_argument("--ignore-unsure", choices=["as-run", "on", "off"], default="as-run",
+                   help="rebuild the masks with selftrain.ignore_unsure_peaks on or off (default: as each campaign ran)")
     args = p.parse_args(argv)
-    lines = ["| campaign | labeled | round | pseudo particles | their precision | expert particles on particle / background / ignored | test F1 |",
-             "|---|---|---|---|---|---|---|"]
+    override = None if args.ignore_unsure == "as-run" else args.ignore_unsure == "on"
+    lines = ["| campaign | labeled | round | unsure peaks ignored | pseudo particles | their precision | "
+             "expert particles on particle / background / ignored | background pixels | test F1 |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for c in args.campaigns:
         if not (c / "state.json").is_file():
             p.error(f"{c}: not a campaign directory (no state.json)")
-        for row in campaign_rows(c.resolve()):
+        for row in campaign_rows(c.resolve(), override):
             name = row["campaign"].relative_to(REPO) if row["campaign"].is_relative_to(REPO) else row["campaign"]
-            lines.append(f"| `{name}` | {row['labeled']} | {row['round']} | {row['regions']} | {row['precision']:.3f} | "
+            lines.append(f"| `{name}` | {row['labeled']} | {row['round']} | {'yes' if row['rule'] else 'no'} | "
+                         f"{row['regions']} | {row['precision']:.3f} | "
                          f"{row['on_particle']:.3f} / {row['on_background']:.3f} / {row['on_ignored']:.3f} "
-                         f"(of {row['n_true']}) | {row['f1']:.3f} |")
+                         f"(of {row['n_true']}) | {row['background']:.3f} | {row['f1']:.3f} |")
     body = ("Pseudo-labels of finished self-training campaigns scored against the expert picks of the 10 `unlabeled` "
             "EMPIAR-10017 micrographs, which the campaigns never read: *pseudo particles* are connected particle regions "
             "of the masks a round trained on (rebuilt from its stored heatmaps and the previous round's calibration, as "
             "the orchestrator builds them), *their precision* the share within one particle radius of an expert pick; "
             "the last columns say where the expert particles' centres fell: labeled particle, labeled background (a real "
-            "particle taught as background), or ignored.\n\n" + "\n".join(lines))
+            "particle taught as background), or ignored; *background pixels* the share of all pixels labeled background "
+            "(after class balancing). *Unsure peaks ignored*: `selftrain.ignore_unsure_peaks`, "
+            + ("as each campaign ran." if override is None else
+               f"set {'on' if override else 'off'} for every campaign here, whatever it ran with: the masks are rebuilt "
+               "from the same heatmaps and calibration, so only the rule differs; *test F1* is the campaign's, "
+               "trained with its own rule.") + "\n\n" + "\n".join(lines))
     if args.no_doc:
         print(body)
     else:
         from _report import update_section
 
-        update_section(args.section, "Pseudo-label quality against the expert picks (EMPIAR-10017)", body)
+        title = "Pseudo-label quality against the expert picks (EMPIAR-10017)"
+        if override is not None:
+            title += f", unsure peaks {'ignored' if override else 'not ignored'}"
+        update_section(args.section, title, body)
     return 0
 
 

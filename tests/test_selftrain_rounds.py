@@ -185,3 +185,22 @@ def test_count_matched_threshold_keeps_the_validation_pick_rate() -> None:
     assert count_matched_threshold([sh, sh], 1.0, density, 20.0, 1.0) == (pytest.approx(ranked[9]), 20)
     # more expected than there are peaks: the candidate floor
     assert count_matched_threshold([sh], 3.0, density, 20.0, 1.0) == (0.02, 30)
+
+
+def test_unsure_peaks_are_ignored_not_taught_as_background() -> None:
+    """A half-seen particle (peak precision between negative and positive) must not become background:
+    its rim and, with a weak model, its centre are below ``negative`` on the pixel table."""
+    sure, unsure, faint = np.array([[25.0, 25.0]]), np.array([[75.0, 25.0]]), np.array([[25.0, 75.0]])
+    hm = blobs((100, 100), np.vstack([sure, unsure, faint]), np.array([0.97, 0.5, 0.04]))
+    peak_table = [0.0] * 10 + [0.5] * 20 + [1.0] * 20  # smoothed peak scores: 0.97 blob ~0.8, 0.5 blob ~0.4
+    pixel_table = [0.0] * 50  # every pixel is confidently background on its own
+    on = PseudoLabeler(peak_calibration=peak_table, calibration=pixel_table, positive=0.95, negative=0.05)
+    off = PseudoLabeler(peak_calibration=peak_table, calibration=pixel_table, positive=0.95, negative=0.05,
+                        ignore_unsure_peaks=False)
+    m_on, m_off = on.mask(hm, diameter=16.0, scale=1.0), off.mask(hm, diameter=16.0, scale=1.0)
+    particle_disk = circle_mask(hm.shape, unsure, 8.0) == 1
+    assert (m_off[particle_disk] == 0).all()  # without the rule: a real particle taught as background
+    assert (m_on[particle_disk] == IGNORE).all()  # the whole particle radius, not just the label disk
+    assert m_on[25, 25] == 1 and m_off[25, 25] == 1  # confident particles unchanged
+    assert m_on[75, 25] == 0 and m_on[int(faint[0, 1]), int(faint[0, 0])] == 0  # below negative: background
+    assert ((m_on == 0) == (m_off == 0) & ~particle_disk).all()  # nothing else changes

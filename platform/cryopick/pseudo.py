@@ -11,6 +11,10 @@ unlabeled pixels as particle, 0 % as background and ignored the rest. So, by def
 - particles: peaks whose calibrated precision P(peak is a true particle | peak score)
   (:func:`fit_peak_calibration`) exceeds ``positive``, painted as full label-radius disks, the
   shape expert labels have (the bare pixel rule keeps only a blob's most confident core);
+- uncertain peaks: a peak whose calibrated precision lies between ``negative`` and ``positive`` is
+  neither particle nor background, so its particle-radius disk is ignored rather than left to the
+  pixel rule, which taught real particles the model only half sees (their rims and weak centres
+  fall below ``negative``) as background (``ignore_unsure_peaks``);
 - class balance: confident particles are rarer than confident background, so random background
   pixels are ignored until particles have the share they have in the expert labels
   (``balance_to``); unbalanced, the next round under-predicts particles and loses recall.
@@ -124,6 +128,8 @@ class PseudoLabeler:
             ``positive``, each painted as a full label-radius disk (the shape expert labels have);
             off: the pixels above ``positive`` themselves (the bare pixel rule).
         label_radius_fraction: disk radius as a share of the particle radius (as for labels).
+        ignore_unsure_peaks: peaks whose (calibrated) probability is in [negative, positive] get
+            their particle-radius disk ignored instead of labeled background (with ``positive_disks``).
         min_distance_fraction: peak separation, as a share of the diameter.
     """
 
@@ -134,6 +140,7 @@ class PseudoLabeler:
     calibrate: bool = True
     positive_disks: bool = True
     label_radius_fraction: float = 0.5
+    ignore_unsure_peaks: bool = True
     min_distance_fraction: float = 0.6
     balance_to: float = 0.0  # > 0: drop random background pixels until positives make up this share
 
@@ -180,6 +187,10 @@ class PseudoLabeler:
             q = heatmap[xy[:, 1].astype(int), xy[:, 0].astype(int)]  # raw: the heatmap value itself
         radius = max(1.0, self.label_radius_fraction * diameter / 2.0 / scale)
         mask[mask == 1] = IGNORE  # particles come from peaks, not from core pixels
+        if self.ignore_unsure_peaks:
+            unsure = (q >= self.negative) & (q <= self.positive)
+            # the whole particle, not the label disk: a half-seen particle's rim is what the pixel rule calls background
+            mask[circle_mask(mask.shape, xy[unsure], max(1.0, diameter / 2.0 / scale)) == 1] = IGNORE
         mask[circle_mask(mask.shape, xy[q > self.positive], radius) == 1] = 1
         return self._balance(mask)
 

@@ -52,6 +52,7 @@ class RoundsSection:
     negative: float = 0.05  # pseudo-label: p < negative -> background, else ignored
     calibrate: bool = True  # p = heatmap calibrated on the previous round's validation picks (cryopick.pseudo)
     positive_disks: bool = True  # particles = confident peaks painted as label disks (else: pixels > positive)
+    ignore_unsure_peaks: bool = True  # peaks with negative <= p <= positive: ignore their particle disk, not background
     balance: bool = True  # drop random pseudo background until particles have their labeled share
     warm_start: bool = True  # start each round from the previous round's weights
     warm_lr_scale: float = 0.3  # learning rate of a warm-started round, as a share of train.lr (fine-tuning)

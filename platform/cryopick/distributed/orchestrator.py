@@ -186,6 +186,7 @@ def round_labeler(cfg: SelftrainConfig, prev_dir: Path) -> PseudoLabeler:
     return PseudoLabeler(positive=cfg.selftrain.positive, negative=cfg.selftrain.negative,
                          calibration=cal.get("pixel", []), peak_calibration=cal.get("peak", []),
                          calibrate=cfg.selftrain.calibrate, positive_disks=cfg.selftrain.positive_disks,
+                         ignore_unsure_peaks=cfg.selftrain.ignore_unsure_peaks,
                          label_radius_fraction=cfg.train.label_radius_fraction,
                          min_distance_fraction=float(cal.get("min_distance", 0.6 * cfg.data.diameter)) / cfg.data.diameter,
                          balance_to=float(cal.get("positive_share", 0.0)) if cfg.selftrain.balance else 0.0)
