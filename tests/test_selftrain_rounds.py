@@ -202,5 +202,5 @@ def test_unsure_peaks_are_ignored_not_taught_as_background() -> None:
     assert (m_off[particle_disk] == 0).all()  # without the rule: a real particle taught as background
     assert (m_on[particle_disk] == IGNORE).all()  # the whole particle radius, not just the label disk
     assert m_on[25, 25] == 1 and m_off[25, 25] == 1  # confident particles unchanged
-    assert m_on[75, 25] == 0 and m_on[int(faint[0, 1]), int(faint[0, 0])] == 0  # below negative: background
-    assert ((m_on == 0) == (m_off == 0) & ~particle_disk).all()  # nothing else changes
+    assert m_on[50, 50] == 0 and m_on[int(faint[0, 1]), int(faint[0, 0])] == 0  # empty and below-negative: background
+    assert ((m_on == 0) == ((m_off == 0) & ~particle_disk)).all()  # nothing else changes
