@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("CRYOPICK_DATA", REPO.parent / "shared" / "data" / "empiar10017"))
 sys.path.insert(0, str(REPO / "benchmarks"))
@@ -97,6 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help="train.seed: initial weights (patch draws are never seeded)")
     p.add_argument("--round0-model", type=Path, metavar="RUNDIR",
                    help="adopt this round as round 0 (selftrain.round0_model; with --only), e.g. to rerun later rounds")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                   help="config override for every setting run (dotted key, YAML value; repeatable), "
+                        "e.g. selftrain.ignore_unsure_peaks=false")
     args = p.parse_args(argv)
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads (see cryopick/runtime.py)
@@ -108,22 +113,27 @@ def main(argv: list[str] | None = None) -> int:
     split = json.loads((DATA / "split.json").read_text())
     from cryopick.runtime import CPU_ENV
 
-    r0 = {"selftrain.round0_model": str(args.round0_model)} if args.round0_model else {}
-    if r0 and not args.only:
+    extra = {"selftrain.round0_model": str(args.round0_model)} if args.round0_model else {}
+    for item in args.overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            p.error(f"--set {item!r}: expected KEY=VALUE")
+        extra[key.strip()] = yaml.safe_load(value)
+    if args.round0_model and not args.only:
         print("--round0-model needs --only: one round 0 cannot start every setting", file=sys.stderr)
         return 2
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": dict(CPU_ENV)})
     results: dict[str, list[dict[str, Any]]] = {}
     try:
         if args.only in (None, "5"):
-            results["5"] = run("labels_5", split["labeled"], args, r0)
+            results["5"] = run("labels_5", split["labeled"], args, extra)
         if args.only in (None, "1"):
-            results["1"] = run("labels_1", split["labeled"][:1], args, r0)
+            results["1"] = run("labels_1", split["labeled"][:1], args, extra)
         if args.control or args.only == "control":
-            results["1c"] = run("labels_1_control", split["labeled"][:1], args, {"selftrain.labeled_fraction": 1.0, **r0})
+            results["1c"] = run("labels_1_control", split["labeled"][:1], args, {"selftrain.labeled_fraction": 1.0, **extra})
         if args.only == "ceiling":  # what expert labels on the unlabeled micrographs would give: self-training's bound
             results["ceil"] = run("ceiling_15", split["labeled"] + split["unlabeled"], args,
-                                  {"data.unlabeled": [], "selftrain.rounds": 1, "train.steps": args.steps * args.rounds})
+                                  {**extra, "data.unlabeled": [], "selftrain.rounds": 1, "train.steps": args.steps * args.rounds})
     finally:
         ray.shutdown()
     minutes = sum(m["time_total_s"] for rounds in results.values() for m in rounds) / 60
