@@ -12,7 +12,7 @@ micrographs (EMPIAR-10017 has picks for all of them; campaigns never read them).
 
 With ``--ignore-unsure on|off`` the masks are rebuilt with ``selftrain.ignore_unsure_peaks`` set
 that way instead of as the campaign ran (the same heatmaps and calibration, so the two rules are
-compared on identical inputs); ``--section`` then names where the table goes.
+compared on identical inputs), into a section of their own.
 
 Writes the ``pseudo-quality`` section of docs/benchmarks.md. Nothing is trained.
 
@@ -92,15 +92,15 @@ def campaign_rows(campaign: Path, ignore_unsure: bool | None = None) -> list[dic
         if r == 0:
             continue
         m = json.loads((campaign / f"round_{r:03d}" / "metrics.json").read_text())
-        rows.append({"campaign": campaign, "round": r, "rule": cfg.selftrain.ignore_unsure_peaks, "labeled": len(cfg.data.labeled), "f1": m["f1"],
-                     **round_quality(campaign, r, cfg)})
+        rows.append({"campaign": campaign, "round": r, "rule": cfg.selftrain.ignore_unsure_peaks,
+                     "labeled": len(cfg.data.labeled), "f1": m["f1"], **round_quality(campaign, r, cfg)})
     return rows
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("campaigns", nargs="+", type=Path, help="finished campaign directories")
-    p.add_argument("--section", default="pseudo-quality")
+    p.add_argument("--section", help="default: pseudo-quality, or pseudo-quality-on / -off with --ignore-unsure")
     p.add_argument("--no-doc", action="store_true", help="print only")
     p.add_argument("--ignore-unsure", choices=["as-run", "on", "off"], default="as-run",
                    help="rebuild the masks with selftrain.ignore_unsure_peaks on or off (default: as each campaign ran)")
@@ -137,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
         title = "Pseudo-label quality against the expert picks (EMPIAR-10017)"
         if override is not None:
             title += f", unsure peaks {'ignored' if override else 'not ignored'}"
-        update_section(args.section, title, body)
+        section = args.section or ("pseudo-quality" if override is None else f"pseudo-quality-{args.ignore_unsure}")
+        update_section(section, title, body)
     return 0
 
 
