@@ -98,7 +98,9 @@ def round_rows(campaign: Path, test: bool) -> list[dict[str, Any]]:
         start_dev = [rdir / "pseudo" / f"{u.stem}.npz" for u in data.unlabeled]
         row = {"campaign": str(campaign.relative_to(REPO) if campaign.is_relative_to(REPO) else campaign),
                "labels": len(data.labeled), "arm": "control" if cfg.selftrain.labeled_fraction >= 1.0 else "self-training",
-               "augment": cfg.train.intensity_augment > 0, "round": rnd, "kept_step": state["best_step"], "steps": history[-1]["step"],
+               # as the campaign ran: campaigns older than the key ran without augmentation
+               "augment": float(json.loads((campaign / "campaign.json").read_text())["train"].get("intensity_augment", 0)) > 0,
+               "round": rnd, "kept_step": state["best_step"], "steps": history[-1]["step"],
                "strip_start": history[0]["val_f1"], "strip_final": history[-1]["val_f1"],
                "dev_start": scores(start_dev, list(data.unlabeled), data, meta, pm, per_true, density, None),
                "dev_final": scores(final_dev, list(data.unlabeled), data, meta, pm, per_true, density, None)}
