@@ -7,7 +7,8 @@ whether that verdict agrees with micrographs the campaign never had labels for.
 
 For every trained round r >= 1 of finished campaign directories it compares two models:
 
-- *start*: round r-1's kept weights (their dev heatmaps are the round's ``pseudo/`` files);
+- *start*: round r-1's kept weights (their dev heatmaps are the round's ``pseudo/`` files), where a
+  warm-started round began (a fresh round, ``selftrain.warm_start: false``, begins from random weights);
 - *final*: the round's last weights (step N), read from the Ray Train checkpoint in ``ray_results/``.
 
 On the dev set (the 10 ``unlabeled`` micrographs' expert picks, which campaigns never read) it reports
@@ -97,11 +98,14 @@ def round_rows(campaign: Path, test: bool) -> list[dict[str, Any]]:
         final_dev = heatmaps(model, meta, cfg, list(data.unlabeled), ckpt.parent / "dev")
         start_dev = [rdir / "pseudo" / f"{u.stem}.npz" for u in data.unlabeled]
         row = {"campaign": str(campaign.relative_to(REPO) if campaign.is_relative_to(REPO) else campaign),
-               "labels": len(data.labeled), "arm": "control" if cfg.selftrain.labeled_fraction >= 1.0 else "self-training",
+               "labels": len(data.labeled), "arm": ("control" if cfg.selftrain.labeled_fraction >= 1.0 else "self-training")
+               + ("" if cfg.selftrain.warm_start else ", fresh"),
                # as the campaign ran: campaigns older than the key ran without augmentation
                "augment": float(json.loads((campaign / "campaign.json").read_text())["train"].get("intensity_augment", 0)) > 0,
                "round": rnd, "kept_step": state["best_step"], "steps": history[-1]["step"],
-               "strip_start": history[0]["val_f1"], "strip_final": history[-1]["val_f1"],
+               # a fresh round does not score its start (no step 0), so it has no strip verdict to compare
+               "strip_start": history[0]["val_f1"] if history[0]["step"] == 0 else float("nan"),
+               "strip_final": history[-1]["val_f1"],
                "dev_start": scores(start_dev, list(data.unlabeled), data, meta, pm, per_true, density, None),
                "dev_final": scores(final_dev, list(data.unlabeled), data, meta, pm, per_true, density, None)}
         if test:
@@ -118,6 +122,10 @@ def _corr(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(a, b)[0, 1]) if len(a) > 2 and a.std() > 0 and b.std() > 0 else float("nan")
 
 
+def _f(x: float, sign: str = "") -> str:
+    return "—" if not np.isfinite(x) else f"{x:{sign}.3f}"
+
+
 def report(rows: list[dict[str, Any]]) -> str:
     """Markdown: one line per round, then per setting how the strip's verdict compares with dev."""
     has_test = all("test_final" in r for r in rows)
@@ -125,7 +133,7 @@ def report(rows: list[dict[str, Any]]) -> str:
     lines = [head + (" test best F1 start → final (Δ) |" if has_test else ""), "|" + "---|" * (6 + has_test)]
     for r in rows:
         ds, df = r["dev_start"], r["dev_final"]
-        line = (f"| {r['campaign']} | {r['round']} | {r['kept_step']} of {r['steps']} | {r['strip_start']:.3f} → "
+        line = (f"| {r['campaign']} | {r['round']} | {r['kept_step']} of {r['steps']} | {_f(r['strip_start'])} → "
                 f"{r['strip_final']:.3f} | {ds['best']:.3f} → {df['best']:.3f} ({df['best'] - ds['best']:+.3f}) | "
                 f"{ds['ap']:.3f} → {df['ap']:.3f} |")
         if has_test:
@@ -143,11 +151,13 @@ def report(rows: list[dict[str, Any]]) -> str:
         dev = np.array([r["dev_final"]["best"] - r["dev_start"]["best"] for r in rs])
         ap = np.array([r["dev_final"]["ap"] - r["dev_start"]["ap"] for r in rs])
         sd = f" ± {dev.std(ddof=1):.3f}" if len(rs) > 1 else ""
-        line = (f"| {labels} | {arm} | {'on' if aug else 'off'} | {len(rs)} | {strip.mean():+.3f} | {dev.mean():+.3f}{sd} ({(dev > 0).sum()}) "
-                f"| {_corr(strip, dev):.2f} | {(np.sign(strip) == np.sign(dev)).sum()} of {len(rs)} | {ap.mean():+.3f} |")
+        judged = np.isfinite(strip)  # fresh rounds have no strip verdict
+        line = (f"| {labels} | {arm} | {'on' if aug else 'off'} | {len(rs)} | {_f(strip[judged].mean(), '+') if judged.any() else '—'} "
+                f"| {dev.mean():+.3f}{sd} ({(dev > 0).sum()}) | {_f(_corr(strip[judged], dev[judged]))} "
+                f"| {(np.sign(strip[judged]) == np.sign(dev[judged])).sum()} of {judged.sum()} | {ap.mean():+.3f} |")
         if has_test:
             test = np.array([r["test_final"]["best"] - r["test_start"]["best"] for r in rs])
-            line += f" {test.mean():+.3f} | {_corr(dev, test):.2f} |"
+            line += f" {test.mean():+.3f} | {_f(_corr(dev, test))} |"
         lines.append(line)
     return "\n".join(lines)
 
