@@ -122,8 +122,8 @@ def _corr(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(a, b)[0, 1]) if len(a) > 2 and a.std() > 0 and b.std() > 0 else float("nan")
 
 
-def _f(x: float, sign: str = "") -> str:
-    return "—" if not np.isfinite(x) else f"{x:{sign}.3f}"
+def _f(x: float, sign: str = "", digits: int = 3) -> str:
+    return "—" if not np.isfinite(x) else f"{x:{sign}.{digits}f}"
 
 
 def report(rows: list[dict[str, Any]]) -> str:
@@ -152,12 +152,13 @@ def report(rows: list[dict[str, Any]]) -> str:
         ap = np.array([r["dev_final"]["ap"] - r["dev_start"]["ap"] for r in rs])
         sd = f" ± {dev.std(ddof=1):.3f}" if len(rs) > 1 else ""
         judged = np.isfinite(strip)  # fresh rounds have no strip verdict
+        same = f"{(np.sign(strip[judged]) == np.sign(dev[judged])).sum()} of {judged.sum()}" if judged.any() else "—"
         line = (f"| {labels} | {arm} | {'on' if aug else 'off'} | {len(rs)} | {_f(strip[judged].mean(), '+') if judged.any() else '—'} "
-                f"| {dev.mean():+.3f}{sd} ({(dev > 0).sum()}) | {_f(_corr(strip[judged], dev[judged]))} "
-                f"| {(np.sign(strip[judged]) == np.sign(dev[judged])).sum()} of {judged.sum()} | {ap.mean():+.3f} |")
+                f"| {dev.mean():+.3f}{sd} ({(dev > 0).sum()}) | {_f(_corr(strip[judged], dev[judged]), digits=2)} "
+                f"| {same} | {ap.mean():+.3f} |")
         if has_test:
             test = np.array([r["test_final"]["best"] - r["test_start"]["best"] for r in rs])
-            line += f" {test.mean():+.3f} | {_f(_corr(dev, test))} |"
+            line += f" {test.mean():+.3f} | {_f(_corr(dev, test), digits=2)} |"
         lines.append(line)
     return "\n".join(lines)
 
