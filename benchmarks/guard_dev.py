@@ -12,8 +12,8 @@ For every trained round r >= 1 of finished campaign directories it compares two 
 - *final*: the round's last weights (step N), read from the Ray Train checkpoint in ``ray_results/``.
 
 On the dev set (the 10 ``unlabeled`` micrographs' expert picks, which campaigns never read) it reports
-AP, the best F1 at any threshold, and F1 at the count-matched threshold; beside them the strip F1 the
-campaign saw. ``--test`` adds the same on ``test`` (report only; nothing is chosen on it). Nothing is
+AP and the best F1 at any threshold (the ranking, apart from the threshold rule; campaigns' own
+operating points are in ``selftrain_dev.py``); beside them the strip F1 the campaign saw. ``--test`` adds the same on ``test`` (report only; nothing is chosen on it). Nothing is
 trained; the final weights are predicted once and their heatmaps cached beside the checkpoint.
 
     python benchmarks/guard_dev.py DIR [DIR ...] [--test]
@@ -40,62 +40,38 @@ def final_weights(campaign: Path, rnd: int) -> Path | None:
     return hits[-1] if hits else None
 
 
-def heatmaps(model: Any, meta: Any, cfg: Any, mics: list[Path], cache: Path) -> list[Path]:
-    """Heatmap ``.npz`` of each micrograph (predicted once, cached under ``cache``)."""
-    from cryopick.io.atomic import atomic_write
-    from cryopick.io.micrograph import read_micrograph
-    from cryopick.predict import predict_heatmap
-    from cryopick.preprocess import preprocess
-
-    out = []
-    for mic in mics:
-        npz = cache / f"{mic.stem}.npz"
-        if not npz.is_file():
-            b = preprocess(read_micrograph(mic).data, meta.preprocess)
-            with atomic_write(npz, suffix=".npz") as tmp, open(tmp, "wb") as fh:
-                np.savez_compressed(fh, heatmap=predict_heatmap(model, b.image, cfg.pick).astype(np.float16),
-                                    scale=np.asarray(b.scale, np.float64))
-        out.append(npz)
-    return out
-
-
-def scores(npzs: list[Path], mics: list[Path], data: Any, meta: Any, m: dict[str, Any], per_true: float,
-           density: float, count_on: list[Path] | None) -> dict[str, float]:
-    """AP, best F1 and F1 at the count-matched threshold of heatmaps against the expert picks."""
+def scores(npzs: list[Path], mics: list[Path], data: Any, meta: Any, min_distance: float) -> dict[str, float]:
+    """AP and best F1 (any threshold) of heatmaps against the expert picks."""
     from cryopick.dataset import coords_for
     from cryopick.io.coords import read_coords
-    from cryopick.metrics import average_precision, best_threshold, pooled_curve, score_at
-    from cryopick.selftrain_rounds import count_matched_threshold, load_heatmap, picks_of
+    from cryopick.metrics import average_precision, best_threshold, pooled_curve
+    from cryopick.selftrain_rounds import load_heatmap, picks_of
 
     items = [load_heatmap(p, read_coords(coords_for(mic, data.coords))[0], border=meta.border) for p, mic in zip(npzs, mics)]
-    curve = pooled_curve([(*picks_of(sh, 0.02, m["min_distance"], 1.0), sh.true_xy) for sh in items], radius=13.5)
-    counted = [load_heatmap(p, border=meta.border) for p in (count_on or npzs[:5])]
-    thr, _ = count_matched_threshold(counted, per_true, density, m["min_distance"], 1.0)
-    return {"ap": average_precision(curve), "best": best_threshold(curve)[0], "counted": score_at(curve, thr)[2]}
+    curve = pooled_curve([(*picks_of(sh, 0.02, min_distance, 1.0), sh.true_xy) for sh in items], radius=meta.diameter / 2.0)
+    return {"ap": average_precision(curve), "best": best_threshold(curve)[0]}
 
 
 def round_rows(campaign: Path, test: bool) -> list[dict[str, Any]]:
     """One row per trained round >= 1 of a campaign: strip, dev (and test) figures of start and final."""
     import torch
 
-    from cryopick.distributed.orchestrator import expert_density
     from cryopick.picker import load_picker
-    from selftrain_paired import campaign_data, rounds_of, tuned
+    from selftrain_paired import cached_heatmaps, campaign_data, rounds_of
 
     cfg, data = campaign_data(campaign)
-    density, rows = expert_density(data), []
+    rows = []
     for rnd, m in enumerate(rounds_of(campaign)):
         ckpt = final_weights(campaign, rnd)
         if rnd == 0 or ckpt is None:
             continue
         rdir, prev = campaign / f"round_{rnd:03d}", campaign / f"round_{rnd - 1:03d}"
-        pm = json.loads((prev / "metrics.json").read_text())
-        _, per_true = tuned(prev, pm)  # the start's tuned operating point, used for both models
+        md = json.loads((prev / "metrics.json").read_text())["min_distance"]  # the start's, for both models
         state = torch.load(ckpt, map_location="cpu", weights_only=False)
         history = state["history"]
         model, meta = load_picker(rdir)
         model.load_state_dict(state["model"])
-        final_dev = heatmaps(model, meta, cfg, list(data.unlabeled), ckpt.parent / "dev")
+        final_dev = cached_heatmaps(model, meta, cfg, list(data.unlabeled), ckpt.parent / "dev")
         start_dev = [rdir / "pseudo" / f"{u.stem}.npz" for u in data.unlabeled]
         row = {"campaign": str(campaign.relative_to(REPO) if campaign.is_relative_to(REPO) else campaign),
                "labels": len(data.labeled), "arm": ("control" if cfg.selftrain.labeled_fraction >= 1.0 else "self-training")
@@ -106,13 +82,13 @@ def round_rows(campaign: Path, test: bool) -> list[dict[str, Any]]:
                # a fresh round does not score its start (no step 0), so it has no strip verdict to compare
                "strip_start": history[0]["val_f1"] if history[0]["step"] == 0 else float("nan"),
                "strip_final": history[-1]["val_f1"],
-               "dev_start": scores(start_dev, list(data.unlabeled), data, meta, pm, per_true, density, None),
-               "dev_final": scores(final_dev, list(data.unlabeled), data, meta, pm, per_true, density, None)}
+               "dev_start": scores(start_dev, list(data.unlabeled), data, meta, md),
+               "dev_final": scores(final_dev, list(data.unlabeled), data, meta, md)}
         if test:
-            final_test = heatmaps(model, meta, cfg, list(data.test), ckpt.parent / "test")
+            final_test = cached_heatmaps(model, meta, cfg, list(data.test), ckpt.parent / "test")
             start_test = [prev / "heatmaps" / f"{t.stem}.npz" for t in data.test]
-            row["test_start"] = scores(start_test, list(data.test), data, meta, pm, per_true, density, start_dev[:5])
-            row["test_final"] = scores(final_test, list(data.test), data, meta, pm, per_true, density, final_dev[:5])
+            row["test_start"] = scores(start_test, list(data.test), data, meta, md)
+            row["test_final"] = scores(final_test, list(data.test), data, meta, md)
         rows.append(row)
         print(json.dumps(row), flush=True)
     return rows

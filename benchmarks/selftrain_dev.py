@@ -25,14 +25,14 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 def dev_heatmaps(campaign: Path, rnd: int, cfg: Any, data: Any) -> list[Path]:
     """Dev heatmaps of round ``rnd``'s kept model: the next round's pseudo/ files or predicted once."""
     from cryopick.picker import load_picker
-    from guard_dev import heatmaps
+    from selftrain_paired import cached_heatmaps
 
     nxt = campaign / f"round_{rnd + 1:03d}" / "pseudo"
     files = [nxt / f"{u.stem}.npz" for u in data.unlabeled]
     if all(f.is_file() for f in files):
         return files
     model, meta = load_picker(campaign / f"round_{rnd:03d}")
-    return heatmaps(model, meta, cfg, list(data.unlabeled), campaign / f"round_{rnd:03d}" / "dev")
+    return cached_heatmaps(model, meta, cfg, list(data.unlabeled), campaign / f"round_{rnd:03d}" / "dev")
 
 
 def campaign_rows(campaign: Path) -> list[dict[str, float]]:

@@ -96,6 +96,26 @@ def tuned(rdir: Path, m: dict[str, Any]) -> tuple[float, float]:
     return val_thr, picks_per_true(trial)
 
 
+def cached_heatmaps(model: Any, meta: Any, cfg: Any, mics: list[Path], cache: Path) -> list[Path]:
+    """Heatmap ``.npz`` of each micrograph under ``cache``, predicted where missing and stored as the
+    campaign's prediction stage stores them (float16, atomically)."""
+    from cryopick.io.atomic import atomic_write
+    from cryopick.io.micrograph import read_micrograph
+    from cryopick.predict import predict_heatmap
+    from cryopick.preprocess import preprocess
+
+    out = []
+    for mic in mics:
+        npz = cache / f"{mic.stem}.npz"
+        if not npz.is_file():
+            b = preprocess(read_micrograph(mic).data, meta.preprocess)
+            with atomic_write(npz, suffix=".npz") as tmp, open(tmp, "wb") as fh:
+                np.savez_compressed(fh, heatmap=predict_heatmap(model, b.image, cfg.pick).astype(np.float16),
+                                    scale=np.asarray(b.scale, np.float64))
+        out.append(npz)
+    return out
+
+
 def count_matched_f1(campaign: Path, n_count: int = 5) -> list[float]:
     """Test F1 of every round at the count-matched threshold (`tune.count_matched`, the default since
     2026-11-29), rescored from the round's stored heatmaps; campaigns run before it chose the threshold
@@ -103,12 +123,8 @@ def count_matched_f1(campaign: Path, n_count: int = 5) -> list[float]:
     folder or the round's heatmaps/ folder, else they are predicted here (as the campaign would)."""
     from cryopick.dataset import coords_for
     from cryopick.distributed.orchestrator import expert_density
-    from cryopick.io.atomic import atomic_write
     from cryopick.io.coords import read_coords
-    from cryopick.io.micrograph import read_micrograph
     from cryopick.picker import load_picker
-    from cryopick.predict import predict_heatmap
-    from cryopick.preprocess import preprocess
     from cryopick.selftrain_rounds import count_matched_threshold, load_heatmap, score_picks
 
     cfg, data = campaign_data(campaign)
@@ -118,14 +134,9 @@ def count_matched_f1(campaign: Path, n_count: int = 5) -> list[float]:
         model, meta = load_picker(rdir)
         items = []
         for mic in data.unlabeled[:n_count]:
-            npz = next((p for p in (campaign / f"round_{rnd + 1:03d}" / "pseudo" / f"{mic.stem}.npz",
-                                    rdir / "heatmaps" / f"{mic.stem}.npz") if p.is_file()), None)
-            if npz is None:  # stored as the campaign's prediction stage stores heatmaps (float16, atomically)
-                b = preprocess(read_micrograph(mic).data, meta.preprocess)
-                npz = rdir / "heatmaps" / f"{mic.stem}.npz"
-                with atomic_write(npz, suffix=".npz") as tmp, open(tmp, "wb") as fh:
-                    np.savez_compressed(fh, heatmap=predict_heatmap(model, b.image, cfg.pick).astype(np.float16),
-                                        scale=np.asarray(b.scale, np.float64))
+            npz = campaign / f"round_{rnd + 1:03d}" / "pseudo" / f"{mic.stem}.npz"
+            if not npz.is_file():
+                npz = cached_heatmaps(model, meta, cfg, [mic], rdir / "heatmaps")[0]
             items.append(load_heatmap(npz, border=meta.border))
         thr, _ = count_matched_threshold(items, tuned(rdir, m)[1], density, m["min_distance"], 1.0)
         test = [load_heatmap(rdir / "heatmaps" / f"{t.stem}.npz", read_coords(coords_for(t, data.coords))[0],
