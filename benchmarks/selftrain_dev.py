@@ -4,7 +4,7 @@ A campaign's own figures are on ``test``, which chooses nothing. Settings are ch
 the 10 ``unlabeled`` micrographs, whose expert picks campaigns never read: per round, F1 of the kept
 model at the campaign's own threshold and peak distance (what a user would get on the micrographs
 self-training is for) and the best F1 any threshold reaches. The dev heatmaps of round r's model are
-round r+1's ``pseudo/`` files, else they are predicted here once into ``round_r/dev/``.
+round r+1's ``pseudo/`` files, else those in ``round_r/heatmaps/``, else they are predicted there once.
 
     python benchmarks/selftrain_dev.py --setting CAPTION DIR [DIR ...] [--setting CAPTION DIR ...]
 """
@@ -22,19 +22,6 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 
-def dev_heatmaps(campaign: Path, rnd: int, cfg: Any, data: Any) -> list[Path]:
-    """Dev heatmaps of round ``rnd``'s kept model: the next round's pseudo/ files or predicted once."""
-    from cryopick.picker import load_picker
-    from selftrain_paired import cached_heatmaps
-
-    nxt = campaign / f"round_{rnd + 1:03d}" / "pseudo"
-    files = [nxt / f"{u.stem}.npz" for u in data.unlabeled]
-    if all(f.is_file() for f in files):
-        return files
-    model, meta = load_picker(campaign / f"round_{rnd:03d}")
-    return cached_heatmaps(model, meta, cfg, list(data.unlabeled), campaign / f"round_{rnd:03d}" / "dev")
-
-
 def campaign_rows(campaign: Path) -> list[dict[str, float]]:
     """Per completed round: dev F1 at the round's threshold, dev best F1, test F1 (from metrics.json)."""
     from cryopick.dataset import coords_for
@@ -42,14 +29,14 @@ def campaign_rows(campaign: Path) -> list[dict[str, float]]:
     from cryopick.metrics import best_threshold, pooled_curve, score_at
     from cryopick.picker import load_picker
     from cryopick.selftrain_rounds import load_heatmap, picks_of
-    from selftrain_paired import campaign_data, rounds_of
+    from selftrain_paired import campaign_data, round_heatmaps, rounds_of
 
     cfg, data = campaign_data(campaign)
     out = []
     for rnd, m in enumerate(rounds_of(campaign)):
         border = load_picker(campaign / f"round_{rnd:03d}")[1].border
         items = [load_heatmap(p, read_coords(coords_for(u, data.coords))[0], border=border)
-                 for p, u in zip(dev_heatmaps(campaign, rnd, cfg, data), data.unlabeled)]
+                 for p, u in zip(round_heatmaps(campaign, rnd, cfg, list(data.unlabeled)), data.unlabeled)]
         curve = pooled_curve([(*picks_of(sh, 0.02, m["min_distance"], 1.0), sh.true_xy) for sh in items],
                              radius=cfg.data.diameter / 2.0)
         out.append({"dev": score_at(curve, m["threshold"])[2], "dev_best": best_threshold(curve)[0], "test": m["f1"]})

@@ -116,6 +116,22 @@ def cached_heatmaps(model: Any, meta: Any, cfg: Any, mics: list[Path], cache: Pa
     return out
 
 
+def round_heatmaps(campaign: Path, rnd: int, cfg: Any, mics: list[Path]) -> list[Path]:
+    """Heatmaps of round ``rnd``'s kept model on unlabeled ``mics``: the next round's pseudo/ files, else the
+    round's heatmaps/ files (count-matching stores some there), else predicted into heatmaps/ here."""
+    from cryopick.picker import load_picker
+
+    rdir = campaign / f"round_{rnd:03d}"
+    found = [next((p for p in (campaign / f"round_{rnd + 1:03d}" / "pseudo" / f"{m.stem}.npz",
+                               rdir / "heatmaps" / f"{m.stem}.npz") if p.is_file()), None) for m in mics]
+    missing = [m for m, f in zip(mics, found) if f is None]
+    if missing:
+        model, meta = load_picker(rdir)
+        made = iter(cached_heatmaps(model, meta, cfg, missing, rdir / "heatmaps"))
+        found = [f if f is not None else next(made) for f in found]
+    return [f for f in found if f is not None]
+
+
 def count_matched_f1(campaign: Path, n_count: int = 5) -> list[float]:
     """Test F1 of every round at the count-matched threshold (`tune.count_matched`, the default since
     2026-11-29), rescored from the round's stored heatmaps; campaigns run before it chose the threshold
@@ -131,13 +147,8 @@ def count_matched_f1(campaign: Path, n_count: int = 5) -> list[float]:
     density, out = expert_density(data), []
     for rnd, m in enumerate(rounds_of(campaign)):
         rdir = campaign / f"round_{rnd:03d}"
-        model, meta = load_picker(rdir)
-        items = []
-        for mic in data.unlabeled[:n_count]:
-            npz = campaign / f"round_{rnd + 1:03d}" / "pseudo" / f"{mic.stem}.npz"
-            if not npz.is_file():
-                npz = cached_heatmaps(model, meta, cfg, [mic], rdir / "heatmaps")[0]
-            items.append(load_heatmap(npz, border=meta.border))
+        meta = load_picker(rdir)[1]
+        items = [load_heatmap(npz, border=meta.border) for npz in round_heatmaps(campaign, rnd, cfg, data.unlabeled[:n_count])]
         thr, _ = count_matched_threshold(items, tuned(rdir, m)[1], density, m["min_distance"], 1.0)
         test = [load_heatmap(rdir / "heatmaps" / f"{t.stem}.npz", read_coords(coords_for(t, data.coords))[0],
                              border=meta.border) for t in data.test]
