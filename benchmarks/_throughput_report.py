@@ -35,7 +35,7 @@ def render(R: dict[str, Any], a: argparse.Namespace) -> str:
     for r in R["pick"]:
         runs = r["runs"]
         warm = runs[1:] or runs
-        med = lambda k: statistics.median(x[k] for x in warm)  # noqa: E731
+        med = lambda k, warm=warm: statistics.median(x[k] for x in warm)  # noqa: E731
         gflop = fl[str(r["width"])]["flops_per_px"] * r["net_pixels"] / 1e9
         rate = gflop / med("heatmap")
         c = r.get("conv", R["conv"])  # reference timed beside this row (older results: the global one)

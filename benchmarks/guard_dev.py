@@ -61,7 +61,7 @@ def round_rows(campaign: Path, test: bool) -> list[dict[str, Any]]:
 
     cfg, data = campaign_data(campaign)
     rows = []
-    for rnd, m in enumerate(rounds_of(campaign)):
+    for rnd in range(len(rounds_of(campaign))):
         ckpt = final_weights(campaign, rnd)
         if rnd == 0 or ckpt is None:
             continue

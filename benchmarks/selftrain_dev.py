@@ -16,7 +16,6 @@ import json
 import statistics
 import sys
 from pathlib import Path
-from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
@@ -58,10 +57,13 @@ def table(caption: str, camps: dict[Path, list[dict[str, float]]]) -> str:
     for r in later:
         dev = [rows[min(r, len(rows) - 1)]["dev"] - rows[0]["dev"] for rows in camps.values()]
         test = [rows[min(r, len(rows) - 1)]["test"] - rows[0]["test"] for rows in camps.values()]
-        sd = (lambda v: f" ± {statistics.stdev(v):.3f}" if len(v) > 1 else "")
         lines.append(f"\nRound {r}: dev Δ {statistics.mean(dev):+.3f}{sd(dev)}, test Δ {statistics.mean(test):+.3f}{sd(test)} "
                      f"(mean{' ± SD' if len(dev) > 1 else ''} over {len(dev)}).")
     return "\n".join(lines)
+
+
+def sd(v: list[float]) -> str:
+    return f" ± {statistics.stdev(v):.3f}" if len(v) > 1 else ""
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -253,7 +253,7 @@ def run_job(kind: str, **args: Any) -> dict[str, Any]:
         proc.returncode = os.waitstatus_to_exitcode(status)
         fo.seek(0), fe.seek(0)
         out, err = fo.read(), fe.read()
-    lines = [l for l in out.splitlines() if l.startswith("RESULT ")]
+    lines = [line for line in out.splitlines() if line.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:
         raise SystemExit(f"job {kind} {args} failed ({proc.returncode}):\n{err[-3000:]}")
     res = json.loads(lines[-1][len("RESULT "):])

@@ -235,8 +235,8 @@ def render(R: dict[str, Any]) -> str:
               f"({R['topaz_trained']['score_band']['best_precision']:.3f} / {R['topaz_trained']['score_band']['best_recall']:.3f}) "
               f"→ cryopick still higher than both: {'yes' if f1s['cryopick'] > max(R['topaz_trained']['score_band']['best_f1'], R['topaz_pretrained']['score_band']['best_f1']) else '**no**'}."]
              if "edge_band" in R else []),
-           f"- Reference from the issue (Topaz as a new user runs it, earlier): pretrained 22.6 s / mic, 8.9 GB, F1 0.55; "
-           f"trained 7.6 s / mic, 3.4 GB, F1 0.84."]
+           "- Reference from the issue (Topaz as a new user runs it, earlier): pretrained 22.6 s / mic, 8.9 GB, F1 0.55; "
+           "trained 7.6 s / mic, 3.4 GB, F1 0.84."]
     return "\n".join(out)
 
 

@@ -119,7 +119,7 @@ def viewer_section(uri: str, rounds: pd.DataFrame, camp: data.Campaign) -> None:
     stems = data.preview_stems(uri, row, camp.campaign_dir)
     if not stems:
         raise data.MissingArtifact(f"round {rnd}: no micrograph previews logged")
-    stem = c2.selectbox("Micrograph", stems, key="viewer_stem")
+    stem = c2.selectbox("Micrograph", stems, key="viewer_stem") or stems[0]
     preview = data.load_preview(uri, row, stem, camp.campaign_dir)
     top = float(max(1.0, preview.picks_score.max(initial=0.0)))
     thr = row.get("threshold")

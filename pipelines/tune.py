@@ -47,10 +47,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_cpu_env()  # before torch loads
     from cryopick.dataset import coords_for
     from cryopick.errors import CryopickError
+    from cryopick.io.atomic import write_json
     from cryopick.io.coords import read_coords
     from cryopick.io.manifest import resolve_micrographs
     from cryopick.picker import load_picker, save_picker
-    from cryopick.selftrain_rounds import write_json, write_tune_csv
+    from cryopick.selftrain_rounds import write_tune_csv
 
     try:  # every input checked before Ray starts
         model, meta = load_picker(args.model, "cpu")

@@ -60,7 +60,7 @@ def write_contract_campaign(
 ) -> WrittenCampaign:
     """Write ``root/<name>/`` with its ``mlflow.db`` (one round per entry of ``f1``)."""
     from mlflow import MlflowClient
-    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.entities import Metric, Param
 
     from cryopick.io.coords import read_coords
     from cryopick.io.micrograph import read_micrograph

@@ -93,7 +93,7 @@ def test_evaluate_hand_cases_on_real_expert_picks(empiar: Path, split: dict, tmp
     picks = tmp_path / "picks"
     picks.mkdir()
     n_true = 0
-    for i, name in enumerate(names):
+    for name in names:
         xy, _ = read_coords(empiar / "coords" / f"{name}.star")
         n_true += len(xy)
         keep = xy[::2] + np.array([3.0, -4.0])  # half of them, 5 px off (inside the 13.5 px radius)

@@ -157,7 +157,7 @@ def _check_type(value: Any, hint: Any, key: str) -> Any:
         return dict(value)
     if hint is Any:
         return value
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return from_dict(hint, value, key)
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from cryopick.io.atomic import atomic_write
 from cryopick.metrics import PRCurve, average_precision, best_threshold
 
+if TYPE_CHECKING:  # matplotlib is imported on first use: the picker needs it only for plots
+    from matplotlib.figure import Figure
 
-def _pyplot():  # noqa: ANN202 - matplotlib's module type
+
+def _pyplot() -> ModuleType:
     import matplotlib
 
     matplotlib.use("Agg")  # no display on clusters or CI
@@ -82,7 +87,7 @@ def plot_histogram(path: str | Path, values: np.ndarray, xlabel: str, title: str
     return _save(fig, path)
 
 
-def _save(fig, path: str | Path) -> Path:  # noqa: ANN001 - matplotlib Figure
+def _save(fig: Figure, path: str | Path) -> Path:
     plt = _pyplot()
     fig.tight_layout()
     with atomic_write(path, suffix=".png") as tmp:

@@ -13,6 +13,7 @@ import contextlib
 import copy
 import weakref
 from collections.abc import Hashable, Iterator
+from typing import cast
 
 import numpy as np
 import torch
@@ -94,7 +95,7 @@ def inference_model(model: nn.Module, channels_last: bool = True, fuse: bool = T
     if fuse:
         _fold_batchnorm(fast)
     if channels_last:
-        fast = fast.to(memory_format=torch.channels_last)
+        fast = fast.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # accepted at run time; torch's stubs omit it
     return fast
 
 
@@ -120,7 +121,7 @@ def _cached_inference_model(model: nn.Module, channels_last: bool, fuse: bool, c
         return hit[2]
     net = inference_model(model, channels_last, fuse)
     if compile_model:
-        net = torch.compile(net, dynamic=False)
+        net = cast(nn.Module, torch.compile(net, dynamic=False))  # an OptimizedModule
     if sig is not None:
         _INFERENCE_CACHE[model] = (settings, sig, net)
     return net

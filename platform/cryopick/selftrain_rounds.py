@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from cryopick.border import outside_band
-from cryopick.io.atomic import atomic_write, write_text_atomic
+from cryopick.io.atomic import atomic_write, write_json, write_text_atomic
 from cryopick.io.coords import write_coords
 from cryopick.metrics import PRCurve, average_precision, pooled_curve, score_at
 from cryopick.peaks import find_peaks
@@ -115,10 +115,6 @@ def pseudo_summary(rows: Iterable[dict[str, Any]]) -> dict[str, float]:
     out = {k: (v / pixels if pixels else 0.0) for k, v in tot.items()}
     out["n_micrographs"] = n
     return out
-
-
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    write_text_atomic(path, json.dumps(data, indent=2, default=float) + "\n")
 
 
 def write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
@@ -269,7 +265,7 @@ def adopt_picker(source: str | Path, rdir: Path, cfg: SelftrainConfig, border: f
 
     src = Path(source).expanduser()
     model, meta = load_picker(src)
-    shown = lambda v: asdict(v) if is_dataclass(v) else v  # noqa: E731
+    shown = lambda v: asdict(v) if is_dataclass(v) and not isinstance(v, type) else v  # noqa: E731
     for what, theirs, ours in (("model", meta.model, cfg.model), ("preprocess", meta.preprocess, cfg.preprocess),
                                ("diameter", meta.diameter, cfg.data.diameter)):
         if theirs != ours:

@@ -10,10 +10,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypedDict
 
 import numpy as np
 from scipy import ndimage
 
+from cryopick.io.atomic import write_text_atomic
 from cryopick.io.coords import write_coords
 from cryopick.io.micrograph import write_mrc
 
@@ -84,7 +86,17 @@ def simulate_micrograph(spec: SimSpec, seed: int) -> tuple[np.ndarray, np.ndarra
     return image.astype(np.float32), xy
 
 
-def simulate_dataset(out: str | Path, n_micrographs: int = 8, spec: SimSpec | None = None) -> dict[str, object]:
+class SimSplit(TypedDict):
+    """``split.json`` of a simulated data set: micrograph stems per split, diameter (px), pixel size (Å)."""
+
+    labeled: list[str]
+    unlabeled: list[str]
+    test: list[str]
+    diameter: float
+    pixel_size: float
+
+
+def simulate_dataset(out: str | Path, n_micrographs: int = 8, spec: SimSpec | None = None) -> SimSplit:
     """Write ``out/micrographs/*.mrc``, ``out/coords/*.star`` and ``out/split.json``.
 
     The split mirrors the shared EMPIAR set: a quarter labeled, half unlabeled, a quarter test.
@@ -98,12 +110,12 @@ def simulate_dataset(out: str | Path, n_micrographs: int = 8, spec: SimSpec | No
         write_coords(out / "coords" / f"{name}.star", xy)
     n_lab = max(1, n_micrographs // 4)
     n_test = max(1, n_micrographs // 4)
-    split = {
+    split: SimSplit = {
         "labeled": names[:n_lab],
         "unlabeled": names[n_lab : n_micrographs - n_test],
         "test": names[n_micrographs - n_test :],
         "diameter": spec.diameter,
         "pixel_size": spec.pixel_size,
     }
-    (out / "split.json").write_text(json.dumps(split, indent=1))
+    write_text_atomic(out / "split.json", json.dumps(split, indent=1))
     return split

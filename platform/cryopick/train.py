@@ -200,7 +200,7 @@ def train_picker(
         model.load_state_dict(init_state)
     # channels-last + bf16 autocast use oneDNN's fast kernels (AMX on recent CPUs, tensor cores on GPUs)
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    model.to(device=device, memory_format=memory_format)
+    model.to(device=device, memory_format=memory_format)  # type: ignore[call-overload]  # accepted at run time; torch's stubs omit it
     amp = resolve_amp(cfg.amp, device.type)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     history: list[dict[str, float]] = []

@@ -5,12 +5,10 @@ Plain functions (no Ray): the CLI, the pipelines and the Ray layer all call thes
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -20,7 +18,7 @@ from cryopick.border import learn_border
 from cryopick.config import ModelConfig, PickConfig, PreprocessConfig, TrainConfig, to_dict
 from cryopick.dataset import load_labeled, split_items
 from cryopick.errors import CryopickError
-from cryopick.io.atomic import write_text_atomic
+from cryopick.io.atomic import write_json, write_text_atomic
 from cryopick.io.coords import FORMATS, find_coords_file, read_coords, write_coords
 from cryopick.io.micrograph import read_micrograph, write_mrc
 from cryopick.metrics import PRCurve, Score, curve_from_hits, match, summarize
@@ -29,10 +27,6 @@ from cryopick.picker import PickerMeta, load_picker, pick_binned
 from cryopick.predict import resolve_device
 from cryopick.preprocess import preprocess
 from cryopick.train import TrainResult, train_picker
-
-
-def write_json(path: str | Path, data: dict[str, Any]) -> None:
-    write_text_atomic(path, json.dumps(data, indent=2, default=str) + "\n")
 
 
 def train_from_files(

@@ -83,8 +83,8 @@ def resolve(args: argparse.Namespace) -> tuple[Path, list[Path], Path, Any, str]
     if unknown:
         raise CryopickError(f"unknown config key {unknown[0]!r} (known: {', '.join(TOP_KEYS)})", args.config)
     section: dict[str, Any] = dict(raw.get("campaign") or {})
-    for sub in ("pick", "mask"):
-        section[sub] = dict(section.get(sub) or {})
+    for part in ("pick", "mask"):
+        section[part] = dict(section.get(part) or {})
     for flag, (sub, key) in FLAGS.items():
         value = getattr(args, flag, None)
         if value is not None:
@@ -92,13 +92,12 @@ def resolve(args: argparse.Namespace) -> tuple[Path, list[Path], Path, Any, str]
     if args.mask is not None:
         section["mask"]["enabled"] = args.mask
     cfg = campaign_config(section)
-    model = args.model or raw.get("model")
-    mics = args.micrographs or raw.get("micrographs")
-    out = args.out or raw.get("out")
-    for name, value in (("--model", model), ("--micrographs", mics), ("--out", out)):
-        if not value:
+    given: dict[str, Any] = {}
+    for name, key in (("--model", "model"), ("--micrographs", "micrographs"), ("--out", "out")):
+        given[key] = getattr(args, key) or raw.get(key)
+        if not given[key]:
             raise CryopickError(f"{name} is required (as a flag or in --config)")
-    model = Path(model)
+    model, mics, out = Path(given["model"]), given["micrographs"], given["out"]
     if not model.exists():
         raise CryopickError("no such model (expected a run directory with model.pt)", model)
     micrographs = resolve_micrographs([mics] if isinstance(mics, str) else mics)

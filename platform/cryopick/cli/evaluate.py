@@ -10,6 +10,10 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # imported lazily at run time so that --help stays fast
+    from cryopick.workflows import Evaluation
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
@@ -30,7 +34,7 @@ def main(args: argparse.Namespace) -> int:
     ev = evaluate_dirs(args.picks, args.truth, args.diameter, args.radius, args.threshold)
     o = ev.overall
     if args.json:
-        out = {k: o.as_dict()[k] for k in ("precision", "recall", "f1", "average_precision", "n_picks", "n_true", "best_f1", "best_threshold")}
+        out: dict[str, object] = {k: o.as_dict()[k] for k in ("precision", "recall", "f1", "average_precision", "n_picks", "n_true", "best_f1", "best_threshold")}
         if args.per_micrograph:
             out["per_micrograph"] = {k: v.as_dict() for k, v in ev.per_micrograph.items()}
         print(json.dumps(out))
@@ -47,7 +51,7 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
-def _plots(args: argparse.Namespace, ev) -> None:  # noqa: ANN001 - workflows.Evaluation
+def _plots(args: argparse.Namespace, ev: Evaluation) -> None:
     from cryopick.io.micrograph import read_micrograph
     from cryopick.io.manifest import MICROGRAPH_SUFFIXES
     from cryopick.plots import plot_picks, plot_pr_curves

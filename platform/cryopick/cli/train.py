@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # imported lazily at run time so that --help stays fast
+    from cryopick.config import ModelConfig, PreprocessConfig, TrainConfig
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
@@ -51,7 +55,7 @@ FLAG_SECTIONS = {
 }
 
 
-def resolve_configs(args: argparse.Namespace) -> tuple[object, object, object]:
+def resolve_configs(args: argparse.Namespace) -> tuple[PreprocessConfig, ModelConfig, TrainConfig]:
     """YAML (if any) overlaid with explicit flags -> validated configs."""
     from cryopick.config import ModelConfig, PreprocessConfig, TrainConfig, from_dict, load_yaml
 

@@ -23,7 +23,6 @@ import math
 import os
 import warnings
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -100,7 +99,7 @@ def _stream(
     workers, cpus, gpus = pool_shape(plan.cfg)
     worker_cfg = dataclasses.replace(plan.cfg, torch_threads=plan.cfg.torch_threads or max(1, math.ceil(cpus)))
     # one block per batch: a retried block redoes (or skips, when complete) at most one batch
-    ds = ray.data.from_items([{"path": p} for p in paths], override_num_blocks=math.ceil(len(paths) / batch_size))
+    ds: ray.data.Dataset = ray.data.from_items([{"path": p} for p in paths], override_num_blocks=math.ceil(len(paths) / batch_size))
     with warnings.catch_warnings():
         # Ray 2.60 has no named parameter for max_restarts/max_task_retries; the **ray_remote_args
         # route is deprecated (removal announced for 2.64) but still the only one.

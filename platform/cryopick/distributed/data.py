@@ -176,10 +176,10 @@ def build_train_dataset(
 
     if not rows:
         raise ValueError("no micrographs to train on")
-    ds = ray.data.from_items([asdict(r) for r in rows], override_num_blocks=len(rows))
+    ds: ray.data.Dataset = ray.data.from_items([asdict(r) for r in rows], override_num_blocks=len(rows))
     env = {"env_vars": dict(CPU_ENV)}
-    ds = ds.map_batches(load_micrographs, batch_size=1, num_cpus=data_cpus, fn_kwargs={"params": asdict(params)}, runtime_env=env)
-    return ds.map_batches(cut_patches, batch_size=1, num_cpus=data_cpus, fn_kwargs={"patch_size": patch_size, "intensity": intensity}, runtime_env=env)
+    ds = ds.map_batches(load_micrographs, batch_size=1, num_cpus=data_cpus, fn_kwargs={"params": asdict(params)}, runtime_env=env)  # type: ignore[arg-type]  # fn_kwargs supplies the other arguments
+    return ds.map_batches(cut_patches, batch_size=1, num_cpus=data_cpus, fn_kwargs={"patch_size": patch_size, "intensity": intensity}, runtime_env=env)  # type: ignore[arg-type]  # fn_kwargs supplies the other arguments
 
 
 @dataclass

@@ -33,7 +33,7 @@ from cryopick.distributed.tracking import CampaignTracker
 from cryopick.distributed.tune import tune_picking
 from cryopick.errors import CryopickError
 from cryopick.border import learn_border
-from cryopick.io.atomic import atomic_write
+from cryopick.io.atomic import atomic_write, write_json
 from cryopick.io.coords import read_coords
 from cryopick.io.micrograph import read_shape
 from cryopick.labels import circle_mask
@@ -47,7 +47,7 @@ from cryopick.selftrain import (
 )
 from cryopick.selftrain_rounds import (
     ScoredHeatmap, adopt_picker, count_matched_threshold, keep_previous, load_heatmap, picks_per_true, pseudo_summary,
-    score_and_write, write_json, write_tune_csv,
+    score_and_write, write_tune_csv,
 )
 
 SMOOTH_SIGMA = 1.0  # binned px, as single-process training
@@ -200,7 +200,7 @@ def run_round(cfg: SelftrainConfig, data: ResolvedData, campaign: Path, rnd: int
     rdir = round_dir(campaign, rnd)
     rdir.mkdir(parents=True, exist_ok=True)
     use_gpu = _use_gpu(cfg)
-    common = {"actors": cfg.ray.predict_actors, "use_gpu": use_gpu, "data_cpus": cfg.ray.data_cpus,
+    common: dict[str, Any] = {"actors": cfg.ray.predict_actors, "use_gpu": use_gpu, "data_cpus": cfg.ray.data_cpus,
               "pixel_size": cfg.data.pixel_size, "progress": progress}
     timings = {"time_predict_s": 0.0}
 
@@ -293,8 +293,8 @@ def run_round(cfg: SelftrainConfig, data: ResolvedData, campaign: Path, rnd: int
 
     # 5. score on test (validation when there is no test set), write picks/previews/curves
     t0 = time.monotonic()
-    target, scored_on = (test_items, "test") if test_items else (val_items, "validation")
-    score = score_and_write(rdir, target, best["threshold"], best["min_distance"], cfg.data.diameter, SMOOTH_SIGMA)
+    scored_items, scored_on = (test_items, "test") if test_items else (val_items, "validation")
+    score = score_and_write(rdir, scored_items, best["threshold"], best["min_distance"], cfg.data.diameter, SMOOTH_SIGMA)
     timings["time_score_s"] = time.monotonic() - t0
     timings["time_total_s"] = time.monotonic() - t_start
     history = json.loads((rdir / "config.json").read_text())["result"]
@@ -306,7 +306,7 @@ def run_round(cfg: SelftrainConfig, data: ResolvedData, campaign: Path, rnd: int
         "pseudo_positive": pstats["positive"], "pseudo_negative": pstats["negative"], "pseudo_ignored": pstats["ignored"],
         **timings,
     }
-    final = {**metrics, "scored_on": scored_on, "n_true": score.curve.n_true, "n_scored_micrographs": len(target)}
+    final = {**metrics, "scored_on": scored_on, "n_true": score.curve.n_true, "n_scored_micrographs": len(scored_items)}
     if stop_note:
         final["stop"] = stop_note
     tracker.log_round(rnd, {k: v for k, v in metrics.items() if k != "round"}, cfg.as_dict(), [

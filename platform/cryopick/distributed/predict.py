@@ -65,7 +65,7 @@ class HeatmapPredictor:
         for path, out, image, scale in zip(batch["path"], batch["out"], batch["image"], batch["scale"]):
             image = np.asarray(image, dtype=np.float32)
             heatmap = predict_heatmap(self.model, image, self.pick)
-            extra = {"image": image.astype(np.float16)} if self.keep_image else {}
+            extra: dict[str, Any] = {"image": image.astype(np.float16)} if self.keep_image else {}
             with atomic_write(Path(str(out)), suffix=".npz") as tmp:
                 with open(tmp, "wb") as fh:
                     np.savez_compressed(fh, heatmap=heatmap.astype(np.float16), scale=np.asarray(scale, np.float64), **extra)
@@ -113,7 +113,8 @@ def predict_to_dir(
     from tqdm.auto import tqdm
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    todo, done = [], []
+    todo: list[tuple[Path, Path]] = []
+    done: list[tuple[Path, Path]] = []
     for m in micrographs:
         target = out_dir / f"{m.stem}.npz"
         (done if skip_existing and target.is_file() else todo).append((m, target))
@@ -122,8 +123,8 @@ def predict_to_dir(
     if not todo:
         return
     env = {"env_vars": dict(CPU_ENV)}  # OpenMP must not spin in actors sharing small machines
-    ds = ray.data.from_items([{"path": str(m), "out": str(t)} for m, t in todo], override_num_blocks=len(todo))
-    ds = ds.map_batches(read_for_prediction, batch_size=1, num_cpus=data_cpus,
+    ds: ray.data.Dataset = ray.data.from_items([{"path": str(m), "out": str(t)} for m, t in todo], override_num_blocks=len(todo))
+    ds = ds.map_batches(read_for_prediction, batch_size=1, num_cpus=data_cpus,  # type: ignore[arg-type]  # fn_kwargs supplies the other arguments
                         fn_kwargs={"preprocess_cfg": asdict(preprocess_cfg), "pixel_size": pixel_size}, runtime_env=env)
     ds = ds.map_batches(
         HeatmapPredictor, batch_size=1, compute=ray.data.ActorPoolStrategy(size=actors),

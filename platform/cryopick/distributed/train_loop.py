@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from cryopick.config import ModelConfig, TrainConfig, from_dict
 from cryopick.distributed.data import StageParams, load_val_items
@@ -80,12 +81,12 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     tc = from_dict(TrainConfig, config["train"], "train")
     params = StageParams(**config["stage"])
     torch.manual_seed(tc.seed)  # identical initial weights on every rank
-    model = build_unet(from_dict(ModelConfig, config["model"], "model"))
+    model: nn.Module = build_unet(from_dict(ModelConfig, config["model"], "model"))
     if config.get("init_state"):
         model.load_state_dict(torch.load(config["init_state"], map_location="cpu", weights_only=True)["state_dict"])
     model = ray.train.torch.prepare_model(model)
     device = ray.train.torch.get_device()
-    core = getattr(model, "module", model)
+    core: nn.Module = getattr(model, "module", model)  # the bare UNet inside DDP
     opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
 
     step, history = 0, []
@@ -211,7 +212,8 @@ def fit(
             name=spec.name, storage_path=spec.storage_path,
             failure_config=ray.train.FailureConfig(max_failures=spec.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
-            worker_runtime_env={"env_vars": dict(CPU_ENV)},  # before torch loads in the worker
+            worker_runtime_env={"env_vars": dict(CPU_ENV)},  # type: ignore[call-arg]  # Train v2 RunConfig; mypy sees v1's
+            # (the env applies before torch loads in the worker)
         ),
         datasets={"train": dataset},
     )

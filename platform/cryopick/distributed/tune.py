@@ -65,7 +65,7 @@ def tune_picking(
     )
     grid = tuner.fit()
     trials = []
-    for result in grid:
+    for result in grid:  # type: ignore[attr-defined]  # iterable through __getitem__; the stubs miss it
         if result.error is not None:
             raise RuntimeError(f"a Tune trial failed: {result.error}")
         m = result.metrics

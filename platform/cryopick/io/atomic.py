@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 
 @contextlib.contextmanager
@@ -36,3 +38,17 @@ def write_text_atomic(path: str | Path, text: str) -> None:
     """Write ``text`` to ``path`` atomically."""
     with atomic_write(path) as tmp:
         tmp.write_text(text)
+
+
+def _jsonable(value: Any) -> Any:
+    """numpy scalars and arrays as Python numbers and lists, paths as strings; anything else is an error."""
+    if hasattr(value, "tolist"):  # numpy scalar or array, without importing numpy here
+        return value.tolist()
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    raise TypeError(f"cannot write {type(value).__name__} {value!r} as JSON")
+
+
+def write_json(path: str | Path, data: dict[str, Any]) -> None:
+    """Write ``data`` to ``path`` as indented JSON, atomically."""
+    write_text_atomic(path, json.dumps(data, indent=2, default=_jsonable) + "\n")

@@ -70,8 +70,7 @@ def resolve_micrographs(items: Iterable[str | Path], must_exist: bool = True) ->
             found += matches
         else:
             found.append(p)
-    seen: set[Path] = set()
-    unique = [p for p in found if not (p in seen or seen.add(p))]
+    unique = list(dict.fromkeys(found))  # first occurrence wins, order kept
     if must_exist:
         for p in unique:
             if not p.is_file():

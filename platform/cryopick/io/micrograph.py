@@ -133,7 +133,7 @@ def read_shape(path: str | Path) -> tuple[int, int]:
                 return int(shape[0]), int(shape[1])
     except Exception:  # an unreadable header: the full reader below names the problem
         pass
-    return read_micrograph(path).data.shape  # type: ignore[return-value]
+    return read_micrograph(path).data.shape
 
 
 def write_mrc(path: str | Path, data: np.ndarray, pixel_size: float | None = None) -> None:
