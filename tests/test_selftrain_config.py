@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 
 from cryopick.errors import CryopickError
-from cryopick.selftrain import (
-    CampaignState, campaign_stop, completed_rounds_on_disk, config_mismatch, flatten, load_config, patch_counts,
-    resolve_data, round_dir, stop_reason, too_few_pseudo_particles,
+from cryopick.selftrain import load_config, resolve_data
+from cryopick.selftrain_state import (
+    CampaignState, campaign_stop, completed_rounds_on_disk, config_mismatch, flatten, patch_counts, round_dir, stop_reason,
+    too_few_pseudo_particles,
 )
 
 

@@ -41,9 +41,10 @@ from cryopick.model import build_unet
 from cryopick.picker import MODEL_FILE, PickerMeta, load_picker, save_picker
 from cryopick.pseudo import PseudoLabeler, fit_calibration, no_particles_note
 from cryopick.runtime import CPU_ENV
-from cryopick.selftrain import (
-    CAMPAIGN_FILE, METRICS_FILE, CampaignState, ResolvedData, SelftrainConfig, completed_rounds_on_disk,
-    campaign_stop, config_mismatch, patch_counts, resolve_data, round_dir, too_few_pseudo_particles,
+from cryopick.selftrain import ResolvedData, SelftrainConfig, resolve_data
+from cryopick.selftrain_state import (
+    CAMPAIGN_FILE, METRICS_FILE, CampaignState, campaign_stop, completed_rounds_on_disk, config_mismatch, patch_counts,
+    round_dir, too_few_pseudo_particles,
 )
 from cryopick.selftrain_rounds import (
     ScoredHeatmap, adopt_picker, count_matched_threshold, keep_previous, load_heatmap, picks_per_true, pseudo_summary,
