@@ -225,3 +225,19 @@ def test_round0_model_is_adopted_checked_and_its_overlap_reported(tmp_path: Path
     args = parser.parse_args(["--out", str(tmp_path / "c"), "--round0-model", str(run), "--labeled", *data["data.labeled"],
                               "--coords", str(data["data.coords"]), "--diameter", "24"])
     assert selftrain.resolve_config(args).selftrain.round0_model == str(run)
+
+
+def test_shipped_campaign_configs_load_and_full_gpu_is_the_full_model(empiar: Path, tmp_path: Path) -> None:
+    """pipelines/configs: both self-training configs validate; the GPU one is the full U-Net on GPUs over EMPIAR-10017."""
+    from cryopick.model import build_unet, count_parameters
+
+    configs = Path(__file__).resolve().parents[1] / "pipelines" / "configs"
+    tiny = load_config(configs / "tiny_cpu.yaml", {"out": str(tmp_path / "tiny")})  # --out, as on the command line
+    assert tiny.ray.use_gpu != "true" and tiny.model.base_width < 64
+    full = load_config(configs / "full_gpu.yaml")
+    assert count_parameters(build_unet(full.model)) == 31_042_369
+    assert full.ray.use_gpu == "true" and full.ray.num_workers > 1
+    split = json.loads((empiar / "split.json").read_text())
+    data = resolve_data(full)  # relative paths resolve from the file's folder to the shared data set
+    for role in ("labeled", "unlabeled", "test"):
+        assert sorted(m.stem for m in getattr(data, role)) == sorted(split[role])
