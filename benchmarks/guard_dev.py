@@ -42,13 +42,11 @@ def final_weights(campaign: Path, rnd: int) -> Path | None:
 
 def scores(npzs: list[Path], mics: list[Path], data: Any, meta: Any, min_distance: float) -> dict[str, float]:
     """AP and best F1 (any threshold) of heatmaps against the expert picks."""
-    from cryopick.dataset import coords_for
-    from cryopick.io.coords import read_coords
-    from cryopick.metrics import average_precision, best_threshold, pooled_curve
-    from cryopick.selftrain_rounds import load_heatmap, picks_of
+    from cryopick.metrics import average_precision, best_threshold
+    from cryopick.selftrain_rounds import CANDIDATE_FLOOR, pooled
+    from selftrain_paired import with_picks
 
-    items = [load_heatmap(p, read_coords(coords_for(mic, data.coords))[0], border=meta.border) for p, mic in zip(npzs, mics)]
-    curve = pooled_curve([(*picks_of(sh, 0.02, min_distance, 1.0), sh.true_xy) for sh in items], radius=meta.diameter / 2.0)
+    curve = pooled(with_picks(npzs, mics, data, meta.border), CANDIDATE_FLOOR, min_distance, 1.0, meta.diameter)
     return {"ap": average_precision(curve), "best": best_threshold(curve)[0]}
 
 

@@ -23,21 +23,17 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 def campaign_rows(campaign: Path) -> list[dict[str, float]]:
     """Per completed round: dev F1 at the round's threshold, dev best F1, test F1 (from metrics.json)."""
-    from cryopick.dataset import coords_for
-    from cryopick.io.coords import read_coords
-    from cryopick.metrics import best_threshold, pooled_curve, score_at
+    from cryopick.metrics import best_threshold, score_at
     from cryopick.picker import load_picker
-    from cryopick.selftrain_rounds import load_heatmap, picks_of
-    from selftrain_paired import campaign_data, round_heatmaps, rounds_of
+    from cryopick.selftrain_rounds import CANDIDATE_FLOOR, pooled
+    from selftrain_paired import campaign_data, round_heatmaps, rounds_of, with_picks
 
     cfg, data = campaign_data(campaign)
     out = []
     for rnd, m in enumerate(rounds_of(campaign)):
         border = load_picker(campaign / f"round_{rnd:03d}")[1].border
-        items = [load_heatmap(p, read_coords(coords_for(u, data.coords))[0], border=border)
-                 for p, u in zip(round_heatmaps(campaign, rnd, cfg, list(data.unlabeled)), data.unlabeled)]
-        curve = pooled_curve([(*picks_of(sh, 0.02, m["min_distance"], 1.0), sh.true_xy) for sh in items],
-                             radius=cfg.data.diameter / 2.0)
+        items = with_picks(round_heatmaps(campaign, rnd, cfg, list(data.unlabeled)), list(data.unlabeled), data, border)
+        curve = pooled(items, CANDIDATE_FLOOR, m["min_distance"], 1.0, cfg.data.diameter)
         out.append({"dev": score_at(curve, m["threshold"])[2], "dev_best": best_threshold(curve)[0], "test": m["f1"]})
     return out
 

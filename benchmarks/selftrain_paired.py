@@ -116,6 +116,16 @@ def cached_heatmaps(model: Any, meta: Any, cfg: Any, mics: list[Path], cache: Pa
     return out
 
 
+def with_picks(npzs: list[Path], mics: list[Path], data: Any, border: float) -> list[Any]:
+    """Stored heatmaps (``ScoredHeatmap``) with each micrograph's expert picks, scored outside the edge ``border``.
+    Their PR curve over every candidate peak is ``selftrain_rounds.pooled(items, CANDIDATE_FLOOR, ...)``."""
+    from cryopick.dataset import coords_for
+    from cryopick.io.coords import read_coords
+    from cryopick.selftrain_rounds import load_heatmap
+
+    return [load_heatmap(p, read_coords(coords_for(mic, data.coords))[0], border=border) for p, mic in zip(npzs, mics)]
+
+
 def round_heatmaps(campaign: Path, rnd: int, cfg: Any, mics: list[Path]) -> list[Path]:
     """Heatmaps of round ``rnd``'s kept model on unlabeled ``mics``: the next round's pseudo/ files, else the
     round's heatmaps/ files (count-matching stores some there), else predicted into heatmaps/ here."""
@@ -137,9 +147,7 @@ def count_matched_f1(campaign: Path, n_count: int = 5) -> list[float]:
     2026-11-29), rescored from the round's stored heatmaps; campaigns run before it chose the threshold
     on the validation strips. Unlabeled heatmaps of a round's model come from the next round's pseudo/
     folder or the round's heatmaps/ folder, else they are predicted here (as the campaign would)."""
-    from cryopick.dataset import coords_for
     from cryopick.distributed.orchestrator import expert_density
-    from cryopick.io.coords import read_coords
     from cryopick.picker import load_picker
     from cryopick.selftrain_rounds import count_matched_threshold, load_heatmap, score_picks
 
@@ -150,8 +158,7 @@ def count_matched_f1(campaign: Path, n_count: int = 5) -> list[float]:
         meta = load_picker(rdir)[1]
         items = [load_heatmap(npz, border=meta.border) for npz in round_heatmaps(campaign, rnd, cfg, data.unlabeled[:n_count])]
         thr, _ = count_matched_threshold(items, tuned(rdir, m)[1], density, m["min_distance"], 1.0)
-        test = [load_heatmap(rdir / "heatmaps" / f"{t.stem}.npz", read_coords(coords_for(t, data.coords))[0],
-                             border=meta.border) for t in data.test]
+        test = with_picks([rdir / "heatmaps" / f"{t.stem}.npz" for t in data.test], list(data.test), data, meta.border)
         out.append(score_picks(test, thr, m["min_distance"], cfg.data.diameter)["f1"])
     return out
 
@@ -161,14 +168,12 @@ def dev_check(campaign: Path) -> list[tuple[str, float, float, float]]:
     on `test`, of each round model whose dev heatmaps the next round's pseudo/ folder holds, at (a) the
     validation-strip threshold, (b) the count-matched threshold counted on those same micrographs, (c) the
     dev-optimal threshold. Returns (model, a, b, c) rows."""
-    from cryopick.dataset import coords_for
     from cryopick.distributed.orchestrator import expert_density
-    from cryopick.io.coords import read_coords
-    from cryopick.metrics import best_threshold, pooled_curve, score_at
+    from cryopick.metrics import best_threshold, score_at
     from cryopick.picker import load_picker
-    from cryopick.selftrain_rounds import count_matched_threshold, load_heatmap, picks_of
+    from cryopick.selftrain_rounds import CANDIDATE_FLOOR, count_matched_threshold, pooled
 
-    _, data = campaign_data(campaign)
+    cfg, data = campaign_data(campaign)
     density, rows = expert_density(data), []
     for rnd, m in enumerate(rounds_of(campaign)):
         pseudo = campaign / f"round_{rnd + 1:03d}" / "pseudo"
@@ -176,9 +181,8 @@ def dev_check(campaign: Path) -> list[tuple[str, float, float, float]]:
         if not pseudo.is_dir() or adopted:  # an adopted round 0 is counted with the campaign that trained it
             continue
         meta = load_picker(campaign / f"round_{rnd:03d}")[1]
-        items = [load_heatmap(pseudo / f"{u.stem}.npz", read_coords(coords_for(u, data.coords))[0], border=meta.border)
-                 for u in data.unlabeled]
-        curve = pooled_curve([(*picks_of(sh, 0.02, m["min_distance"], 1.0), sh.true_xy) for sh in items], radius=13.5)
+        items = with_picks([pseudo / f"{u.stem}.npz" for u in data.unlabeled], list(data.unlabeled), data, meta.border)
+        curve = pooled(items, CANDIDATE_FLOOR, m["min_distance"], 1.0, cfg.data.diameter)
         val_thr, per_true = tuned(campaign / f"round_{rnd:03d}", m)
         thr, _ = count_matched_threshold(items, per_true, density, m["min_distance"], 1.0)
         rows.append((f"{campaign.name} r{rnd}", score_at(curve, val_thr)[2], score_at(curve, thr)[2], best_threshold(curve)[0]))
