@@ -1,6 +1,6 @@
 """Load test: a Ray campaign over up to 2,000 simulated 1024² micrographs with bounded memory.
 
-For each scale N, a fresh child process starts a local Ray (2 CPUs), runs ``run_campaign(...,
+For each scale N, a fresh child process starts a local Ray (2 CPUs), runs ``run_batch(...,
 engine="ray")`` over N micrographs and samples, every 0.5 s, the memory of its whole process tree
 (driver, GCS, raylet, Ray Data actors: every Ray process is a descendant of the driver here):
 summed RSS, summed PSS (shared pages such as the object store counted once) and the largest
@@ -96,13 +96,14 @@ def run_one(model: Path, mics_dir: Path, out: Path, workers: int) -> dict[str, o
     sampler.start()
     import ray
 
-    from cryopick.campaign import CampaignConfig, run_campaign
+    from cryopick.batch.config import BatchConfig
+    from cryopick.batch.run import run_batch
     from cryopick.io.manifest import resolve_micrographs
 
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     mics = resolve_micrographs([mics_dir])
     t0 = time.monotonic()
-    summary = run_campaign(model, mics, out, CampaignConfig(workers=workers, cpus_per_worker=1.0, batch_size=4),
+    summary = run_batch(model, mics, out, BatchConfig(workers=workers, cpus_per_worker=1.0, batch_size=4),
                            "ray", progress=False)
     seconds = time.monotonic() - t0
     peaks = sampler.stop()

@@ -1,6 +1,6 @@
 """Effect of the carbon / thick-ice mask on EMPIAR-10017 picks (precision, recall, picks removed).
 
-Runs two real campaigns (``cryopick.campaign.run_campaign``, local engine) over the held-out
+Runs two real campaigns (``cryopick.batch.run.run_batch``, local engine) over the held-out
 micrographs, without and with the default mask, and scores both against the expert picks; then
 sweeps the mask's threshold and dilation on the same unmasked picks (the mask only removes picks,
 so applying it afterwards gives exactly what a campaign with that setting would keep). Settings
@@ -29,7 +29,7 @@ SWEEP = [(3.0, 0.5), (4.0, 0.0), (4.0, 0.5), (5.0, 0.0), (5.0, 0.5), (6.0, 0.0)]
 
 def score(pairs: list[tuple[np.ndarray, np.ndarray, np.ndarray]], radius: float) -> dict[str, float]:
     """Pooled precision / recall / F1 of (pred_xy, scores, true_xy) triples, every pick kept."""
-    from cryopick.metrics import pooled_curve, summarize
+    from cryopick.evaluation.metrics import pooled_curve, summarize
 
     s = summarize(pooled_curve(pairs, radius))
     return {"precision": s.precision, "recall": s.recall, "f1": s.f1, "picks": s.n_picks, "matched": s.n_matched}
@@ -38,12 +38,13 @@ def score(pairs: list[tuple[np.ndarray, np.ndarray, np.ndarray]], radius: float)
 def main() -> int:
     from _report import update_section
 
-    from cryopick.campaign import CampaignConfig, run_campaign
+    from cryopick.batch.config import BatchConfig
+    from cryopick.batch.run import run_batch
     from cryopick.io.coords import read_coords
     from cryopick.io.micrograph import read_micrograph
-    from cryopick.mask import MaskConfig, micrograph_mask, picks_outside
-    from cryopick.picker import load_picker
-    from cryopick.preprocess import preprocess
+    from cryopick.inference.mask import MaskConfig, micrograph_mask, picks_outside
+    from cryopick.inference.picker import load_picker
+    from cryopick.preprocessing.binning import preprocess
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", type=Path, default=REPO / "benchmarks/out/campaign_model")
@@ -61,7 +62,7 @@ def main() -> int:
     runs = {}
     for label, mask in (("no mask", MaskConfig()), ("default mask", default)):
         out = args.out / label.replace(" ", "_")
-        summary = run_campaign(args.model, mics, out, CampaignConfig(mask=mask), "local", progress=False)
+        summary = run_batch(args.model, mics, out, BatchConfig(mask=mask), "local", progress=False)
         assert summary.failed == 0, summary.failures
         runs[label] = {n: read_coords(out / "picks" / f"{n}.star") for n in names}
     truth = {n: read_coords(args.data / "coords" / f"{n}.star")[0] for n in names}

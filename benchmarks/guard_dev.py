@@ -42,8 +42,8 @@ def final_weights(campaign: Path, rnd: int) -> Path | None:
 
 def scores(npzs: list[Path], mics: list[Path], data: Any, meta: Any, min_distance: float) -> dict[str, float]:
     """AP and best F1 (any threshold) of heatmaps against the expert picks."""
-    from cryopick.metrics import average_precision, best_threshold
-    from cryopick.selftrain_rounds import CANDIDATE_FLOOR, pooled
+    from cryopick.evaluation.metrics import average_precision, best_threshold
+    from cryopick.selftrain.scoring import CANDIDATE_FLOOR, pooled
     from selftrain_paired import with_picks
 
     curve = pooled(with_picks(npzs, mics, data, meta.border), CANDIDATE_FLOOR, min_distance, 1.0, meta.diameter)
@@ -54,7 +54,7 @@ def round_rows(campaign: Path, test: bool) -> list[dict[str, Any]]:
     """One row per trained round >= 1 of a campaign: strip, dev (and test) figures of start and final."""
     import torch
 
-    from cryopick.picker import load_picker
+    from cryopick.inference.picker import load_picker
     from selftrain_paired import cached_heatmaps, campaign_data, rounds_of
 
     cfg, data = campaign_data(campaign)

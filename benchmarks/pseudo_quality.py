@@ -39,11 +39,11 @@ def round_quality(campaign: Path, rnd: int, cfg: Any) -> dict[str, float]:
     """Pseudo-label quality of round ``rnd`` (>= 1) against the unlabeled micrographs' expert picks."""
     from scipy import ndimage
 
-    from cryopick.dataset import coords_for
+    from cryopick.training.dataset import coords_for
     from cryopick.distributed.orchestrator import round_labeler
     from cryopick.io.coords import read_coords
-    from cryopick.metrics import match
-    from cryopick.selftrain_rounds import load_heatmap
+    from cryopick.evaluation.metrics import match
+    from cryopick.selftrain.scoring import load_heatmap
 
     labeler = round_labeler(cfg, campaign / f"round_{rnd - 1:03d}")
     n_regions = n_hit = 0
@@ -75,7 +75,7 @@ def round_quality(campaign: Path, rnd: int, cfg: Any) -> dict[str, float]:
 def campaign_rows(campaign: Path, ignore_unsure: bool | None = None) -> list[dict[str, Any]]:
     """One row per round >= 1; ``ignore_unsure`` overrides the campaign's rule (None: as it ran)."""
     from cryopick.config import from_dict
-    from cryopick.selftrain import SelftrainConfig
+    from cryopick.selftrain.config import SelftrainConfig
 
     state = json.loads((campaign / "state.json").read_text())
     raw = json.loads((campaign / "campaign.json").read_text())

@@ -23,9 +23,9 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 def campaign_rows(campaign: Path) -> list[dict[str, float]]:
     """Per completed round: dev F1 at the round's threshold, dev best F1, test F1 (from metrics.json)."""
-    from cryopick.metrics import best_threshold, score_at
-    from cryopick.picker import load_picker
-    from cryopick.selftrain_rounds import CANDIDATE_FLOOR, pooled
+    from cryopick.evaluation.metrics import best_threshold, score_at
+    from cryopick.inference.picker import load_picker
+    from cryopick.selftrain.scoring import CANDIDATE_FLOOR, pooled
     from selftrain_paired import campaign_data, round_heatmaps, rounds_of, with_picks
 
     cfg, data = campaign_data(campaign)

@@ -44,7 +44,7 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
 
 def run(name: str, labeled: list[str], args: argparse.Namespace, extra: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     from cryopick.distributed.orchestrator import run_campaign
-    from cryopick.selftrain import load_config
+    from cryopick.selftrain.config import load_config
 
     split = json.loads((DATA / "split.json").read_text())
     mic = lambda names: [str(DATA / "micrographs" / f"{n}.mrc") for n in names]  # noqa: E731

@@ -79,7 +79,7 @@ def run_pair(name: str, existing: Path | None, labeled: list[str], args: argpars
 
 def campaign_data(campaign: Path) -> tuple[Any, Any]:
     """(config, resolved data) of a campaign from its campaign.json."""
-    from cryopick.selftrain import load_config, resolve_data
+    from cryopick.selftrain.config import load_config, resolve_data
 
     stored = json.loads((campaign / "campaign.json").read_text())
     cfg = load_config(None, {k: v for k, v in stored.items() if k not in ("cryopick_version", "resolved")})
@@ -88,7 +88,7 @@ def campaign_data(campaign: Path) -> tuple[Any, Any]:
 
 def tuned(rdir: Path, m: dict[str, Any]) -> tuple[float, float]:
     """(Tune's threshold, picks per expert particle there) of a round, from its tune.csv."""
-    from cryopick.selftrain_rounds import picks_per_true
+    from cryopick.selftrain.scoring import picks_per_true
 
     val_thr = m.get("val_threshold", m["threshold"])
     trials = [{k: float(v) for k, v in t.items()} for t in csv.DictReader(open(rdir / "tune.csv"))]
@@ -101,8 +101,8 @@ def cached_heatmaps(model: Any, meta: Any, cfg: Any, mics: list[Path], cache: Pa
     campaign's prediction stage stores them (float16, atomically)."""
     from cryopick.io.atomic import atomic_write
     from cryopick.io.micrograph import read_micrograph
-    from cryopick.predict import predict_heatmap
-    from cryopick.preprocess import preprocess
+    from cryopick.inference.tiling import predict_heatmap
+    from cryopick.preprocessing.binning import preprocess
 
     out = []
     for mic in mics:
@@ -119,9 +119,9 @@ def cached_heatmaps(model: Any, meta: Any, cfg: Any, mics: list[Path], cache: Pa
 def with_picks(npzs: list[Path], mics: list[Path], data: Any, border: float) -> list[Any]:
     """Stored heatmaps (``ScoredHeatmap``) with each micrograph's expert picks, scored outside the edge ``border``.
     Their PR curve over every candidate peak is ``selftrain_rounds.pooled(items, CANDIDATE_FLOOR, ...)``."""
-    from cryopick.dataset import coords_for
+    from cryopick.training.dataset import coords_for
     from cryopick.io.coords import read_coords
-    from cryopick.selftrain_rounds import load_heatmap
+    from cryopick.selftrain.scoring import load_heatmap
 
     return [load_heatmap(p, read_coords(coords_for(mic, data.coords))[0], border=border) for p, mic in zip(npzs, mics)]
 
@@ -129,7 +129,7 @@ def with_picks(npzs: list[Path], mics: list[Path], data: Any, border: float) -> 
 def round_heatmaps(campaign: Path, rnd: int, cfg: Any, mics: list[Path]) -> list[Path]:
     """Heatmaps of round ``rnd``'s kept model on unlabeled ``mics``: the next round's pseudo/ files, else the
     round's heatmaps/ files (count-matching stores some there), else predicted into heatmaps/ here."""
-    from cryopick.picker import load_picker
+    from cryopick.inference.picker import load_picker
 
     rdir = campaign / f"round_{rnd:03d}"
     found = [next((p for p in (campaign / f"round_{rnd + 1:03d}" / "pseudo" / f"{m.stem}.npz",
@@ -148,8 +148,8 @@ def count_matched_f1(campaign: Path, n_count: int = 5) -> list[float]:
     on the validation strips. Unlabeled heatmaps of a round's model come from the next round's pseudo/
     folder or the round's heatmaps/ folder, else they are predicted here (as the campaign would)."""
     from cryopick.distributed.orchestrator import expert_density
-    from cryopick.picker import load_picker
-    from cryopick.selftrain_rounds import count_matched_threshold, load_heatmap, score_picks
+    from cryopick.inference.picker import load_picker
+    from cryopick.selftrain.scoring import count_matched_threshold, load_heatmap, score_picks
 
     cfg, data = campaign_data(campaign)
     density, out = expert_density(data), []
@@ -169,9 +169,9 @@ def dev_check(campaign: Path) -> list[tuple[str, float, float, float]]:
     validation-strip threshold, (b) the count-matched threshold counted on those same micrographs, (c) the
     dev-optimal threshold. Returns (model, a, b, c) rows."""
     from cryopick.distributed.orchestrator import expert_density
-    from cryopick.metrics import best_threshold, score_at
-    from cryopick.picker import load_picker
-    from cryopick.selftrain_rounds import CANDIDATE_FLOOR, count_matched_threshold, pooled
+    from cryopick.evaluation.metrics import best_threshold, score_at
+    from cryopick.inference.picker import load_picker
+    from cryopick.selftrain.scoring import CANDIDATE_FLOOR, count_matched_threshold, pooled
 
     cfg, data = campaign_data(campaign)
     density, rows = expert_density(data), []

@@ -90,9 +90,9 @@ def job_pick(a: dict[str, Any]) -> dict[str, Any]:
     from cryopick.config import PickConfig
     from cryopick.io.coords import write_coords
     from cryopick.io.micrograph import read_micrograph
-    from cryopick.picker import heatmap_to_picks, load_picker
-    from cryopick.predict import predict_heatmap
-    from cryopick.preprocess import preprocess
+    from cryopick.inference.picker import heatmap_to_picks, load_picker
+    from cryopick.inference.tiling import predict_heatmap
+    from cryopick.preprocessing.binning import preprocess
 
     import_s, rss_import = time.perf_counter() - t0, _rss_now_mb()
     dev = torch.device(a["device"])
@@ -123,7 +123,7 @@ def job_pick(a: dict[str, Any]) -> dict[str, Any]:
         st["total"] = sum(st.values())
         runs.append(st)
     h, w = b.image.shape
-    from cryopick.predict import TTA_TRANSFORMS, _tiles
+    from cryopick.inference.tiling import TTA_TRANSFORMS, _tiles
 
     # every test-time-augmentation view runs the network over all tiles once more
     n_tiles = len(list(_tiles((h, w), (min(TILE, h), min(TILE, w)), cfg.tile_overlap))) * len(TTA_TRANSFORMS[cfg.tta])
@@ -140,10 +140,10 @@ def job_train(a: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     from cryopick.config import ModelConfig, PreprocessConfig, TrainConfig
-    from cryopick.dataset import load_labeled, split_items
-    from cryopick.model import build_unet
-    from cryopick.patches import sample_patches
-    from cryopick.train import train_step
+    from cryopick.training.dataset import load_labeled, split_items
+    from cryopick.model.unet import build_unet
+    from cryopick.training.patches import sample_patches
+    from cryopick.training.loop import train_step
 
     rss_import = _rss_now_mb()
     fmt = torch.channels_last if TrainConfig().channels_last else torch.contiguous_format
@@ -201,7 +201,7 @@ def job_flops(a: dict[str, Any]) -> dict[str, Any]:
     from torch.utils.flop_counter import FlopCounterMode
 
     from cryopick.config import ModelConfig
-    from cryopick.model import build_unet, count_parameters
+    from cryopick.model.unet import build_unet, count_parameters
 
     res = {}
     for w in a["widths"]:
@@ -218,9 +218,9 @@ def job_ablation(a: dict[str, Any]) -> dict[str, Any]:
 
     from cryopick.config import PickConfig
     from cryopick.io.micrograph import read_micrograph
-    from cryopick.picker import load_picker
-    from cryopick.predict import predict_heatmap
-    from cryopick.preprocess import preprocess
+    from cryopick.inference.picker import load_picker
+    from cryopick.inference.tiling import predict_heatmap
+    from cryopick.preprocessing.binning import preprocess
 
     model, meta = load_picker(a["model"], torch.device(a["device"]))
     image = preprocess(read_micrograph(Path(a["micrograph"])).data, meta.preprocess).image
@@ -267,8 +267,8 @@ def make_models(widths: list[int], root: Path, bin_factor: float) -> dict[int, P
     import torch
 
     from cryopick.config import ModelConfig, PreprocessConfig
-    from cryopick.model import build_unet
-    from cryopick.picker import PickerMeta, save_picker
+    from cryopick.model.unet import build_unet
+    from cryopick.inference.picker import PickerMeta, save_picker
 
     dirs = {}
     for w in widths:

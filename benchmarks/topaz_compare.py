@@ -6,7 +6,7 @@ In one run: Topaz 0.3.20 pretrained (resnet16), Topaz trained on the 5 ``labeled
 on the same 5 micrographs with the ``cryopick train`` defaults (or a given run). Every picker runs
 as its command-line tool in its own process over the 5 test micrographs; seconds per micrograph
 are that process's wall time / 5 (start-up included; Topaz: preprocess + extract). All picks are
-scored with ``cryopick.metrics`` (greedy one-to-one matching, radius 13.5 px = half the diameter).
+scored with ``cryopick.evaluation.metrics`` (greedy one-to-one matching, radius 13.5 px = half the diameter).
 
     python benchmarks/topaz_compare.py [--cryopick-model RUNDIR] [--topaz-model MODEL.sav]
     python benchmarks/topaz_compare.py --quick --no-doc      # check the script (1 micrograph, tiny training)
@@ -60,8 +60,8 @@ def run_measured(cmd: list[str]) -> tuple[float, float, str]:
 
 def score(picks: Path, threshold: float | None = None) -> dict[str, float]:
     """Pooled P/R/F1 over the test micrographs at ``threshold`` and at the best threshold."""
-    from cryopick.metrics import score_at, summarize
-    from cryopick.workflows import evaluate_dirs
+    from cryopick.evaluation.metrics import score_at, summarize
+    from cryopick.evaluation.evaluate import evaluate_dirs
 
     ev = evaluate_dirs(picks, DATA / "coords", DIAMETER, radius=RADIUS)
     s = summarize(ev.curve, threshold)
@@ -75,7 +75,7 @@ def banded_scores(R: dict[str, Any], out: Path) -> None:
     """Topaz's picks scored again with cryopick's learned edge band removed, so both drop the same picks."""
     import tempfile
 
-    from cryopick.border import drop_near_edge
+    from cryopick.inference.border import drop_near_edge
     from cryopick.io.coords import read_coords, write_coords
     from cryopick.io.micrograph import read_shape
 

@@ -4,14 +4,13 @@ A thin entry point over ``cryopick campaign`` (same flags, same YAML): micrograp
 through a Ray Data actor pool that loads the model once per actor, writes one coordinate file
 per micrograph atomically, and records bad micrographs in OUT/failures.tsv; rerunning resumes.
 Inside a submitted job Ray is already running (RAY_ADDRESS is set), so resources are only
-passed to ``ray.init`` for a local run. Paths must be visible from every node (shared storage).
+passed to a local Ray only (``cryopick.distributed.connect``). Paths must be visible from every node (shared storage).
 Exit status: 0 all picked, 1 some micrographs failed, 2 bad arguments or config.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 
@@ -28,18 +27,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    from cryopick.campaign import run_campaign
+    from cryopick.batch.run import run_batch
     from cryopick.cli.campaign import resolve
     from cryopick.errors import CryopickError
 
     try:
         model, micrographs, out, cfg, engine = resolve(args)  # every path checked before Ray starts
         if engine == "ray":
-            from cryopick.distributed.campaign import ensure_ray
+            from cryopick.distributed.connect import ray_session
 
-            ensure_ray(num_cpus=None if os.environ.get("RAY_ADDRESS") else args.num_cpus)
-        summary = run_campaign(model, micrographs, out, cfg, engine, progress=not args.quiet)
+            with ray_session(num_cpus=args.num_cpus):  # a submitted job joins its cluster; num_cpus is for a local Ray
+                summary = run_batch(model, micrographs, out, cfg, engine, progress=not args.quiet)
+        else:
+            summary = run_batch(model, micrographs, out, cfg, engine, progress=not args.quiet)
     except CryopickError as exc:
         print(f"pipelines/pick.py: error: {exc}", file=sys.stderr)
         return 2

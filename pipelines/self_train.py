@@ -7,7 +7,7 @@ distance, and MLflow tracks every round. Rerunning with the same --out resumes a
 complete round.
 
 Inside a submitted job Ray is already running (RAY_ADDRESS is set), so resources are passed to
-``ray.init`` only for a local run. Shell variables do not reach a job: pass settings as flags or
+Ray only for a local run (``cryopick.distributed.connect``). Shell variables do not reach a job: pass settings as flags or
 through ``--runtime-env-json '{"env_vars": {...}}'``, and use absolute paths and MLflow URIs on
 storage every node sees. Exit status: 0 done, 2 bad arguments or config.
 
@@ -19,7 +19,6 @@ Example (a local head at 127.0.0.1:8265):
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 
@@ -35,28 +34,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    from cryopick.runtime import CPU_ENV, configure_cpu_env
+    from cryopick.runtime import configure_cpu_env
 
     configure_cpu_env()  # before torch loads
     from cryopick.cli import selftrain
     from cryopick.distributed.orchestrator import run_campaign
     from cryopick.errors import CryopickError
-    from cryopick.selftrain import resolve_data
+    from cryopick.selftrain.config import resolve_data
 
     try:
         cfg = selftrain.resolve_config(args)
         resolve_data(cfg)  # every path checked before a cluster is asked to do anything
-        import ray
-
-        if os.environ.get("RAY_ADDRESS") or cfg.ray.address:
-            ray.init(address=cfg.ray.address)  # a job on a running cluster: its resources, not ours
-        else:
-            ray.init(num_cpus=cfg.ray.num_cpus, include_dashboard=False, runtime_env={"env_vars": dict(CPU_ENV)})
-        try:
-            selftrain.report(run_campaign(cfg, progress=not args.quiet))
-        finally:
-            ray.shutdown()
+        selftrain.report(run_campaign(cfg, progress=not args.quiet))  # connects to Ray (cryopick.distributed.connect)
         return 0
     except CryopickError as exc:
         print(f"pipelines/self_train.py: error: {exc}", file=sys.stderr)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -41,17 +40,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    from cryopick.runtime import CPU_ENV, configure_cpu_env
+    from cryopick.runtime import configure_cpu_env
 
     configure_cpu_env()  # before torch loads
-    from cryopick.dataset import coords_for
+    from cryopick.training.dataset import coords_for
     from cryopick.errors import CryopickError
     from cryopick.io.atomic import write_json
     from cryopick.io.coords import read_coords
     from cryopick.io.manifest import resolve_micrographs
-    from cryopick.picker import load_picker, save_picker
-    from cryopick.selftrain_rounds import write_tune_csv
+    from cryopick.inference.picker import load_picker, save_picker
+    from cryopick.selftrain.outputs import write_tune_csv
 
     try:  # every input checked before Ray starts
         model, meta = load_picker(args.model, "cpu")
@@ -60,20 +58,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CryopickError as exc:
         print(f"pipelines/tune.py: error: {exc}", file=sys.stderr)
         return 2
-    import ray
-
+    from cryopick.distributed.connect import ray_session
     from cryopick.distributed.tune import tune_model
 
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init()  # inside a submitted job: the cluster's resources
-    else:
-        ray.init(num_cpus=args.num_cpus, include_dashboard=False, runtime_env={"env_vars": dict(CPU_ENV)})
-    try:
+    with ray_session(num_cpus=args.num_cpus):  # inside a submitted job: the cluster's resources
         best, trials = tune_model(args.model, mics, truth, args.out, args.thresholds, args.min_distance_fractions,
                                   actors=args.actors, cpu_per_trial=args.cpu_per_trial, tolerance=args.tolerance,
                                   progress=not args.quiet)
-    finally:
-        ray.shutdown()
     model_file = args.model / "model.pt" if args.model.is_dir() else args.model
     write_tune_csv(args.out / "tune.csv", trials)
     write_json(args.out / "best.json", {**best, "model": str(model_file), "n_micrographs": len(mics)})

@@ -166,7 +166,7 @@ def real_campaign(sim: Path, tmp_path_factory: pytest.TempPathFactory) -> Writte
     """
     if "real" not in _CACHE:
         from cryopick.distributed.orchestrator import run_campaign
-        from cryopick.selftrain import load_config
+        from cryopick.selftrain.config import load_config
 
         split = json.loads((sim / "split.json").read_text())
         mics = lambda names: [str(sim / "micrographs" / f"{n}.mrc") for n in names]  # noqa: E731

@@ -7,16 +7,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cryopick.border import (
+from cryopick.inference.border import (
     MIN_EXPECTED_IN_BAND, SLACK_DIAMETERS, drop_near_edge, edge_distance, learn_border, outside_band,
 )
 from cryopick.config import PickConfig, from_dict
 from cryopick.errors import CryopickError
 from cryopick.io.coords import read_coords
 from cryopick.io.micrograph import read_shape
-from cryopick.picker import PickerMeta, heatmap_to_picks
-from cryopick.preprocess import Binned
-from cryopick.selftrain_rounds import ScoredHeatmap, score_picks
+from cryopick.inference.picker import PickerMeta, heatmap_to_picks
+from cryopick.preprocessing.binning import Binned
+from cryopick.selftrain.scoring import ScoredHeatmap, score_picks
 from conftest import mic_paths
 
 

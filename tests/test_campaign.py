@@ -14,16 +14,11 @@ import numpy as np
 import pytest
 from campaign_support import copies, train_tiny_model, write_bad_micrographs
 
-from cryopick.campaign import (
-    CampaignConfig,
-    Layout,
-    MicrographPicker,
-    campaign_config,
-    complete_record,
-    fingerprint,
-    run_campaign,
-)
-from cryopick.campaign_report import read_failures
+from cryopick.batch.config import BatchConfig, batch_config
+from cryopick.batch.plan import Layout, complete_record, fingerprint
+from cryopick.batch.run import run_batch
+from cryopick.batch.worker import MicrographPicker
+from cryopick.batch.report import read_failures
 from cryopick.cli.__main__ import main as cli
 from cryopick.errors import CryopickError
 from cryopick.io.coords import read_coords
@@ -76,12 +71,12 @@ def test_driver_killed_mid_campaign_resumes_without_redoing(
     )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and proc.poll() is None:
-        if (out / "done").is_dir() and len(list((out / "done").glob("*.json"))) >= 3:
+        if (out / "done").is_dir() and len([p for p in (out / "done").glob("*.json") if not p.name.startswith(".")]) >= 3:
             break
         time.sleep(0.005)
     proc.send_signal(signal.SIGKILL)  # the driver dies mid-campaign, with no chance to clean up
     proc.wait(10)
-    fp = fingerprint(tiny_model, CampaignConfig())
+    fp = fingerprint(tiny_model, BatchConfig())
     done = [m for m in mics if complete_record(Layout(out, "star"), m, fp)]
     assert 3 <= len(done) < len(mics), "the driver must be killed mid-campaign"
     # a partial pick file (cut short by a crash of some other writer) and a stale temp file
@@ -90,7 +85,7 @@ def test_driver_killed_mid_campaign_resumes_without_redoing(
     (out / "picks" / f".{mics[-1].stem}.star.abc123.star").write_text("half")
     before = {m: (out / "picks" / f"{m.stem}.star").stat() for m in done[1:]}
 
-    summary = run_campaign(tiny_model, mics, out, CampaignConfig(), "local", progress=False)
+    summary = run_batch(tiny_model, mics, out, BatchConfig(), "local", progress=False)
     assert (summary.skipped, summary.picked, summary.failed) == (len(done) - 1, len(mics) - len(done) + 1, 0)
     for m, st in before.items():  # complete outputs were not touched
         after = (out / "picks" / f"{m.stem}.star").stat()
@@ -111,7 +106,7 @@ def test_index_and_merged_star_round_trip_and_settings_change_redoes(
     mics = sorted((sim_data / "micrographs").glob("*.mrc"))
     out = tmp_path / "out"
     for fmt in ("star", "box"):
-        summary = run_campaign(tiny_model, mics, out, CampaignConfig(format=fmt), "local", progress=False)
+        summary = run_batch(tiny_model, mics, out, BatchConfig(format=fmt), "local", progress=False)
         assert (summary.picked, summary.skipped) == (len(mics), 0)  # new format: everything redone
         index = starfile.read(out / "coordinate_files.star", always_dict=True)["coordinate_files"]
         assert list(index["rlnMicrographName"]) == [str(m) for m in mics]
@@ -126,9 +121,9 @@ def test_index_and_merged_star_round_trip_and_settings_change_redoes(
             np.testing.assert_allclose(rows[["rlnCoordinateX", "rlnCoordinateY"]].to_numpy(), xy, atol=0.01)
             if fmt == "star":
                 np.testing.assert_allclose(rows["rlnAutopickFigureOfMerit"].to_numpy(), scores, atol=1e-5)
-    again = run_campaign(tiny_model, mics, out, CampaignConfig(format="box"), "local", progress=False)
+    again = run_batch(tiny_model, mics, out, BatchConfig(format="box"), "local", progress=False)
     assert (again.picked, again.skipped) == (0, len(mics))
-    empty = run_campaign(tiny_model, mics, out, campaign_config({"format": "box", "pick": {"threshold": 1.0}}),
+    empty = run_batch(tiny_model, mics, out, batch_config({"format": "box", "pick": {"threshold": 1.0}}),
                          "local", progress=False)
     assert (empty.picked, empty.particles) == (len(mics), 0)
     assert starfile.read(out / "particles.star", always_dict=True)["particles"].empty
@@ -137,19 +132,19 @@ def test_index_and_merged_star_round_trip_and_settings_change_redoes(
 def test_out_of_memory_halves_tile_batch_then_fails_alone(
     sim_data: Path, tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import cryopick.picker
+    import cryopick.inference.picker
 
-    real = cryopick.picker.pick_binned
+    real = cryopick.inference.picker.predict_heatmap
     seen: list[int] = []
 
-    def flaky(model, binned, meta, cfg):  # noqa: ANN001, ANN202 - stands in for pick_binned
+    def flaky(model, image, cfg):  # noqa: ANN001, ANN202 - stands in for predict_heatmap
         seen.append(cfg.tile_batch)
         if cfg.tile_batch > limit:
             raise MemoryError("cannot allocate tile batch")
-        return real(model, binned, meta, cfg)
+        return real(model, image, cfg)
 
-    monkeypatch.setattr(cryopick.picker, "pick_binned", flaky)
-    picker = MicrographPicker(tiny_model, CampaignConfig(), tmp_path / "out", "fp")
+    monkeypatch.setattr(cryopick.inference.picker, "predict_heatmap", flaky)
+    picker = MicrographPicker(tiny_model, BatchConfig(), tmp_path / "out", "fp")
     mic = sim_data / "micrographs" / "sim_0001.mrc"
     limit = 1
     row = picker.process(mic)
@@ -162,13 +157,13 @@ def test_out_of_memory_halves_tile_batch_then_fails_alone(
 
 def test_config_and_inputs_are_checked_before_any_work(tiny_model: Path, sim_data: Path, tmp_path: Path) -> None:
     with pytest.raises(CryopickError, match=r"campaign\.workers must be of type int"):
-        campaign_config({"workers": "two"})
+        batch_config({"workers": "two"})
     with pytest.raises(CryopickError, match=r"unknown config key campaign\.bogus"):
-        campaign_config({"bogus": 1})
+        batch_config({"bogus": 1})
     with pytest.raises(CryopickError, match=r"campaign\.mask\.max_sigma must be positive"):
-        campaign_config({"mask": {"max_sigma": -1}})
+        batch_config({"mask": {"max_sigma": -1}})
     with pytest.raises(CryopickError, match=r"campaign\.format must be one of"):
-        campaign_config({"format": "xml"})
+        batch_config({"format": "xml"})
     bad_yaml = tmp_path / "c.yaml"
     bad_yaml.write_text("campaign:\n  batch_size: 0\n")
     out = tmp_path / "never"
@@ -182,7 +177,7 @@ def test_config_and_inputs_are_checked_before_any_work(tiny_model: Path, sim_dat
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "sim_0000.mrc").write_bytes(Path(mic).read_bytes())
     with pytest.raises(CryopickError, match="share the name 'sim_0000'"):
-        run_campaign(tiny_model, [Path(mic), tmp_path / "a" / "sim_0000.mrc"], out, CampaignConfig(), "local")
+        run_batch(tiny_model, [Path(mic), tmp_path / "a" / "sim_0000.mrc"], out, BatchConfig(), "local")
 
 
 def test_pick_cpu_config_and_pipeline_help(tiny_model: Path, sim_data: Path, tmp_path: Path) -> None:

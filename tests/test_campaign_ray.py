@@ -14,12 +14,13 @@ import numpy as np
 import pytest
 from campaign_support import copies, train_tiny_model, write_bad_micrographs
 
-from cryopick.campaign import CampaignConfig, Layout, complete_record, plan_campaign
-from cryopick.campaign_report import LOST_REASON, finish_campaign, read_failures
+from cryopick.batch.config import BatchConfig
+from cryopick.batch.plan import Layout, complete_record, plan_batch
+from cryopick.batch.report import LOST_REASON, finish_batch, read_failures
 from cryopick.io.coords import read_coords
 
 pytestmark = [pytest.mark.ray]
-RAY_CFG = dict(workers=2, cpus_per_worker=0.5, batch_size=2, torch_threads=1)
+RAY_CFG = dict(workers=2, cpus_per_worker=0.5, batch_size=2)
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +33,7 @@ def _actor_class(delay: float = 0.0, poison: str | None = None) -> type:
 
     Defined inside a function so cloudpickle ships it to the workers by value.
     """
-    from cryopick.distributed.campaign import _PickActor
+    from cryopick.distributed.batch import _PickActor
 
     class FaultyActor(_PickActor):
         def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[Any]]:
@@ -49,10 +50,10 @@ def _actor_class(delay: float = 0.0, poison: str | None = None) -> type:
 def test_killed_prediction_actor_leaves_exactly_one_output_per_micrograph(
     ray_session: Any, sim_data: Path, tiny_model: Path, tmp_path: Path
 ) -> None:
-    from cryopick.distributed.campaign import ray_rows
+    from cryopick.distributed.batch import ray_rows
 
     mics = copies(sim_data / "micrographs" / "sim_0001.mrc", tmp_path / "mics", 12)
-    plan = plan_campaign(tiny_model, mics, tmp_path / "out", CampaignConfig(**RAY_CFG))
+    plan = plan_batch(tiny_model, mics, tmp_path / "out", BatchConfig(**RAY_CFG))
     killed: dict[str, int] = {}
 
     def kill_first_worker() -> None:
@@ -70,7 +71,7 @@ def test_killed_prediction_actor_leaves_exactly_one_output_per_micrograph(
     killer.start()
     rows = list(ray_rows(plan, progress=False, actor_cls=_actor_class(delay=0.4)))
     killer.join(5)
-    summary = finish_campaign(plan, rows, 0.0)
+    summary = finish_batch(plan, rows, 0.0)
     assert "pid" in killed and killed["done_at_kill"] < len(mics), "the actor must die mid-campaign"
     assert (summary.picked, summary.failed) == (len(mics), 0)
     picks = sorted(p.name for p in (tmp_path / "out" / "picks").iterdir())
@@ -90,14 +91,14 @@ def test_killed_prediction_actor_leaves_exactly_one_output_per_micrograph(
 def test_poison_micrograph_fails_alone_and_the_campaign_finishes(
     ray_session: Any, sim_data: Path, tiny_model: Path, tmp_path: Path
 ) -> None:
-    from cryopick.distributed.campaign import ray_rows
+    from cryopick.distributed.batch import ray_rows
 
     mics = copies(sim_data / "micrographs" / "sim_0002.mrc", tmp_path / "mics", 6)
     poison = mics[2]
-    cfg = CampaignConfig(**{**RAY_CFG, "batch_size": 3, "max_task_retries": 0})
-    plan = plan_campaign(tiny_model, mics, tmp_path / "out", cfg)
+    cfg = BatchConfig(**{**RAY_CFG, "batch_size": 3, "max_task_retries": 0})
+    plan = plan_batch(tiny_model, mics, tmp_path / "out", cfg)
     rows = list(ray_rows(plan, progress=False, actor_cls=_actor_class(poison=poison.name)))
-    summary = finish_campaign(plan, rows, 0.0)
+    summary = finish_batch(plan, rows, 0.0)
     assert (summary.picked, summary.failed) == (5, 1)  # its batch-mates were redone one by one
     assert read_failures(tmp_path / "out" / "failures.tsv") == [{"micrograph": str(poison), "reason": LOST_REASON}]
     assert sorted(p.name for p in (tmp_path / "out" / "picks").iterdir()) == sorted(

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cryopick.border import edge_distance
+from cryopick.inference.border import edge_distance
 from cryopick.cli.__main__ import main
 from cryopick.io.coords import read_coords, write_coords
-from cryopick.picker import load_picker
+from cryopick.inference.picker import load_picker
 from conftest import DIAMETER, mic_paths
 
 

@@ -50,7 +50,7 @@ TINY = {
 def campaign(ray_session: Any, empiar: Path, split: dict[str, list[str]], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """Run a 2-round campaign that is interrupted after round 1's training, then rerun it."""
     from cryopick.distributed.orchestrator import run_campaign
-    from cryopick.selftrain import load_config
+    from cryopick.selftrain.config import load_config
 
     root = tmp_path_factory.mktemp("campaign")
     cfg = load_config(None, {**crop_set(empiar, split, root / "data"), **TINY, "out": str(root / "camp")})
@@ -100,8 +100,8 @@ def test_two_round_campaign_writes_contract_and_mlflow(campaign: dict[str, Any])
         assert m["scored_on"] == "test" and 0.0 <= m["f1"] <= 1.0 and m["n_true"] == n_truth
     # the threshold is count-matched on the unlabeled micrograph: as many picks per expected particle
     # as the validation-best threshold keeps on the validation strip
-    from cryopick.picker import load_picker
-    from cryopick.selftrain_rounds import load_heatmap, picks_of
+    from cryopick.inference.picker import load_picker
+    from cryopick.selftrain.scoring import load_heatmap, picks_of
 
     cfg = campaign["cfg"]
     m0 = json.loads((camp / "round_000" / "metrics.json").read_text())
@@ -170,7 +170,7 @@ def test_rerun_resumes_after_the_interrupted_round(campaign: dict[str, Any]) -> 
 def test_a_campaign_can_start_from_an_existing_round0_model(campaign: dict[str, Any], tmp_path: Path) -> None:
     """`selftrain.round0_model`: round 0 is the given picker, scored like a trained one (no training)."""
     from cryopick.distributed.orchestrator import run_campaign
-    from cryopick.selftrain import load_config
+    from cryopick.selftrain.config import load_config
 
     source = campaign["dir"] / "round_000"
     over = {k: v for k, v in campaign["cfg"].as_dict()["data"].items() if v}
@@ -195,7 +195,7 @@ def test_a_round_without_pseudo_labeled_particles_keeps_the_model_and_stops(camp
     """Too few pseudo-labeled particles (none: p > 1 never holds): round 1 keeps round 0's model, untrained,
     scores as round 0 did, and the campaign stops although 3 rounds were asked for."""
     from cryopick.distributed.orchestrator import run_campaign
-    from cryopick.selftrain import load_config
+    from cryopick.selftrain.config import load_config
 
     source = campaign["dir"] / "round_000"
     over = {k: v for k, v in campaign["cfg"].as_dict()["data"].items() if v}

@@ -41,7 +41,7 @@ try:
     nodes = sorted(n["NodeID"] for n in ray.nodes() if n["Alive"])
     mics = sorted((sim / "micrographs").glob("*.mrc"))
     rows = training_rows(mics * 2, sim / "coords", [], n_labeled=2, n_pseudo=0, hold_back=False)
-    params = StageParams(diameter=24.0, preprocess={"bin": 2.0}, label_radius_fraction=0.5, val_fraction=0.0, pseudo={})
+    params = StageParams(diameter=24.0, preprocess={"bin": 2.0}, val_fraction=0.0, pseudo={})
     ds = build_train_dataset(rows, params, patch_size=32, data_cpus=1.0)
     seen = {}
     for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):

@@ -28,7 +28,7 @@ def _mics(sim: Path) -> list[Path]:
 
 
 def _params() -> StageParams:
-    return StageParams(diameter=24.0, preprocess={"bin": 2.0}, label_radius_fraction=0.5, val_fraction=0.25, pseudo={})
+    return StageParams(diameter=24.0, preprocess={"bin": 2.0}, val_fraction=0.25, pseudo={})
 
 
 def _probe_loop(config: dict[str, Any]) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from cryopick.selftrain_rounds import ScoredHeatmap, score_picks
+from cryopick.selftrain.scoring import ScoredHeatmap, score_picks
 
 pytestmark = pytest.mark.ray
 
@@ -57,7 +57,7 @@ def test_tune_model_on_a_trained_picker(ray_session: Any, sim_data: Path, tmp_pa
     from cryopick.config import ModelConfig, PreprocessConfig, TrainConfig
     from cryopick.distributed.tune import tune_model
     from cryopick.io.coords import read_coords
-    from cryopick.workflows import train_from_files
+    from cryopick.training.run import train_from_files
 
     mics = sorted((sim_data / "micrographs").glob("*.mrc"))
     train_from_files(mics[:2], sim_data / "coords", 24.0, tmp_path / "model", PreprocessConfig(bin=2.0),

@@ -86,7 +86,7 @@ def _truncated(path: Path) -> None:
 def test_coordinate_round_trip(tmp_path: Path, fmt: str) -> None:
     xy = RNG.uniform(20, 900, size=(57, 2)).round(2)
     scores = RNG.uniform(0, 1, size=57).round(5)
-    path = write_coords(tmp_path / f"mic{FORMATS[fmt]}", xy, scores, fmt, box_size=40)
+    path = write_coords(tmp_path / f"mic{FORMATS[fmt].suffix}", xy, scores, fmt, box_size=40)
     back_xy, back_scores = read_coords(path)
     np.testing.assert_allclose(back_xy, xy, atol=1e-2)
     np.testing.assert_allclose(back_scores, scores, atol=1e-5)
@@ -107,7 +107,7 @@ def test_star_is_relion_readable(tmp_path: Path) -> None:
 
 def test_empty_coordinate_round_trip(tmp_path: Path) -> None:
     for fmt in FORMATS:
-        xy, scores = read_coords(write_coords(tmp_path / f"e{FORMATS[fmt]}", np.zeros((0, 2)), fmt=fmt, box_size=10))
+        xy, scores = read_coords(write_coords(tmp_path / f"e{FORMATS[fmt].suffix}", np.zeros((0, 2)), fmt=fmt, box_size=10))
         assert xy.shape == (0, 2) and scores.shape == (0,)
 
 

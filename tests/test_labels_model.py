@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from cryopick.config import ModelConfig
-from cryopick.labels import IGNORE, circle_mask, mask_coverage, masked_bce, pseudo_label_mask
-from cryopick.model import build_unet, count_parameters
+from cryopick.preprocessing.labels import IGNORE, circle_mask, mask_coverage, pseudo_label_mask
+from cryopick.training.loss import masked_bce
+from cryopick.model.unet import build_unet, count_parameters
 
 
 def test_circle_mask_matches_the_definition() -> None:
@@ -93,7 +94,7 @@ def test_unet_structure() -> None:
 
 
 def test_checkpoint_rule_keeps_the_latest_within_one_standard_error() -> None:
-    from cryopick.train import CheckpointRule, f1_standard_error
+    from cryopick.training.checkpoint import CheckpointRule, f1_standard_error
 
     assert f1_standard_error(0.8, 100) == pytest.approx(0.04)
     # one label, ~130 validation picks: the 2026-11-28 sequence; step 100's lead is noise

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from cryopick.config import TrainConfig, from_dict
-from cryopick.dataset import TrainItem
+from cryopick.training.dataset import TrainItem
 from cryopick.errors import CryopickError
-from cryopick.patches import jitter_intensity, sample_patches
+from cryopick.training.patches import jitter_intensity, sample_patches
 
 
 def _item(seed: int = 0, size: int = 96) -> TrainItem:

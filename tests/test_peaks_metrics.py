@@ -7,8 +7,8 @@ import time
 import numpy as np
 import pytest
 
-from cryopick.metrics import average_precision, best_threshold, match, pooled_curve, pr_curve, summarize
-from cryopick.peaks import connected_boxes, find_peaks, greedy_nms
+from cryopick.evaluation.metrics import average_precision, best_threshold, match, pooled_curve, pr_curve, summarize
+from cryopick.inference.peaks import connected_boxes, find_peaks, greedy_nms
 
 
 def planted(shape: tuple[int, int], xy: np.ndarray, amp: np.ndarray, sigma: float = 2.0) -> np.ndarray:

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from cryopick.errors import CryopickError
-from cryopick.selftrain import load_config, resolve_data
-from cryopick.selftrain_state import (
+from cryopick.selftrain.config import load_config, resolve_data
+from cryopick.selftrain.state import (
     CampaignState, campaign_stop, completed_rounds_on_disk, config_mismatch, flatten, patch_counts, round_dir, stop_reason,
     too_few_pseudo_particles,
 )
@@ -180,9 +180,9 @@ def test_round0_model_is_adopted_checked_and_its_overlap_reported(tmp_path: Path
     import torch
 
     from cryopick.config import ModelConfig, PreprocessConfig
-    from cryopick.model import build_unet
-    from cryopick.picker import PickerMeta, load_picker, save_picker
-    from cryopick.selftrain_rounds import adopt_picker
+    from cryopick.model.unet import build_unet
+    from cryopick.inference.picker import PickerMeta, load_picker, save_picker
+    from cryopick.selftrain.reuse import adopt_picker
 
     data = _data(sim_data)
     run = tmp_path / "run"
@@ -229,7 +229,7 @@ def test_round0_model_is_adopted_checked_and_its_overlap_reported(tmp_path: Path
 
 def test_shipped_campaign_configs_load_and_full_gpu_is_the_full_model(empiar: Path, tmp_path: Path) -> None:
     """pipelines/configs: both self-training configs validate; the GPU one is the full U-Net on GPUs over EMPIAR-10017."""
-    from cryopick.model import build_unet, count_parameters
+    from cryopick.model.unet import build_unet, count_parameters
 
     configs = Path(__file__).resolve().parents[1] / "pipelines" / "configs"
     tiny = load_config(configs / "tiny_cpu.yaml", {"out": str(tmp_path / "tiny")})  # --out, as on the command line

@@ -9,14 +9,13 @@ import numpy as np
 import pytest
 
 from cryopick.distributed.data import LABELED, PSEUDO, StageParams, cut_patches, hold_rows, load_micrographs
-from cryopick.labels import IGNORE, circle_mask
-from cryopick.peaks import find_peaks
-from cryopick.pseudo import (
-    PseudoLabeler, apply_calibration, fit_calibration, fit_peak_calibration, no_particles_note, pav,
+from cryopick.preprocessing.labels import IGNORE, circle_mask, pseudo_label_mask
+from cryopick.inference.peaks import find_peaks
+from cryopick.selftrain.outputs import block_reduce, write_tune_csv
+from cryopick.selftrain.pseudo import (
+    PseudoLabeler, apply_calibration, fit_calibration, fit_peak_calibration, no_particles_note, pav, pseudo_summary,
 )
-from cryopick.selftrain_rounds import (
-    ScoredHeatmap, best_trial, block_reduce, pseudo_summary, score_and_write, score_picks, write_tune_csv,
-)
+from cryopick.selftrain.scoring import ScoredHeatmap, best_trial, score_and_write, score_picks
 
 
 def blobs(shape: tuple[int, int], xy: np.ndarray, values: np.ndarray, sigma: float = 2.0) -> np.ndarray:
@@ -50,19 +49,19 @@ def test_pixel_calibration_recovers_frequencies() -> None:
 
 def test_raw_pixel_rule_without_disks_is_the_issue_rule() -> None:
     hm = np.array([[0.99, 0.5, 0.01]], np.float32)
-    m = PseudoLabeler(calibrate=False, positive_disks=False).mask(hm, diameter=10, scale=1)
+    m = PseudoLabeler(rule="plain").mask(hm, diameter=10, scale=1)
     assert m.tolist() == [[1, IGNORE, 0]]
 
 
 def test_disks_replace_cores_and_balance_restores_the_share() -> None:
     xy = grid_points(4, 25.0, 12.0)
     hm = blobs((100, 100), xy, np.full(len(xy), 0.99))
-    lab = PseudoLabeler(calibrate=False, positive_disks=True, label_radius_fraction=0.5)
+    lab = PseudoLabeler(label_radius_fraction=0.5)
     m = lab.mask(hm, diameter=16, scale=1.0)
     expected = circle_mask(hm.shape, xy, 4.0)
     assert ((m == 1) == (expected == 1)).all()  # one label-radius disk per confident peak
     share = (m == 1).sum() / ((m >= 0).sum())
-    balanced = PseudoLabeler(calibrate=False, positive_disks=True, balance_to=0.3).mask(hm, 16, 1.0)
+    balanced = PseudoLabeler(label_radius_fraction=0.5, balance_to=0.3).mask(hm, 16, 1.0)
     assert share < 0.3
     assert (balanced == 1).sum() == (m == 1).sum()
     assert (balanced == 1).sum() / (balanced >= 0).sum() == pytest.approx(0.3, abs=0.01)
@@ -78,7 +77,7 @@ def test_peak_calibration_gates_positives() -> None:
     _, scores = find_peaks(hm, 8.0, 0.02, 1.0)
     strong, weak = scores.max(), scores.min()  # smoothed peak scores, as the table was fitted on
     np.testing.assert_allclose(apply_calibration(np.array([strong, weak], np.float32), table), [1.0, 0.5], atol=0.06)
-    lab = PseudoLabeler(calibrate=True, peak_calibration=table, calibration=[], positive=0.95)
+    lab = PseudoLabeler(peak_calibration=table, calibration=[], positive=0.95)
     m = lab.mask(hm, diameter=16.0, scale=1.0)
     n_disks = len(np.unique(np.round(np.argwhere(m == 1) / 12.5), axis=0))
     assert 0 < (m == 1).sum() and n_disks <= 16  # only the 0.97 peaks became particles
@@ -99,7 +98,7 @@ def test_a_weak_model_gets_no_particles_and_the_note_says_why() -> None:
     unbalanced = PseudoLabeler(peak_calibration=table, calibration=[0.0] * 50, positive=0.95)
     assert (unbalanced.mask(hm, 16.0, 1.0) == 0).sum() > 0  # without balancing the background stays
     assert "balancing" not in no_particles_note(unbalanced)
-    raw = no_particles_note(PseudoLabeler(calibrate=False, positive_disks=False))
+    raw = no_particles_note(PseudoLabeler(rule="plain"))
     assert "threshold 0.95" in raw
 
 
@@ -145,8 +144,8 @@ def test_data_stages_without_ray(sim_data: Path, tmp_path: Path) -> None:
     mic = sim_data / "micrographs" / "sim_0000.mrc"
     heat = tmp_path / "sim_0001.npz"
     np.savez(heat, heatmap=np.full((128, 128), 0.01, np.float16), scale=np.array([2.0, 2.0]))
-    params = StageParams(diameter=24.0, preprocess={"bin": 2.0}, label_radius_fraction=0.5, val_fraction=0.25,
-                         pseudo={"calibrate": False})
+    params = StageParams(diameter=24.0, preprocess={"bin": 2.0}, val_fraction=0.25,
+                         pseudo={"rule": "plain"})
     batch = {"path": np.array([str(mic), str(sim_data / "micrographs" / "sim_0001.mrc")]),
              "kind": np.array([LABELED, PSEUDO]), "label": np.array([str(sim_data / "coords" / "sim_0000.star"), str(heat)]),
              "n_patches": np.array([3, 2]), "hold_back": np.array([True, False])}
@@ -164,7 +163,7 @@ def test_data_stages_without_ray(sim_data: Path, tmp_path: Path) -> None:
 
 
 def test_count_matched_threshold_keeps_the_validation_pick_rate() -> None:
-    from cryopick.selftrain_rounds import count_matched_threshold, picks_per_true
+    from cryopick.selftrain.scoring import count_matched_threshold, picks_per_true
 
     assert picks_per_true({"recall": 0.9, "precision": 0.75}) == pytest.approx(1.2)
     assert picks_per_true({"recall": 0.0, "precision": 0.0}) == 1.0  # no pick matched: keep the expected count
@@ -195,12 +194,12 @@ def test_unsure_peaks_are_ignored_not_taught_as_background() -> None:
     peak_table = [0.0] * 10 + [0.5] * 20 + [1.0] * 20  # smoothed peak scores: 0.97 blob ~0.8, 0.5 blob ~0.4
     pixel_table = [0.0] * 50  # every pixel is confidently background on its own
     on = PseudoLabeler(peak_calibration=peak_table, calibration=pixel_table, positive=0.95, negative=0.05)
-    off = PseudoLabeler(peak_calibration=peak_table, calibration=pixel_table, positive=0.95, negative=0.05,
-                        ignore_unsure_peaks=False)
-    m_on, m_off = on.mask(hm, diameter=16.0, scale=1.0), off.mask(hm, diameter=16.0, scale=1.0)
+    m_on = on.mask(hm, diameter=16.0, scale=1.0)
     particle_disk = circle_mask(hm.shape, unsure, 8.0) == 1
-    assert (m_off[particle_disk] == 0).all()  # without the rule: a real particle taught as background
+    pixel_rule = pseudo_label_mask(on.probabilities(hm), 0.95, 0.05)
+    assert (pixel_rule[particle_disk] == 0).all()  # the pixel rule alone: a real particle taught as background
     assert (m_on[particle_disk] == IGNORE).all()  # the whole particle radius, not just the label disk
-    assert m_on[25, 25] == 1 and m_off[25, 25] == 1  # confident particles unchanged
+    assert m_on[25, 25] == 1  # confident particles stay particles
     assert m_on[50, 50] == 0 and m_on[int(faint[0, 1]), int(faint[0, 0])] == 0  # empty and below-negative: background
-    assert ((m_on == 0) == ((m_off == 0) & ~particle_disk)).all()  # nothing else changes
+    sure_disk = circle_mask(hm.shape, sure, 16.0 * 0.35 / 2.0) == 1
+    assert ((m_on == 0) == ((pixel_rule == 0) & ~particle_disk & ~sure_disk)).all()  # nothing else changes

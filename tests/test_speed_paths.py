@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from cryopick.config import ModelConfig, PickConfig
-from cryopick.model import UNet, build_unet, count_parameters
-from cryopick.predict import _INFERENCE_CACHE, inference_model, predict_heatmap
+from cryopick.model.unet import UNet, build_unet, count_parameters
+from cryopick.inference.tiling import _INFERENCE_CACHE, inference_model, predict_heatmap
 
 
 def _trained_like_unet(width: int = 8, depth: int = 3, seed: int = 0) -> UNet:
@@ -59,9 +59,9 @@ def test_inference_copy_leaves_the_model_untouched() -> None:
 def test_fast_heatmap_matches_plain_heatmap(channels_last: bool) -> None:
     model = _trained_like_unet()
     image = _image(200)
-    cfg = PickConfig(tile_size=96, tile_batch=3, channels_last=channels_last)
-    plain = predict_heatmap(model, image, PickConfig(tile_size=96, tile_batch=3, channels_last=False), fuse=False)
-    fast = predict_heatmap(model, image, cfg)
+    cfg = PickConfig(tile_size=96, tile_batch=3)
+    plain = predict_heatmap(model, image, cfg, fuse=False, channels_last=False)
+    fast = predict_heatmap(model, image, cfg, channels_last=channels_last)
     np.testing.assert_allclose(fast, plain, rtol=0, atol=1e-5)
 
 
@@ -97,7 +97,7 @@ def test_bfloat16_autocast_stays_close_to_float32() -> None:
 def test_inference_copy_is_reused_until_the_weights_change() -> None:
     model = _trained_like_unet()
     image = _image(96)
-    cfg, plain = PickConfig(tile_size=64), PickConfig(tile_size=64, channels_last=False)
+    cfg = PickConfig(tile_size=64)
     predict_heatmap(model, image, cfg)
     first = _INFERENCE_CACHE[model][2]
     predict_heatmap(model, image, cfg)
@@ -109,12 +109,12 @@ def test_inference_copy_is_reused_until_the_weights_change() -> None:
     opt.step()
     after_step = predict_heatmap(model, image, cfg)
     assert _INFERENCE_CACHE[model][2] is not first
-    np.testing.assert_allclose(after_step, predict_heatmap(model, image, plain, fuse=False), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(after_step, predict_heatmap(model, image, cfg, fuse=False, channels_last=False), rtol=0, atol=1e-5)
 
     model.train()
     with torch.no_grad():
         model(torch.from_numpy(_image(32, seed=3) * 3)[None, None])  # BN statistics only
-    np.testing.assert_allclose(predict_heatmap(model, image, cfg), predict_heatmap(model, image, plain, fuse=False), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(predict_heatmap(model, image, cfg), predict_heatmap(model, image, cfg, fuse=False, channels_last=False), rtol=0, atol=1e-5)
 
 
 @pytest.mark.slow
@@ -123,6 +123,6 @@ def test_compiled_heatmap_matches_eager() -> None:
     torch._dynamo.reset()
     model = _trained_like_unet(width=4, depth=1)
     image = _image(48)
-    eager = predict_heatmap(model, image, PickConfig(tile_size=32, tile_overlap=0.5))
-    compiled = predict_heatmap(model, image, PickConfig(tile_size=32, tile_overlap=0.5), compile_model=True)
+    eager = predict_heatmap(model, image, PickConfig(tile_size=32), overlap=0.5)
+    compiled = predict_heatmap(model, image, PickConfig(tile_size=32), overlap=0.5, compile_model=True)
     np.testing.assert_allclose(compiled, eager, rtol=0, atol=1e-5)

@@ -12,7 +12,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from cryopick.errors import CryopickError
 
@@ -21,27 +21,27 @@ T = TypeVar("T")
 
 @dataclass
 class PreprocessConfig:
-    """How a micrograph becomes network input."""
+    """How a micrograph becomes network input (stored with every model)."""
+
+    RETIRED: ClassVar[dict[str, str]] = {
+        "normalize": "was removed: micrographs are always normalised (mean 0, std 1)",
+        "clip_sigma": "was removed: outliers are always clipped at 4 robust sigmas",
+        "lowpass_sigma": "was removed: the Fourier crop is the only low-pass filter",
+    }
 
     bin: float = 2.0  # Fourier-crop factor; ignored when target_pixel_size is set
     target_pixel_size: float | None = None  # Å/px after binning (needs a pixel size)
-    normalize: bool = True  # per-micrograph mean/std
-    clip_sigma: float | None = 4.0  # robust clipping at +-k std (None = off)
-    lowpass_sigma: float = 0.0  # Gaussian low-pass in binned pixels (0 = off)
 
     def validate(self, where: str = "preprocess") -> None:
         _positive(self.bin, f"{where}.bin")
         if self.target_pixel_size is not None:
             _positive(self.target_pixel_size, f"{where}.target_pixel_size")
-        if self.clip_sigma is not None:
-            _positive(self.clip_sigma, f"{where}.clip_sigma")
-        if self.lowpass_sigma < 0:
-            raise CryopickError(f"{where}.lowpass_sigma must be >= 0, got {self.lowpass_sigma}")
 
 
 # Peak distances tried on validation (training and Tune), as fractions of the particle diameter.
 # Crowded data sets (EMPIAR-10017: median neighbour distance 0.85 diameters) need less than one.
 MIN_DISTANCE_FRACTIONS: tuple[float, ...] = (0.3, 0.4, 0.5, 0.6, 0.75, 1.0)
+
 
 @dataclass
 class ModelConfig:
@@ -56,26 +56,29 @@ class ModelConfig:
             raise CryopickError(f"{where}.depth must be between 1 and 6, got {self.depth}")
 
 
+_FIXED = "was removed: fixed in cryopick.training (docs/design.md says why)"
+
+
 @dataclass
 class TrainConfig:
-    """Patch training on one process (Ray Train wraps the same step)."""
+    """Patch training; the same settings for one process (``cryopick train``) and Ray Train."""
+
+    RETIRED: ClassVar[dict[str, str]] = {
+        "weight_decay": _FIXED, "pos_weight": _FIXED, "intensity_augment": _FIXED, "label_radius_fraction": _FIXED,
+        "channels_last": "was removed: training always runs channels-last",
+        "device": "is a flag of cryopick train (--device); self-training places work with ray.use_gpu",
+        "num_threads": "is a flag of cryopick train (--threads); Ray workers take theirs from ray.cpu_per_worker",
+        "amp": "is a flag of cryopick train (--amp); bfloat16 is used where the hardware runs it natively",
+        "max_minutes": "is a flag of cryopick train (--max-minutes)",
+    }
 
     patch_size: int = 128  # binned pixels; a multiple of 2**depth
     batch_size: int = 16
     steps: int = 1500
     lr: float = 1e-3
-    weight_decay: float = 1e-4
-    pos_weight: float = 1.0  # BCE weight of particle pixels
-    intensity_augment: float = 0.5  # share of patches given contrast/blur/noise jitter (docs/design.md)
-    label_radius_fraction: float = 0.35  # circle radius = fraction * diameter / 2 (docs/design.md)
     val_fraction: float = 0.2  # share of each labeled micrograph's area held back if no val set
     val_every: int = 250
-    max_minutes: float | None = None  # stop early after this wall time
     seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    num_threads: int | None = None  # torch CPU threads (None = torch default)
-    amp: bool | None = None  # bfloat16 autocast; None = on where the hardware runs bf16 natively
-    channels_last: bool = True
 
     def validate(self, where: str = "train") -> None:
         for key in ("patch_size", "batch_size", "steps", "val_every"):
@@ -83,46 +86,50 @@ class TrainConfig:
         _positive(self.lr, f"{where}.lr")
         if self.patch_size % 16:
             raise CryopickError(f"{where}.patch_size must be a multiple of 16, got {self.patch_size}")
-        if not 0.0 <= self.intensity_augment <= 1.0:
-            raise CryopickError(f"{where}.intensity_augment must be in [0, 1], got {self.intensity_augment}")
         if not 0.0 <= self.val_fraction < 0.9:
             raise CryopickError(f"{where}.val_fraction must be in [0, 0.9), got {self.val_fraction}")
-        if not 0.0 < self.label_radius_fraction <= 1.5:
-            raise CryopickError(
-                f"{where}.label_radius_fraction must be in (0, 1.5], got {self.label_radius_fraction}"
-            )
 
 
 @dataclass
-class PickConfig:
-    """Heatmap -> coordinates."""
+class HeatmapConfig:
+    """Whole-micrograph heatmaps: tiling, precision and test-time augmentation."""
+
+    RETIRED: ClassVar[dict[str, str]] = {
+        "tile_overlap": "was removed: tiles always overlap by a quarter",
+        "channels_last": "was removed: inference always runs channels-last",
+        "smooth_sigma": "was removed: the peak smoothing is stored with the model",
+    }
+
+    tile_size: int = 512  # binned pixels
+    tile_batch: int = 4  # tiles per forward pass (bounds memory; halved on out-of-memory in batch runs)
+    amp: bool = False  # bfloat16/float16 autocast
+    tta: int = 8  # test-time augmentation: heatmaps averaged over 1, 2, 4 or 8 flips/rotations (docs/design.md)
+
+    def validate(self, where: str = "predict") -> None:
+        if self.tta not in (1, 2, 4, 8):
+            raise CryopickError(f"{where}.tta must be 1, 2, 4 or 8, got {self.tta}")
+        _positive(self.tile_size, f"{where}.tile_size")
+        if self.tile_size % 16:
+            raise CryopickError(f"{where}.tile_size must be a multiple of 16, got {self.tile_size}")
+        _positive(self.tile_batch, f"{where}.tile_batch")
+
+
+@dataclass
+class PickConfig(HeatmapConfig):
+    """Heatmap -> coordinates: :class:`HeatmapConfig` plus overrides of what the model stores."""
 
     threshold: float | None = None  # None = the threshold stored with the model
     min_distance: float | None = None  # px (original); None = the value stored with the model
-    tile_size: int = 512  # binned pixels
-    tile_overlap: float = 0.25
-    tile_batch: int = 4
-    smooth_sigma: float | None = None  # Gaussian smoothing before peak finding (binned px)
     border: float | None = None  # drop picks closer than this to the edge (original px); None = stored
-    amp: bool = False  # bfloat16/float16 autocast
-    channels_last: bool = True
-    tta: int = 8  # test-time augmentation: heatmaps averaged over 1, 2, 4 or 8 flips/rotations (docs/design.md)
 
     def validate(self, where: str = "pick") -> None:
-        if self.tta not in (1, 2, 4, 8):
-            raise CryopickError(f"{where}.tta must be 1, 2, 4 or 8, got {self.tta}")
+        super().validate(where)
         if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
             raise CryopickError(f"{where}.threshold must be in [0, 1], got {self.threshold}")
         if self.min_distance is not None:
             _positive(self.min_distance, f"{where}.min_distance")
         if self.border is not None and self.border < 0:
             raise CryopickError(f"{where}.border must be >= 0 px, got {self.border}")
-        _positive(self.tile_size, f"{where}.tile_size")
-        if self.tile_size % 16:
-            raise CryopickError(f"{where}.tile_size must be a multiple of 16, got {self.tile_size}")
-        if not 0.0 <= self.tile_overlap < 1.0:
-            raise CryopickError(f"{where}.tile_overlap must be in [0, 1), got {self.tile_overlap}")
-        _positive(self.tile_batch, f"{where}.tile_batch")
 
 
 def _positive(value: float, key: str) -> None:
@@ -183,6 +190,9 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "") -> T:
     unknown = sorted(set(data) - names)
     if unknown:
         prefix = f"{where}." if where else ""
+        retired: dict[str, str] = getattr(cls, "RETIRED", {})
+        if unknown[0] in retired:
+            raise CryopickError(f"config key {prefix}{unknown[0]} {retired[unknown[0]]}")
         raise CryopickError(
             f"unknown config key {prefix}{unknown[0]} (known: {', '.join(sorted(names))})"
         )
@@ -218,6 +228,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 
 
 __all__ = [
+    "HeatmapConfig",
     "ModelConfig",
     "PickConfig",
     "PreprocessConfig",

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 TOP_KEYS = ("model", "micrographs", "out", "engine", "campaign")
-# flag -> (section, key) in the campaign config; None section = top level of CampaignConfig
+# flag -> (section, key) in the campaign config; None section = top level of BatchConfig
 FLAGS = {
     "format": (None, "format"), "box_size": (None, "box_size"), "pixel_size": (None, "pixel_size"),
     "device": (None, "device"), "workers": (None, "workers"), "cpus_per_worker": (None, "cpus_per_worker"),
@@ -68,12 +68,12 @@ def add_args(parser: argparse.ArgumentParser) -> None:
 
 
 def resolve(args: argparse.Namespace) -> tuple[Path, list[Path], Path, Any, str]:
-    """YAML (if any) overlaid with flags -> (model, micrographs, out, CampaignConfig, engine).
+    """YAML (if any) overlaid with flags -> (model, micrographs, out, BatchConfig, engine).
 
     Raises:
         CryopickError: unknown keys, bad values, missing inputs or files (before any work starts).
     """
-    from cryopick.campaign import campaign_config
+    from cryopick.batch.config import batch_config
     from cryopick.config import load_yaml
     from cryopick.errors import CryopickError
     from cryopick.io.manifest import resolve_micrographs
@@ -91,7 +91,7 @@ def resolve(args: argparse.Namespace) -> tuple[Path, list[Path], Path, Any, str]
             (section[sub] if sub else section)[key] = value
     if args.mask is not None:
         section["mask"]["enabled"] = args.mask
-    cfg = campaign_config(section)
+    cfg = batch_config(section)
     given: dict[str, Any] = {}
     for name, key in (("--model", "model"), ("--micrographs", "micrographs"), ("--out", "out")):
         given[key] = getattr(args, key) or raw.get(key)
@@ -110,9 +110,9 @@ def resolve(args: argparse.Namespace) -> tuple[Path, list[Path], Path, Any, str]
 
 
 def main(args: argparse.Namespace) -> int:
-    from cryopick.campaign import run_campaign
+    from cryopick.batch.run import run_batch
 
     model, micrographs, out, cfg, engine = resolve(args)
-    summary = run_campaign(model, micrographs, out, cfg, engine, progress=not args.quiet)
+    summary = run_batch(model, micrographs, out, cfg, engine, progress=not args.quiet)
     print("\n".join(summary.lines()))
     return 1 if summary.failed else 0

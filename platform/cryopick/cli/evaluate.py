@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # imported lazily at run time so that --help stays fast
-    from cryopick.workflows import Evaluation
+    from cryopick.evaluation.evaluate import Evaluation
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
@@ -29,7 +29,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from cryopick.workflows import evaluate_dirs
+    from cryopick.evaluation.evaluate import evaluate_dirs
 
     ev = evaluate_dirs(args.picks, args.truth, args.diameter, args.radius, args.threshold)
     o = ev.overall
@@ -54,7 +54,7 @@ def main(args: argparse.Namespace) -> int:
 def _plots(args: argparse.Namespace, ev: Evaluation) -> None:
     from cryopick.io.micrograph import read_micrograph
     from cryopick.io.manifest import MICROGRAPH_SUFFIXES
-    from cryopick.plots import plot_picks, plot_pr_curves
+    from cryopick.evaluation.plots import plot_picks, plot_pr_curves
 
     plot_pr_curves(args.plots / "pr_curve.png", {"all micrographs": ev.curve})
     if args.micrographs is None:

@@ -38,7 +38,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from cryopick.config import PickConfig, from_dict
     from cryopick.io.manifest import resolve_micrographs
-    from cryopick.workflows import pick_files
+    from cryopick.inference.pick_files import pick_files
 
     cfg = from_dict(PickConfig, {
         "threshold": args.threshold, "min_distance": args.min_distance, "tile_size": args.tile_size,

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from cryopick.distributed.orchestrator import CampaignResult
-    from cryopick.selftrain import SelftrainConfig
+    from cryopick.selftrain.config import SelftrainConfig
 
 # Settings for the simulated demo: small enough for a laptop CPU in a few minutes.
 DEMO = {
@@ -116,7 +116,7 @@ def simulate_into(campaign: Path, n: int) -> dict[str, Any]:
 def resolve_config(args: argparse.Namespace) -> SelftrainConfig:
     """YAML + flags (simulating data when none is given) -> validated config; no Ray yet."""
     from cryopick.config import load_yaml
-    from cryopick.selftrain import load_config
+    from cryopick.selftrain.config import load_config
 
     over = overrides_from_args(args)
     raw = load_yaml(args.config) if args.config else {}

@@ -27,31 +27,26 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("preprocessing")
     g.add_argument("--bin", type=float, help="Fourier-crop factor (default 2)")
     g.add_argument("--target-pixel-size", type=float, help="bin to this Å/px instead of --bin")
-    g.add_argument("--lowpass-sigma", type=float, help="Gaussian low-pass after binning, px")
     g = parser.add_argument_group("model and training")
     g.add_argument("--width", type=int, help="U-Net base width (default 16; 64 = full 31 M-parameter model)")
     g.add_argument("--steps", type=int, help="optimisation steps (default 1500)")
     g.add_argument("--batch-size", type=int)
     g.add_argument("--patch-size", type=int, help="patch edge in binned px, multiple of 16 (default 128)")
     g.add_argument("--lr", type=float)
-    g.add_argument("--weight-decay", type=float)
-    g.add_argument("--pos-weight", type=float, help="BCE weight of particle pixels (default 1)")
-    g.add_argument("--intensity-augment", type=float,
-                   help="share of patches given contrast/blur/noise jitter (default 0.5; 0 = flips/rotations only)")
-    g.add_argument("--label-radius-fraction", type=float, help="label circle radius as a share of the particle radius")
     g.add_argument("--val-fraction", type=float, help="share of each micrograph held back without --val-micrographs")
     g.add_argument("--val-every", type=int)
     g.add_argument("--max-minutes", type=float, help="stop training after this many minutes")
     g.add_argument("--seed", type=int)
     g.add_argument("--device", help="auto, cpu, cuda or cuda:N (default auto)")
-    g.add_argument("--threads", dest="num_threads", type=int, help="CPU threads for torch")
+    g.add_argument("--threads", type=int, help="CPU threads for torch")
+    g.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
+                   help="bfloat16 autocast (default: on where the hardware runs bf16 natively)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 FLAG_SECTIONS = {
-    "preprocess": ("bin", "target_pixel_size", "lowpass_sigma"),
-    "train": ("steps", "batch_size", "patch_size", "lr", "weight_decay", "pos_weight", "intensity_augment", "label_radius_fraction",
-              "val_fraction", "val_every", "max_minutes", "seed", "device", "num_threads"),
+    "preprocess": ("bin", "target_pixel_size"),
+    "train": ("steps", "batch_size", "patch_size", "lr", "val_fraction", "val_every", "seed"),
 }
 
 
@@ -81,13 +76,14 @@ def resolve_configs(args: argparse.Namespace) -> tuple[PreprocessConfig, ModelCo
 
 def main(args: argparse.Namespace) -> int:
     from cryopick.io.manifest import resolve_micrographs
-    from cryopick.workflows import train_from_files
+    from cryopick.training.run import train_from_files
 
     pre, model_cfg, train_cfg = resolve_configs(args)
     mics = resolve_micrographs(args.micrographs)
     val = resolve_micrographs(args.val_micrographs) if args.val_micrographs else []
     result = train_from_files(
-        mics, args.coords, args.diameter, args.out, pre, model_cfg, train_cfg, val, args.pixel_size, not args.quiet
+        mics, args.coords, args.diameter, args.out, pre, model_cfg, train_cfg, val, args.pixel_size, not args.quiet,
+        device=args.device or "auto", amp=args.amp, threads=args.threads, max_minutes=args.max_minutes,
     )
     m = result.meta
     f1 = "n/a" if m.val_f1 is None else f"{m.val_f1:.3f}"

@@ -344,7 +344,7 @@ def tune_trials(uri: str, rounds: pd.DataFrame, campaign_dir: Path | None = None
     """Tidy Tune trials (``round`` + the ``tune.csv`` columns) and ``chosen``: the trial Tune chose.
 
     That is the round's ``val_threshold`` (its picking ``threshold`` is count-matched from it since
-    2026-11-29, see :func:`cryopick.selftrain_rounds.count_matched_threshold`), else ``threshold``.
+    2026-11-29, see :func:`cryopick.selftrain.scoring.count_matched_threshold`), else ``threshold``.
     """
     df = _round_csv(uri, rounds, "tune.csv", TUNE_COLUMNS, campaign_dir)
     idx = rounds.set_index("round")

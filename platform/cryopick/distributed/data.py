@@ -21,17 +21,17 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from cryopick.config import PreprocessConfig, from_dict
-from cryopick.dataset import coords_for, label_radius, load_labeled, make_train_item, make_val_item
+from cryopick.training.dataset import coords_for, hold_rows, label_radius, load_labeled, make_train_item, make_val_item
 from cryopick.io.micrograph import read_micrograph
-from cryopick.patches import sample_patches
-from cryopick.preprocess import preprocess
-from cryopick.pseudo import PseudoLabeler
+from cryopick.training.patches import sample_patches
+from cryopick.preprocessing.binning import preprocess
+from cryopick.selftrain.pseudo import PseudoLabeler
 from cryopick.runtime import CPU_ENV
 
 if TYPE_CHECKING:
     import ray.data
 
-    from cryopick.dataset import ValItem
+    from cryopick.training.dataset import ValItem
 
 LABELED, PSEUDO = "labeled", "pseudo"
 
@@ -60,7 +60,6 @@ class StageParams:
 
     diameter: float
     preprocess: dict[str, Any]
-    label_radius_fraction: float
     val_fraction: float
     pseudo: dict[str, Any]  # PseudoLabeler fields
     pixel_size: float | None = None
@@ -78,11 +77,6 @@ def node_id() -> str:
     return "local"
 
 
-def hold_rows(height: int, val_fraction: float) -> tuple[int, int]:
-    """Binned rows held back for validation: the bottom ``val_fraction`` of the image."""
-    return int(round(height * (1.0 - val_fraction))), height
-
-
 def load_micrographs(batch: dict[str, np.ndarray], params: dict[str, Any]) -> dict[str, Any]:
     """Stage 1: read, preprocess and build the target mask of each micrograph row.
 
@@ -98,7 +92,7 @@ def load_micrographs(batch: dict[str, np.ndarray], params: dict[str, Any]) -> di
             lm = load_labeled(path, Path(str(label)).parent, p.diameter, pre, p.pixel_size)
             h = lm.binned.image.shape[0]
             rows = hold_rows(h, p.val_fraction) if hold else None
-            item = make_train_item(lm, label_radius(p.diameter, p.label_radius_fraction, lm.binned.mean_scale), rows)
+            item = make_train_item(lm, label_radius(p.diameter, lm.binned.mean_scale), rows)
             image, mask, name = item.image, item.mask, item.name
         else:
             b = preprocess(read_micrograph(path, p.pixel_size).data, pre, p.pixel_size)
@@ -133,7 +127,7 @@ def cut_patches(
     Returns:
         image: (N, P, P) float32; mask: (N, P, P) int8; name, patch_id, node: (N,) str.
     """
-    from cryopick.dataset import TrainItem
+    from cryopick.training.dataset import TrainItem
 
     rng = np.random.default_rng(seed)
     images, masks, names, ids, nodes = [], [], [], [], []

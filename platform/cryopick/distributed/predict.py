@@ -16,12 +16,12 @@ from typing import Any
 
 import numpy as np
 
-from cryopick.config import PickConfig, PreprocessConfig, from_dict
+from cryopick.config import HeatmapConfig, PickConfig, PreprocessConfig, from_dict
 from cryopick.distributed.data import _obj, node_id
 from cryopick.io.atomic import atomic_write
 from cryopick.io.micrograph import read_micrograph
-from cryopick.preprocess import preprocess
-from cryopick.pseudo import PseudoLabeler, coverage_row
+from cryopick.preprocessing.binning import Binned, preprocess
+from cryopick.selftrain.pseudo import PseudoLabeler, coverage_row
 from cryopick.runtime import CPU_ENV
 
 
@@ -44,27 +44,29 @@ class HeatmapPredictor:
     also carries that micrograph's pseudo-label coverage.
     """
 
-    def __init__(self, model_path: str, pick: dict[str, Any], keep_image: bool = False,
+    def __init__(self, model_path: str, heatmap: dict[str, Any], keep_image: bool = False,
                  pseudo: dict[str, Any] | None = None, diameter: float = 0.0, threads: int = 1) -> None:
         import torch
 
-        from cryopick.picker import load_picker
-        from cryopick.predict import resolve_device
+        from cryopick.inference.picker import load_picker
+        from cryopick.inference.tiling import resolve_device
 
         torch.set_num_threads(max(1, threads))
         self.model, self.meta = load_picker(model_path, resolve_device("auto"))
-        self.pick = from_dict(PickConfig, pick, "pick")
+        self.pick = from_dict(PickConfig, heatmap, "predict")
         self.keep_image = keep_image
         self.labeler = PseudoLabeler(**pseudo) if pseudo is not None else None
         self.diameter = diameter or self.meta.diameter
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from cryopick.predict import predict_heatmap
+        from cryopick.inference.picker import pick_micrograph
 
         rows: dict[str, list[Any]] = {"name": [], "npz": [], "positive": [], "negative": [], "ignored": [], "pixels": [], "node": []}
         for path, out, image, scale in zip(batch["path"], batch["out"], batch["image"], batch["scale"]):
             image = np.asarray(image, dtype=np.float32)
-            heatmap = predict_heatmap(self.model, image, self.pick)
+            sy, sx = float(scale[0]), float(scale[1])
+            binned = Binned(image, (sy, sx), (round(image.shape[0] * sy), round(image.shape[1] * sx)))
+            heatmap = pick_micrograph(self.model, self.meta, binned, self.pick, retry_oom=True).heatmap
             extra: dict[str, Any] = {"image": image.astype(np.float16)} if self.keep_image else {}
             with atomic_write(Path(str(out)), suffix=".npz") as tmp:
                 with open(tmp, "wb") as fh:
@@ -81,18 +83,12 @@ class HeatmapPredictor:
         return {k: np.array(v) for k, v in rows.items()}
 
 
-def cluster_has_gpus() -> bool:
-    import ray
-
-    return float(ray.cluster_resources().get("GPU", 0)) > 0
-
-
 def predict_to_dir(
     micrographs: Sequence[Path],
     out_dir: Path,
     model_path: Path,
     preprocess_cfg: PreprocessConfig,
-    pick: PickConfig,
+    heatmap: HeatmapConfig,
     *,
     actors: int = 1,
     use_gpu: bool = False,
@@ -129,7 +125,7 @@ def predict_to_dir(
     ds = ds.map_batches(
         HeatmapPredictor, batch_size=1, compute=ray.data.ActorPoolStrategy(size=actors),
         num_cpus=data_cpus if not use_gpu else 1, num_gpus=1 if use_gpu else 0,
-        fn_constructor_kwargs={"model_path": str(model_path), "pick": asdict(pick), "keep_image": keep_image,
+        fn_constructor_kwargs={"model_path": str(model_path), "heatmap": asdict(heatmap), "keep_image": keep_image,
                                "pseudo": asdict(pseudo) if pseudo is not None else None, "diameter": diameter,
                                "threads": max(1, int(round(data_cpus)))},
         runtime_env=env,

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from cryopick.selftrain_state import flatten
+from cryopick.selftrain.state import flatten
 
 PARAM_MAX = 500  # MLflow allows 6000 chars; long file lists are summarised well below that
 

@@ -1,7 +1,7 @@
 """Ray Train: DDP training of the U-Net on a streamed patch Dataset, with fault-tolerant checkpoints.
 
 Each worker reads its shard with ``ray.train.get_dataset_shard("train")`` and runs the same
-:func:`cryopick.train.train_step` as single-process training (``lr_at`` schedule, masked BCE);
+:func:`cryopick.training.loop.train_step` as single-process training (``lr_at`` schedule, masked BCE);
 ``ray.train.torch.prepare_model`` wraps the model in DDP (gloo on CPU, nccl on GPU). Every
 ``val_every`` steps rank 0 scores the validation picks and all ranks call ``ray.train.report``;
 rank 0 attaches a checkpoint holding the current weights, optimizer, step and the best weights so
@@ -25,9 +25,10 @@ from torch import nn
 
 from cryopick.config import ModelConfig, TrainConfig, from_dict
 from cryopick.distributed.data import StageParams, load_val_items
-from cryopick.model import build_unet
+from cryopick.model.unet import build_unet
 from cryopick.runtime import CPU_ENV
-from cryopick.train import CheckpointRule, ValResult, evaluate, lr_at, train_step
+from cryopick.training.checkpoint import CheckpointRule
+from cryopick.training.loop import WEIGHT_DECAY, ValResult, evaluate, lr_at, train_step
 
 STATE_FILE = "train_state.pt"
 SHUFFLE_BUFFER_BATCHES = 8  # local shuffle mixes patches of several micrographs in a batch
@@ -87,7 +88,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     model = ray.train.torch.prepare_model(model)
     device = ray.train.torch.get_device()
     core: nn.Module = getattr(model, "module", model)  # the bare UNet inside DDP
-    opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=WEIGHT_DECAY)
 
     step, history = 0, []
     rule, best_step, best_state = CheckpointRule(), 0, None
@@ -123,7 +124,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 group["lr"] = lr_at(step, tc.steps, tc.lr)
             images = torch.from_numpy(np.ascontiguousarray(batch["image"][:, None], dtype=np.float32)).to(device)
             masks = torch.from_numpy(np.ascontiguousarray(batch["mask"][:, None], dtype=np.int8)).to(device)
-            running.append(train_step(model, opt, images, masks, tc.pos_weight))
+            running.append(train_step(model, opt, images, masks))
             step += 1
             if step % tc.val_every == 0 or step == tc.steps:
                 row = {"step": step, "loss": _mean_across_ranks(float(np.mean(running))), "seconds": time.monotonic() - t0}

@@ -2,7 +2,7 @@
 
 A grid over ``threshold x min_distance`` (distances as fractions of the particle diameter); each
 trial finds peaks on the validation heatmaps and scores them with the plain
-:mod:`cryopick.metrics` F1 (:func:`cryopick.selftrain_rounds.score_picks`). The heatmaps are put
+:mod:`cryopick.evaluation.metrics` F1 (:func:`cryopick.selftrain.scoring.score_picks`). The heatmaps are put
 in the object store once (``tune.with_parameters``), not copied into every trial's config.
 """
 
@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from cryopick.selftrain_rounds import ScoredHeatmap, best_trial, score_picks
+from cryopick.selftrain.scoring import ScoredHeatmap, best_trial, score_picks
 
 
 def _trial(config: dict[str, Any], items: Sequence[ScoredHeatmap], diameter: float, smooth_sigma: float) -> None:
@@ -41,7 +41,7 @@ def tune_picking(
 
     Returns:
         best: the winning trial (threshold, min_distance in original px, f1, precision, recall),
-            see :func:`cryopick.selftrain_rounds.best_trial` for ties and ``tolerance``.
+            see :func:`cryopick.selftrain.scoring.best_trial` for ties and ``tolerance``.
         trials: every trial's row, in grid order.
     """
     from ray import tune
@@ -95,9 +95,10 @@ def tune_model(
         out_dir: receives ``heatmaps/<stem>.npz`` and Tune's results in ``ray_results``.
     """
     from cryopick.config import PickConfig
-    from cryopick.distributed.predict import cluster_has_gpus, predict_to_dir
-    from cryopick.picker import MODEL_FILE, load_picker
-    from cryopick.selftrain_rounds import load_heatmap
+    from cryopick.distributed.connect import cluster_has_gpus
+    from cryopick.distributed.predict import predict_to_dir
+    from cryopick.inference.picker import MODEL_FILE, load_picker
+    from cryopick.selftrain.scoring import load_heatmap
 
     model_file = model_path / MODEL_FILE if model_path.is_dir() else model_path
     _, meta = load_picker(model_file, "cpu")

@@ -19,11 +19,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 from cryopick.errors import CryopickError
 from cryopick.io.atomic import atomic_write, write_text_atomic
-
-FORMATS: dict[str, str] = {"star": ".star", "box": ".box", "csv": ".csv", "txt": ".txt"}
-COORD_SUFFIXES = tuple(FORMATS.values())
 
 
 def _finish(path: Path, xy: np.ndarray, scores: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
@@ -106,11 +106,70 @@ def _read_box(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return _finish(path, centres, arr[:, 4] if arr.shape[1] >= 5 else None)
 
 
-_READERS = {".star": _read_star, ".csv": _read_csv, ".txt": _read_txt, ".box": _read_box}
+def _write_star(path: Path, xy: np.ndarray, scores: np.ndarray, box_size: float | None) -> None:
+    import starfile
+
+    df = pd.DataFrame({"rlnCoordinateX": xy[:, 0], "rlnCoordinateY": xy[:, 1], "rlnAutopickFigureOfMerit": scores})
+    with atomic_write(path, suffix=".star") as tmp:
+        starfile.write(df, tmp, float_format="%.6f")
+
+
+def _write_box(path: Path, xy: np.ndarray, scores: np.ndarray, box_size: float | None) -> None:
+    if not box_size or box_size <= 0:
+        raise CryopickError("writing .box files needs a positive box size", path)
+    corners = xy - box_size / 2.0
+    lines = [f"{cx:.2f}\t{cy:.2f}\t{box_size:g}\t{box_size:g}\t{s:.6f}" for (cx, cy), s in zip(corners, scores)]
+    write_text_atomic(path, "\n".join(lines) + ("\n" if lines else ""))
+
+
+def _write_csv(path: Path, xy: np.ndarray, scores: np.ndarray, box_size: float | None) -> None:
+    buf = _io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["x", "y", "score"])
+    writer.writerows((f"{x:.3f}", f"{y:.3f}", f"{s:.6f}") for (x, y), s in zip(xy, scores))
+    write_text_atomic(path, buf.getvalue())
+
+
+def _write_txt(path: Path, xy: np.ndarray, scores: np.ndarray, box_size: float | None) -> None:
+    """Topaz: image_name, x_coord, y_coord, score, tab separated."""
+    rows = "".join(f"{path.stem}\t{x:.3f}\t{y:.3f}\t{s:.6f}\n" for (x, y), s in zip(xy, scores))
+    write_text_atomic(path, "image_name\tx_coord\ty_coord\tscore\n" + rows)
+
+
+Reader = Callable[[Path], "tuple[np.ndarray, np.ndarray]"]
+Writer = Callable[[Path, np.ndarray, np.ndarray, "float | None"], None]
+
+
+@dataclass(frozen=True)
+class CoordFormat:
+    """One coordinate file format: its name (as the CLI spells it), file suffix, reader and writer."""
+
+    name: str
+    suffix: str
+    read: Reader
+    write: Writer
+    description: str
+
+
+# The registry: the one place to add a coordinate format. CLI choices, file matching by stem and
+# the readers/writers below all come from it.
+FORMATS: dict[str, CoordFormat] = {f.name: f for f in (
+    CoordFormat("star", ".star", _read_star, _write_star, "RELION (rlnCoordinateX/Y, rlnAutopickFigureOfMerit)"),
+    CoordFormat("box", ".box", _read_box, _write_box, "EMAN2/crYOLO box corners"),
+    CoordFormat("csv", ".csv", _read_csv, _write_csv, "x,y,score"),
+    CoordFormat("txt", ".txt", _read_txt, _write_txt, "Topaz image_name/x_coord/y_coord/score"),
+)}
+COORD_SUFFIXES = tuple(f.suffix for f in FORMATS.values())
+_BY_SUFFIX = {f.suffix: f for f in FORMATS.values()}
+
+
+def coords_suffix(fmt: str) -> str:
+    """File suffix of format ``fmt`` (a key of :data:`FORMATS`)."""
+    return FORMATS[fmt].suffix
 
 
 def read_coords(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """Read particle centres and scores from a ``.star``, ``.box``, ``.csv`` or ``.txt`` file.
+    """Read particle centres and scores from any registered format (chosen by the file's suffix).
 
     Returns:
         xy: (N, 2) float64 centres (x, y) in original micrograph pixels.
@@ -119,10 +178,10 @@ def read_coords(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     path = Path(path)
     if not path.is_file():
         raise CryopickError("no such coordinate file", path)
-    reader = _READERS.get(path.suffix.lower())
-    if reader is None:
-        raise CryopickError(f"unknown coordinate format {path.suffix!r} (use {', '.join(_READERS)})", path)
-    return reader(path)
+    fmt = _BY_SUFFIX.get(path.suffix.lower())
+    if fmt is None:
+        raise CryopickError(f"unknown coordinate format {path.suffix!r} (use {', '.join(COORD_SUFFIXES)})", path)
+    return fmt.read(path)
 
 
 def write_coords(
@@ -145,34 +204,7 @@ def write_coords(
         raise CryopickError(f"unknown coordinate format {fmt!r} (use {', '.join(FORMATS)})", path)
     xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
     scores = np.ones(len(xy)) if scores is None else np.asarray(scores, dtype=np.float64)
-    if fmt == "star":
-        import starfile
-
-        df = pd.DataFrame(
-            {"rlnCoordinateX": xy[:, 0], "rlnCoordinateY": xy[:, 1], "rlnAutopickFigureOfMerit": scores}
-        )
-        with atomic_write(path, suffix=".star") as tmp:
-            starfile.write(df, tmp, float_format="%.6f")
-    elif fmt == "box":
-        if not box_size or box_size <= 0:
-            raise CryopickError("writing .box files needs a positive box size", path)
-        corners = xy - box_size / 2.0
-        lines = [
-            f"{cx:.2f}\t{cy:.2f}\t{box_size:g}\t{box_size:g}\t{s:.6f}" for (cx, cy), s in zip(corners, scores)
-        ]
-        write_text_atomic(path, "\n".join(lines) + ("\n" if lines else ""))
-    else:
-        buf = _io.StringIO()
-        if fmt == "csv":
-            writer = csv.writer(buf, lineterminator="\n")
-            writer.writerow(["x", "y", "score"])
-            writer.writerows((f"{x:.3f}", f"{y:.3f}", f"{s:.6f}") for (x, y), s in zip(xy, scores))
-        else:  # Topaz: image_name, x_coord, y_coord, score, tab separated
-            buf.write("image_name\tx_coord\ty_coord\tscore\n")
-            buf.writelines(
-                f"{path.stem}\t{x:.3f}\t{y:.3f}\t{s:.6f}\n" for (x, y), s in zip(xy, scores)
-            )
-        write_text_atomic(path, buf.getvalue())
+    FORMATS[fmt].write(path, xy, scores, box_size)
     return path
 
 

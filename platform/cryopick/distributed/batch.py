@@ -1,4 +1,4 @@
-"""Ray Data engine for picking campaigns: an actor pool that loads the model once per actor.
+"""Ray Data engine for batch runs (picking a whole data set): an actor pool that loads the model once per actor.
 
 ``ray.data.from_items(paths)`` streams through ``map_batches(_PickActor, compute=ActorPoolStrategy(size=N))``:
 each actor reads, picks and writes its micrographs' files atomically (``MicrographPicker``) and
@@ -18,9 +18,7 @@ Faults:
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import math
-import os
 import warnings
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -29,7 +27,10 @@ import numpy as np
 import ray
 import ray.data
 
-from cryopick.campaign import ROW_KEYS, CampaignConfig, CampaignPlan, MicrographPicker
+from cryopick.batch.config import BatchConfig
+from cryopick.batch.plan import ROW_KEYS, BatchPlan
+from cryopick.batch.worker import MicrographPicker
+from cryopick.distributed.connect import ray_session
 
 MAX_SINGLE_PASSES = 3  # recovery passes after the batched one
 
@@ -37,31 +38,15 @@ MAX_SINGLE_PASSES = 3  # recovery passes after the batched one
 class _PickActor:
     """Ray Data callable class: model loaded in ``__init__`` (once per actor), rows out."""
 
-    def __init__(self, model: str, cfg: CampaignConfig, out: str, fp: str) -> None:
-        self.picker = MicrographPicker(model, cfg, out, fp)
+    def __init__(self, model: str, cfg: BatchConfig, out: str, fp: str, threads: int = 1) -> None:
+        self.picker = MicrographPicker(model, cfg, out, fp, threads)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[Any]]:
         rows = [self.picker.process(str(p)) for p in batch["path"]]
         return {k: [r[k] for r in rows] for k in ROW_KEYS}
 
 
-def ensure_ray(num_cpus: int | None = None) -> None:
-    """Connect to the cluster in ``RAY_ADDRESS`` (a submitted job), or start a local Ray.
-
-    Resources are passed only for a new local Ray: inside ``ray job submit`` a ``ray.init``
-    with ``num_cpus`` raises ValueError.
-    """
-    if ray.is_initialized():
-        return
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init(log_to_driver=False)
-    else:
-        # address="local": a new Ray for this process, never someone else's cluster on this host
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
-
-
-def pool_shape(cfg: CampaignConfig) -> tuple[int, float, float]:
+def pool_shape(cfg: BatchConfig) -> tuple[int, float, float]:
     """(actors, CPUs per actor, GPUs per actor) for the connected cluster."""
     res = ray.cluster_resources()
     gpus = float(res.get("GPU", 0.0))
@@ -77,7 +62,7 @@ def pool_shape(cfg: CampaignConfig) -> tuple[int, float, float]:
 
 @contextlib.contextmanager
 def _data_context(show_ray_progress: bool) -> Iterator[None]:
-    """Tolerate dropped blocks (recovered by the driver) for the duration of a campaign."""
+    """Tolerate dropped blocks (recovered by the driver) for the duration of a batch run."""
     ctx = ray.data.DataContext.get_current()
     saved = (ctx.max_errored_blocks, ctx.enable_progress_bars)
     ctx.max_errored_blocks = -1
@@ -89,7 +74,7 @@ def _data_context(show_ray_progress: bool) -> Iterator[None]:
 
 
 def _stream(
-    plan: CampaignPlan, paths: Sequence[str], batch_size: int, in_flight: int | None, actor_cls: type
+    plan: BatchPlan, paths: Sequence[str], batch_size: int, in_flight: int | None, actor_cls: type
 ) -> Iterator[dict[str, Any]]:
     """One Ray Data pass over ``paths`` (absolute); yields status rows as they arrive.
 
@@ -97,7 +82,6 @@ def _stream(
     cost only the micrograph it was working on.
     """
     workers, cpus, gpus = pool_shape(plan.cfg)
-    worker_cfg = dataclasses.replace(plan.cfg, torch_threads=plan.cfg.torch_threads or max(1, math.ceil(cpus)))
     # one block per batch: a retried block redoes (or skips, when complete) at most one batch
     ds: ray.data.Dataset = ray.data.from_items([{"path": p} for p in paths], override_num_blocks=math.ceil(len(paths) / batch_size))
     with warnings.catch_warnings():
@@ -106,7 +90,7 @@ def _stream(
         warnings.simplefilter("ignore", DeprecationWarning)
         ds = ds.map_batches(
             actor_cls,
-            fn_constructor_kwargs={"model": str(plan.model.resolve()), "cfg": worker_cfg,
+            fn_constructor_kwargs={"model": str(plan.model.resolve()), "cfg": plan.cfg, "threads": max(1, math.ceil(cpus)),
                                    "out": str(plan.layout.out.resolve()), "fp": plan.fingerprint},
             batch_size=batch_size,
             batch_format="numpy",
@@ -123,39 +107,39 @@ def _stream(
 
 
 def ray_rows(
-    plan: CampaignPlan, progress: bool = True, actor_cls: type = _PickActor
+    plan: BatchPlan, progress: bool = True, actor_cls: type = _PickActor
 ) -> Iterator[dict[str, Any]]:
     """Pick ``plan.todo`` on the Ray cluster; one status row per micrograph that came back.
 
     Micrographs whose batch was lost even after retries are retried one per task and per actor
     (up to ``MAX_SINGLE_PASSES`` passes, while they make progress); any still missing are left
-    out (``finish_campaign`` records them as failed). ``actor_cls`` (a ``_PickActor`` subclass)
+    out (``finish_batch`` records them as failed). ``actor_cls`` (a ``_PickActor`` subclass)
     lets fault-injection tests crash or slow chosen actors.
     """
     from tqdm.auto import tqdm
 
     if not plan.todo:
         return
-    ensure_ray()
-    original = {str(m.resolve()): str(m) for m in plan.todo}  # rows name micrographs as the user did
-    pending = list(original)
-    bar = tqdm(total=len(pending), desc="campaign", unit="mic", disable=not progress, mininterval=1.0)
-    failed = 0
-    # pass 1 in batches; then one micrograph per task and per actor, repeated while it makes
-    # progress, so the micrographs that shared a task or an actor with a poison one are recovered
-    passes = [(plan.cfg.batch_size, None)] + [(1, 1)] * MAX_SINGLE_PASSES
-    with _data_context(show_ray_progress=False):
-        for batch_size, in_flight in passes:
-            seen: set[str] = set()
-            for row in _stream(plan, pending, batch_size, in_flight, actor_cls):
-                if row["micrograph"] in seen or row["micrograph"] not in original:
-                    continue
-                seen.add(row["micrograph"])
-                failed += row["status"] == "failed"
-                bar.update(1)
-                bar.set_postfix(failed=failed, refresh=False)
-                yield {**row, "micrograph": original[row["micrograph"]]}
-            pending = [p for p in pending if p not in seen]
-            if not pending or (not seen and in_flight == 1):
-                break
-    bar.close()
+    with ray_session(quiet=True):  # shuts down a local Ray it started, however the run ends
+        original = {str(m.resolve()): str(m) for m in plan.todo}  # rows name micrographs as the user did
+        pending = list(original)
+        bar = tqdm(total=len(pending), desc="campaign", unit="mic", disable=not progress, mininterval=1.0)
+        failed = 0
+        # pass 1 in batches; then one micrograph per task and per actor, repeated while it makes
+        # progress, so the micrographs that shared a task or an actor with a poison one are recovered
+        passes = [(plan.cfg.batch_size, None)] + [(1, 1)] * MAX_SINGLE_PASSES
+        with _data_context(show_ray_progress=False):
+            for batch_size, in_flight in passes:
+                seen: set[str] = set()
+                for row in _stream(plan, pending, batch_size, in_flight, actor_cls):
+                    if row["micrograph"] in seen or row["micrograph"] not in original:
+                        continue
+                    seen.add(row["micrograph"])
+                    failed += row["status"] == "failed"
+                    bar.update(1)
+                    bar.set_postfix(failed=failed, refresh=False)
+                    yield {**row, "micrograph": original[row["micrograph"]]}
+                pending = [p for p in pending if p not in seen]
+                if not pending or (not seen and in_flight == 1):
+                    break
+        bar.close()

@@ -19,7 +19,7 @@ from cryopick.errors import CryopickError
 from cryopick.io.atomic import write_text_atomic
 
 if TYPE_CHECKING:
-    from cryopick.selftrain import SelftrainConfig
+    from cryopick.selftrain.config import SelftrainConfig
 
 CAMPAIGN_FILE = "campaign.json"
 STATE_FILE = "state.json"

@@ -1,4 +1,4 @@
-"""Micrograph preprocessing: Fourier-crop binning, normalisation, optional low-pass.
+"""Micrograph preprocessing: Fourier-crop binning and robust normalisation.
 
 Binning is by Fourier cropping, which keeps the sampling origin at pixel 0: sample ``j`` of the
 binned image lies at original coordinate ``j * scale`` exactly. :class:`Binned` carries that
@@ -11,7 +11,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.fft
-from scipy import ndimage
 
 from cryopick.config import PreprocessConfig
 from cryopick.errors import CryopickError
@@ -72,7 +71,10 @@ def bin_factor(cfg: PreprocessConfig, pixel_size: float | None) -> float:
     return max(1.0, cfg.target_pixel_size / pixel_size)
 
 
-def normalize(image: np.ndarray, clip_sigma: float | None = 4.0) -> np.ndarray:
+CLIP_SIGMA = 4.0  # robust sigmas: hot pixels and carbon edges are clipped before normalising
+
+
+def normalize(image: np.ndarray, clip_sigma: float | None = CLIP_SIGMA) -> np.ndarray:
     """Zero mean, unit std; optionally clip outliers first at median +- clip_sigma robust sigmas.
 
     The clip uses the median and MAD, not mean and std, so a few hot pixels (which inflate the
@@ -92,13 +94,10 @@ def normalize(image: np.ndarray, clip_sigma: float | None = 4.0) -> np.ndarray:
 
 
 def preprocess(image: np.ndarray, cfg: PreprocessConfig, pixel_size: float | None = None) -> Binned:
-    """Raw (H, W) micrograph -> :class:`Binned` network input (binned, normalised, filtered)."""
+    """Raw (H, W) micrograph -> :class:`Binned` network input (binned, then normalised)."""
     factor = bin_factor(cfg, pixel_size)
     h, w = image.shape
     out_shape = (max(16, int(round(h / factor))), max(16, int(round(w / factor))))
     small = fourier_crop(image, out_shape)
-    if cfg.lowpass_sigma > 0:
-        small = ndimage.gaussian_filter(small, cfg.lowpass_sigma)
-    if cfg.normalize:
-        small = normalize(small, cfg.clip_sigma)
+    small = normalize(small, CLIP_SIGMA)
     return Binned(image=small, scale=(h / out_shape[0], w / out_shape[1]), original_shape=(h, w))

@@ -1,4 +1,4 @@
-"""Particle centres -> training masks, and the masked BCE loss.
+"""Particle centres -> label masks (expert circles, pseudo-label thresholds) and their coverage.
 
 Mask values: 1 = particle, 0 = background, -1 = ignore (no gradient).
 """
@@ -6,10 +6,11 @@ Mask values: 1 = particle, 0 = background, -1 = ignore (no gradient).
 from __future__ import annotations
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 IGNORE = -1
+# circle radius of a labeled particle, as a share of the particle radius: the centre, not the whole
+# particle, is what the network learns to mark (chosen on EMPIAR-10017 dev; docs/design.md)
+LABEL_RADIUS_FRACTION = 0.35
 
 
 def disk_offsets(radius: float) -> np.ndarray:
@@ -70,22 +71,3 @@ def mask_coverage(mask: np.ndarray) -> dict[str, float]:
         "negative": float((mask == 0).sum() / n),
         "ignored": float((mask == IGNORE).sum() / n),
     }
-
-
-def masked_bce(logits: torch.Tensor, target: torch.Tensor, pos_weight: float = 1.0) -> torch.Tensor:
-    """Pixel-wise binary cross-entropy averaged over non-ignored pixels.
-
-    loss = mean over {target >= 0} of -[w * t * log p + (1 - t) * log(1 - p)], p = sigmoid(logits),
-    computed from logits for numerical stability. Returns 0 (with a gradient) when every pixel
-    is ignored, so a fully ignored batch cannot produce NaN.
-
-    Args:
-        logits: (B, 1, H, W) or any shape matching ``target``.
-        target: same shape, values in {-1, 0, 1}.
-    """
-    target = target.to(logits.dtype)
-    valid = target >= 0
-    t = target.clamp(min=0.0)
-    weight = torch.where(t > 0, torch.full_like(t, pos_weight), torch.ones_like(t)) * valid
-    loss = F.binary_cross_entropy_with_logits(logits, t, weight=weight, reduction="sum")
-    return loss / valid.sum().clamp(min=1)

@@ -20,7 +20,9 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from cryopick.config import PickConfig
+from cryopick.config import HeatmapConfig
+
+TILE_OVERLAP = 0.25  # share of a tile its neighbours overlap; the Gaussian blend hides the seams
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -149,12 +151,16 @@ def _inverse(heatmap: np.ndarray, k: int, flip: bool) -> np.ndarray:
 def predict_heatmap(
     model: nn.Module,
     image: np.ndarray,
-    cfg: PickConfig | None = None,
+    cfg: HeatmapConfig | None = None,
     device: torch.device | None = None,
     fuse: bool = True,
     compile_model: bool = False,
+    channels_last: bool = True,
+    overlap: float = TILE_OVERLAP,
 ) -> np.ndarray:
     """Particle probabilities for a whole preprocessed micrograph.
+
+    Image (H, W) -> tiles (B, 1, t, t) -> probabilities (B, 1, t, t) -> Gaussian-blended (H, W).
 
     With ``cfg.tta`` > 1 the heatmap is the mean over that many flips/rotations of the micrograph
     (each mapped back): the network is not exactly equivariant, and averaging its views removes
@@ -168,33 +174,36 @@ def predict_heatmap(
         fuse: run the BatchNorm-folded copy (:func:`inference_model`); False runs ``model`` as is.
         compile_model: ``torch.compile`` the inference copy (a one-off compile, reused while
             the weights stay the same; measured slower than eager on this project's 2-core CPU).
+        channels_last: NHWC activations and weights (oneDNN's and cuDNN's fast layout); False only to compare.
+        overlap: share of a tile that its neighbours overlap.
 
     Returns:
         (H, W) float32 heatmap in [0, 1].
     """
-    cfg = cfg or PickConfig()
+    cfg = cfg or HeatmapConfig()
     device = device or next(model.parameters()).device
     model.eval()
-    if fuse or cfg.channels_last or compile_model:
-        net = _cached_inference_model(model, cfg.channels_last, fuse, compile_model)
+    if fuse or channels_last or compile_model:
+        net = _cached_inference_model(model, channels_last, fuse, compile_model)
     else:
         net = model
     transforms = TTA_TRANSFORMS[cfg.tta]
     acc = np.zeros(image.shape, dtype=np.float32)
     for k, flip in transforms:
-        acc += _inverse(_tiled_heatmap(net, _forward(image, k, flip), cfg, device), k, flip)
+        acc += _inverse(_tiled_heatmap(net, _forward(image, k, flip), cfg, device, overlap, channels_last), k, flip)
     return acc / len(transforms)
 
 
-def _tiled_heatmap(net: nn.Module, image: np.ndarray, cfg: PickConfig, device: torch.device) -> np.ndarray:
+def _tiled_heatmap(net: nn.Module, image: np.ndarray, cfg: HeatmapConfig, device: torch.device, overlap: float,
+                   channels_last: bool) -> np.ndarray:
     """(H, W) heatmap of one view: overlapping tiles in batches, Gaussian-blended."""
     h, w = image.shape
     th, tw = min(cfg.tile_size, h), min(cfg.tile_size, w)  # small micrographs: one tile
     weight = gaussian_importance((th, tw))
     acc = np.zeros((h, w), dtype=np.float32)
     norm = np.zeros((h, w), dtype=np.float32)
-    positions = list(_tiles((h, w), (th, tw), cfg.tile_overlap))
-    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    positions = list(_tiles((h, w), (th, tw), overlap))
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
     with torch.inference_mode(), _autocast(device, cfg.amp):
         for i in range(0, len(positions), cfg.tile_batch):
             batch_pos = positions[i : i + cfg.tile_batch]

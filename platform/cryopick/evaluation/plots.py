@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from cryopick.io.atomic import atomic_write
-from cryopick.metrics import PRCurve, average_precision, best_threshold
+from cryopick.evaluation.metrics import PRCurve, average_precision, best_threshold
 
 if TYPE_CHECKING:  # matplotlib is imported on first use: the picker needs it only for plots
     from matplotlib.figure import Figure

@@ -5,18 +5,27 @@ pseudo-labels the unlabeled micrographs with the previous round's model and retr
 This module holds the validated configuration (:class:`SelftrainConfig`, built with
 :func:`cryopick.config.from_dict`) and the path checks that run before any cluster work;
 the campaign's bookkeeping (``state.json``, round folders, stopping rules) is in
-:mod:`cryopick.selftrain_state`. Neither needs Ray.
+:mod:`cryopick.selftrain.state`. Neither needs Ray.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from cryopick.config import MIN_DISTANCE_FRACTIONS, ModelConfig, PickConfig, PreprocessConfig, TrainConfig, from_dict, load_yaml, to_dict
+from cryopick.config import MIN_DISTANCE_FRACTIONS, HeatmapConfig, ModelConfig, PreprocessConfig, TrainConfig, from_dict, load_yaml, to_dict
 from cryopick.errors import CryopickError
 
+# Pseudo-label rules (selftrain.pseudo_rule); cryopick.selftrain.pseudo.PseudoLabeler.for_rule builds them.
+#   calibrated: heatmaps calibrated on the previous round's validation picks, confident peaks painted as
+#               label disks, unsure peaks ignored, background class-balanced (docs/selftrain.md)
+#   plain:      the bare rule on raw heatmap values (p > positive particle, p < negative background)
+PSEUDO_RULES = ("calibrated", "plain")
+WARM_LR_SCALE = 0.3  # learning rate of a warm-started round, as a share of train.lr (fine-tuning)
+TUNE_TOLERANCE = 0.01  # within this F1 of the best Tune trial, the lowest threshold wins (scoring.best_trial)
+COUNT_MICROGRAPHS = 5  # unlabeled micrographs each round predicts to match the pick count (count_matched_threshold)
+_RULE = "was removed: choose the pseudo-label rule with selftrain.pseudo_rule (calibrated | plain)"
 
 
 @dataclass
@@ -42,15 +51,16 @@ class DataSection:
 class RoundsSection:
     """The self-training loop."""
 
+    RETIRED: ClassVar[dict[str, str]] = {
+        "calibrate": _RULE, "positive_disks": _RULE, "ignore_unsure_peaks": _RULE, "balance": _RULE,
+        "warm_lr_scale": f"was removed: a warm-started round trains at {WARM_LR_SCALE:g} x train.lr",
+    }
+
     rounds: int = 3  # total rounds including round 0 (labeled only)
     positive: float = 0.95  # pseudo-label: p > positive -> particle
     negative: float = 0.05  # pseudo-label: p < negative -> background, else ignored
-    calibrate: bool = True  # p = heatmap calibrated on the previous round's validation picks (cryopick.pseudo)
-    positive_disks: bool = True  # particles = confident peaks painted as label disks (else: pixels > positive)
-    ignore_unsure_peaks: bool = True  # peaks with negative <= p <= positive: ignore their particle disk, not background
-    balance: bool = True  # drop random pseudo background until particles have their labeled share
+    pseudo_rule: str = "calibrated"  # calibrated | plain (see PSEUDO_RULES)
     warm_start: bool = True  # start each round from the previous round's weights
-    warm_lr_scale: float = 0.3  # learning rate of a warm-started round, as a share of train.lr (fine-tuning)
     labeled_fraction: float = 0.5  # share of training patches cut from labeled micrographs (rounds >= 1)
     patches_per_epoch: int = 512  # patches one pass over the training Dataset yields (all workers)
     patience: int = 1  # stop after this many rounds without a val F1 gain
@@ -72,8 +82,8 @@ class RoundsSection:
             raise CryopickError(f"{where}.labeled_fraction must be in (0, 1], got {self.labeled_fraction}")
         if self.patches_per_epoch < 1:
             raise CryopickError(f"{where}.patches_per_epoch must be >= 1, got {self.patches_per_epoch}")
-        if not 0.0 < self.warm_lr_scale <= 1.0:
-            raise CryopickError(f"{where}.warm_lr_scale must be in (0, 1], got {self.warm_lr_scale}")
+        if self.pseudo_rule not in PSEUDO_RULES:
+            raise CryopickError(f"{where}.pseudo_rule must be one of {', '.join(PSEUDO_RULES)}, got {self.pseudo_rule!r}")
         if self.patience < 1:
             raise CryopickError(f"{where}.patience must be >= 1, got {self.patience}")
         if not 0.0 <= self.min_pseudo_share <= 1.0:
@@ -84,26 +94,27 @@ class RoundsSection:
 
 @dataclass
 class TuneSection:
-    """Grid searched by Ray Tune after each round (F1 on the validation picks)."""
+    """Grid searched by Ray Tune after each round (F1 on the validation picks).
+
+    With held-back strips of the labeled micrographs as validation, the threshold is then matched to
+    the expected particle count on unlabeled micrographs (:func:`cryopick.selftrain.scoring.count_matched_threshold`).
+    """
+
+    RETIRED: ClassVar[dict[str, str]] = {
+        "cpu_per_trial": "was removed: Tune trials take ray.data_cpus",
+        "tolerance": f"was removed: fixed at {TUNE_TOLERANCE:g} F1",
+        "count_matched": "was removed: always on when the validation picks are strips of the labeled micrographs",
+        "count_micrographs": f"was removed: fixed at {COUNT_MICROGRAPHS}",
+    }
 
     thresholds: list[float] = field(default_factory=lambda: [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9])
     min_distance_fractions: list[float] = field(default_factory=lambda: list(MIN_DISTANCE_FRACTIONS))
-    cpu_per_trial: float = 0.5
-    tolerance: float = 0.01  # within this F1 of the best, the lowest threshold wins (see selftrain_rounds.best_trial)
-    count_matched: bool = True  # strips as validation: match the pick count on unlabeled micrographs (count_matched_threshold)
-    count_micrographs: int = 5  # unlabeled micrographs predicted with each round's model for that count
 
     def validate(self, where: str = "tune") -> None:
         if not self.thresholds or not all(0.0 <= t <= 1.0 for t in self.thresholds):
             raise CryopickError(f"{where}.thresholds must be a non-empty list of values in [0, 1]")
         if not self.min_distance_fractions or not all(f > 0 for f in self.min_distance_fractions):
             raise CryopickError(f"{where}.min_distance_fractions must be a non-empty list of positive values")
-        if self.cpu_per_trial <= 0:
-            raise CryopickError(f"{where}.cpu_per_trial must be positive, got {self.cpu_per_trial}")
-        if not 0.0 <= self.tolerance < 0.5:
-            raise CryopickError(f"{where}.tolerance must be in [0, 0.5), got {self.tolerance}")
-        if self.count_micrographs < 1:
-            raise CryopickError(f"{where}.count_micrographs must be >= 1, got {self.count_micrographs}")
 
 
 @dataclass
@@ -115,7 +126,7 @@ class RaySection:
     num_workers: int = 2  # Ray Train workers
     use_gpu: str = "auto"  # auto | true | false
     cpu_per_worker: float = 0.5  # < 1 leaves CPU to Ray Data on small machines (see STACK-NOTES)
-    data_cpus: float = 0.5  # CPU per read/preprocess/patch task
+    data_cpus: float = 0.5  # CPU per read/preprocess/patch task and per Tune trial
     predict_actors: int = 1  # actor pool size of the prediction stage
     max_failures: int = 2  # Ray Train restarts from the last checkpoint this often
     storage_path: str | None = None  # Ray Train/Tune results; None: <campaign>/ray_results (shared FS on clusters)
@@ -148,13 +159,17 @@ class TrackingSection:
 class SelftrainConfig:
     """A whole campaign; ``campaign.json`` holds this resolved."""
 
-    out: str = ""  # campaign directory
-    name: str = ""  # campaign / MLflow parent run name; default: the directory's name
+    RETIRED: ClassVar[dict[str, str]] = {
+        "pick": "was renamed predict (tta, tile_size, tile_batch, amp); threshold, peak distance and border are chosen each round",
+    }
+
+    out: str | None = None  # campaign directory
+    name: str | None = None  # campaign / MLflow parent run name; default: the directory's name
     data: DataSection = field(default_factory=DataSection)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    pick: PickConfig = field(default_factory=PickConfig)
+    predict: HeatmapConfig = field(default_factory=HeatmapConfig)
     selftrain: RoundsSection = field(default_factory=RoundsSection)
     tune: TuneSection = field(default_factory=TuneSection)
     ray: RaySection = field(default_factory=RaySection)
@@ -168,11 +183,11 @@ class SelftrainConfig:
                 f"train.patch_size ({self.train.patch_size}) must be a multiple of 2**model.depth ({2**self.model.depth})"
             )
         if not self.name:
-            self.name = Path(self.out).name
+            self.name = Path(self.out or "").name
 
     @property
     def campaign_dir(self) -> Path:
-        return Path(self.out).expanduser().resolve()
+        return Path(self.out or "").expanduser().resolve()
 
     def tracking_uri(self) -> str:
         return self.tracking.uri or f"sqlite:///{self.campaign_dir / 'mlflow.db'}"
@@ -240,7 +255,7 @@ def resolve_data(cfg: SelftrainConfig) -> ResolvedData:
         CryopickError: a missing file/pattern, no labeled micrographs, no coords directory, a
             labeled/validation/test micrograph without a coordinate file, or overlapping roles.
     """
-    from cryopick.dataset import coords_for
+    from cryopick.training.dataset import coords_for
     from cryopick.io.manifest import resolve_micrographs
 
     d = cfg.data

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage
 
-from cryopick.dataset import TrainItem
-from cryopick.labels import IGNORE
+from cryopick.training.dataset import TrainItem
+from cryopick.preprocessing.labels import IGNORE
 
 
 def _pad_to(image: np.ndarray, mask: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:

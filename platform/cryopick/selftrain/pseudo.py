@@ -1,7 +1,7 @@
 """Pseudo-labels for self-training: heatmap -> {1, 0, -1} mask, with calibration and class balance.
 
 The rule is the issue's: p > positive -> particle, p < negative -> background, otherwise ignored
-(:func:`cryopick.labels.pseudo_label_mask`). What ``p`` is matters: a U-Net trained with BCE on
+(:func:`cryopick.preprocessing.labels.pseudo_label_mask`). What ``p`` is matters: a U-Net trained with BCE on
 circle masks is not calibrated. On EMPIAR-10017 a 400-step round-0 model trained on one labeled
 micrograph never outputs less than 0.05 anywhere: raw 0.95/0.05 thresholds labeled 0.25 % of the
 unlabeled pixels as particle, 0 % as background and ignored the rest. So, by default:
@@ -14,28 +14,28 @@ unlabeled pixels as particle, 0 % as background and ignored the rest. So, by def
 - uncertain peaks: a peak whose calibrated precision lies between ``negative`` and ``positive`` is
   neither particle nor background, so its particle-radius disk is ignored rather than left to the
   pixel rule, which taught real particles the model only half sees (their rims and weak centres
-  fall below ``negative``) as background (``ignore_unsure_peaks``);
+  fall below ``negative``) as background;
 - class balance: confident particles are rarer than confident background, so random background
   pixels are ignored until particles have the share they have in the expert labels
   (``balance_to``); unbalanced, the next round under-predicts particles and loses recall.
 
-``calibrate=False, positive_disks=False, balance_to=0`` is the bare rule on raw heatmap values.
+``rule="plain", balance_to=0`` is the bare rule on raw heatmap values (``selftrain.pseudo_rule: plain``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from cryopick.labels import IGNORE, circle_mask, mask_coverage, pseudo_label_mask
+from cryopick.preprocessing.labels import IGNORE, LABEL_RADIUS_FRACTION, circle_mask, mask_coverage, pseudo_label_mask
 
 N_BINS = 50
 
 if TYPE_CHECKING:
-    from cryopick.selftrain_rounds import ScoredHeatmap
+    from cryopick.selftrain.scoring import ScoredHeatmap
 
 
 def pav(y: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -89,8 +89,9 @@ def apply_calibration(heatmap: np.ndarray, table: Sequence[float]) -> np.ndarray
 
 def peak_hits(items: Sequence[ScoredHeatmap], min_distance: float, diameter: float, smooth_sigma: float) -> tuple[np.ndarray, np.ndarray]:
     """Scores (K,) and match flags (K,) of every candidate peak on validation heatmaps."""
-    from cryopick.metrics import match
-    from cryopick.selftrain_rounds import CANDIDATE_FLOOR, picks_of, truth_in_rows
+    from cryopick.evaluation.metrics import match
+    from cryopick.evaluation.metrics import CANDIDATE_FLOOR
+    from cryopick.selftrain.scoring import picks_of, truth_in_rows
 
     scores, hits = [], []
     for sh in items:
@@ -121,28 +122,28 @@ class PseudoLabeler:
 
     Attributes:
         positive, negative: probability thresholds (p > positive -> 1, p < negative -> 0).
-        calibration: pixel table from :func:`fit_calibration` (used when ``calibrate``).
-        peak_calibration: peak table from :func:`fit_peak_calibration` (used when ``calibrate``).
-        calibrate: map heatmap values through the tables; off: raw heatmap values.
-        positive_disks: particles are the peaks whose (calibrated) probability exceeds
-            ``positive``, each painted as a full label-radius disk (the shape expert labels have);
-            off: the pixels above ``positive`` themselves (the bare pixel rule).
+        rule: ``calibrated`` (the default, see the module docstring): values mapped through the
+            tables where there are tables, confident peaks painted as label-radius disks, unsure
+            peaks' particle disks ignored; ``plain``: the bare pixel rule on raw heatmap values.
+        calibration: pixel table from :func:`fit_calibration` (``calibrated``; empty: raw values).
+        peak_calibration: peak table from :func:`fit_peak_calibration` (``calibrated``; empty: raw values).
         label_radius_fraction: disk radius as a share of the particle radius (as for labels).
-        ignore_unsure_peaks: peaks whose (calibrated) probability is in [negative, positive] get
-            their particle-radius disk ignored instead of labeled background (with ``positive_disks``).
         min_distance_fraction: peak separation, as a share of the diameter.
+        balance_to: > 0: ignore random background pixels until particles make up this share.
     """
 
     positive: float = 0.95
     negative: float = 0.05
     calibration: list[float] = field(default_factory=list)
     peak_calibration: list[float] = field(default_factory=list)
-    calibrate: bool = True
-    positive_disks: bool = True
-    label_radius_fraction: float = 0.5
-    ignore_unsure_peaks: bool = True
+    rule: str = "calibrated"
+    label_radius_fraction: float = LABEL_RADIUS_FRACTION
     min_distance_fraction: float = 0.6
-    balance_to: float = 0.0  # > 0: drop random background pixels until positives make up this share
+    balance_to: float = 0.0
+
+    @property
+    def calibrated(self) -> bool:
+        return self.rule == "calibrated"
 
     def _balance(self, mask: np.ndarray) -> np.ndarray:
         """Ignore random background pixels so pos / (pos + neg) >= ``balance_to`` (the labeled share).
@@ -165,7 +166,7 @@ class PseudoLabeler:
 
     def probabilities(self, heatmap: np.ndarray) -> np.ndarray:
         """(h, w) pixel probabilities (calibrated when a table is there)."""
-        if self.calibrate and self.calibration:
+        if self.calibrated and self.calibration:
             return apply_calibration(heatmap, self.calibration)
         return heatmap.astype(np.float32)
 
@@ -176,28 +177,28 @@ class PseudoLabeler:
             diameter: particle diameter, original px; scale: original px per binned px.
         """
         mask = pseudo_label_mask(self.probabilities(heatmap), self.positive, self.negative)
-        if not self.positive_disks:
+        if not self.calibrated:
             return self._balance(mask)
-        from cryopick.peaks import find_peaks
+        from cryopick.evaluation.metrics import CANDIDATE_FLOOR
+        from cryopick.inference.peaks import find_peaks
 
-        xy, s = find_peaks(heatmap, self.min_distance_fraction * diameter / scale, 0.02, 1.0)
-        if self.calibrate and self.peak_calibration:
+        xy, s = find_peaks(heatmap, self.min_distance_fraction * diameter / scale, CANDIDATE_FLOOR, 1.0)
+        if self.peak_calibration:
             q = apply_calibration(s, self.peak_calibration)  # the table was fitted on smoothed peak scores
         else:
             q = heatmap[xy[:, 1].astype(int), xy[:, 0].astype(int)]  # raw: the heatmap value itself
         radius = max(1.0, self.label_radius_fraction * diameter / 2.0 / scale)
         mask[mask == 1] = IGNORE  # particles come from peaks, not from core pixels
-        if self.ignore_unsure_peaks:
-            unsure = (q >= self.negative) & (q <= self.positive)
-            # the whole particle, not the label disk: a half-seen particle's rim is what the pixel rule calls background
-            mask[circle_mask(mask.shape, xy[unsure], max(1.0, diameter / 2.0 / scale)) == 1] = IGNORE
+        unsure = (q >= self.negative) & (q <= self.positive)
+        # the whole particle, not the label disk: a half-seen particle's rim is what the pixel rule calls background
+        mask[circle_mask(mask.shape, xy[unsure], max(1.0, diameter / 2.0 / scale)) == 1] = IGNORE
         mask[circle_mask(mask.shape, xy[q > self.positive], radius) == 1] = 1
         return self._balance(mask)
 
 
 def no_particles_note(labeler: PseudoLabeler) -> str:
     """Why a round got no pseudo-labeled particle, in words a user can act on."""
-    if labeler.calibrate and labeler.positive_disks and labeler.peak_calibration:
+    if labeler.calibrated and labeler.peak_calibration:
         top = max(labeler.peak_calibration)
         if top <= labeler.positive:
             why = (f"no peak of the previous round's model reaches calibrated precision > {labeler.positive:g} "
@@ -216,3 +217,18 @@ def coverage_row(mask: np.ndarray) -> dict[str, float]:
     row = mask_coverage(mask)
     row["pixels"] = float(mask.size)
     return row
+
+
+def pseudo_summary(rows: Iterable[dict[str, Any]]) -> dict[str, float]:
+    """Pixel-weighted pseudo-label coverage over micrographs: rows with positive/negative/ignored/pixels."""
+    tot = {"positive": 0.0, "negative": 0.0, "ignored": 0.0}
+    pixels, n = 0.0, 0
+    for row in rows:
+        w = float(row["pixels"])
+        for k in tot:
+            tot[k] += float(row[k]) * w
+        pixels += w
+        n += 1
+    out = {k: (v / pixels if pixels else 0.0) for k, v in tot.items()}
+    out["n_micrographs"] = n
+    return out

@@ -17,8 +17,8 @@ from cryopick.config import PreprocessConfig
 from cryopick.errors import CryopickError
 from cryopick.io.coords import check_inside, find_coords_file, read_coords
 from cryopick.io.micrograph import read_micrograph
-from cryopick.labels import IGNORE, circle_mask
-from cryopick.preprocess import Binned, preprocess
+from cryopick.preprocessing.labels import IGNORE, LABEL_RADIUS_FRACTION, circle_mask
+from cryopick.preprocessing.binning import Binned, preprocess
 
 
 @dataclass
@@ -89,9 +89,14 @@ def load_labeled(
     return LabeledMicrograph(name=m.name, binned=b, xy=b.to_binned(xy))
 
 
-def label_radius(diameter: float, fraction: float, scale: float) -> float:
+def label_radius(diameter: float, scale: float, fraction: float = LABEL_RADIUS_FRACTION) -> float:
     """Circle radius in binned pixels: ``fraction`` of the particle radius."""
     return max(1.0, fraction * diameter / 2.0 / scale)
+
+
+def hold_rows(height: int, val_fraction: float) -> tuple[int, int]:
+    """Binned rows held back for validation: the bottom ``val_fraction`` of the image."""
+    return int(round(height * (1.0 - val_fraction))), height
 
 
 def make_train_item(lm: LabeledMicrograph, radius: float, hold_rows: tuple[int, int] | None = None) -> TrainItem:
@@ -112,19 +117,17 @@ def split_items(
     labeled: list[LabeledMicrograph],
     val: list[LabeledMicrograph],
     diameter: float,
-    radius_fraction: float,
     val_fraction: float,
 ) -> tuple[list[TrainItem], list[ValItem]]:
     """Training and validation items; hold back each labeled micrograph's bottom rows if no ``val``."""
     train_items: list[TrainItem] = []
     val_items = [make_val_item(v) for v in val]
     for lm in labeled:
-        r = label_radius(diameter, radius_fraction, lm.binned.mean_scale)
+        r = label_radius(diameter, lm.binned.mean_scale)
         if val or val_fraction <= 0:
             train_items.append(make_train_item(lm, r))
             continue
-        h = lm.binned.image.shape[0]
-        r0 = int(round(h * (1.0 - val_fraction)))
-        train_items.append(make_train_item(lm, r, hold_rows=(r0, h)))
-        val_items.append(make_val_item(lm, rows=(r0, h)))
+        rows = hold_rows(lm.binned.image.shape[0], val_fraction)
+        train_items.append(make_train_item(lm, r, hold_rows=rows))
+        val_items.append(make_val_item(lm, rows=rows))
     return train_items, val_items

@@ -19,20 +19,23 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from cryopick.border import outside_band
+from cryopick.inference.border import outside_band
 from cryopick.config import MIN_DISTANCE_FRACTIONS, PickConfig, TrainConfig
-from cryopick.dataset import TrainItem, ValItem
+from cryopick.training.dataset import TrainItem, ValItem
 from cryopick.io.atomic import atomic_write
-from cryopick.labels import masked_bce
-from cryopick.metrics import PRCurve, average_precision, best_threshold, pooled_curve
-from cryopick.model import build_unet
-from cryopick.patches import sample_patches
+from cryopick.training.checkpoint import CheckpointRule
+from cryopick.training.loss import masked_bce
+from cryopick.evaluation.metrics import CANDIDATE_FLOOR, PRCurve, average_precision, best_threshold, pooled_curve
+from cryopick.model.unet import build_unet
+from cryopick.training.patches import sample_patches
 from cryopick.runtime import resolve_amp
-from cryopick.peaks import find_peaks
-from cryopick.picker import PickerMeta, save_picker
-from cryopick.predict import predict_heatmap, resolve_device
+from cryopick.inference.peaks import find_peaks
+from cryopick.inference.picker import PickerMeta, save_picker
+from cryopick.inference.tiling import predict_heatmap, resolve_device
 
-CANDIDATE_FLOOR = 0.02  # weakest peak kept for the PR curve
+WEIGHT_DECAY = 1e-4  # AdamW
+POS_WEIGHT = 1.0  # BCE weight of particle pixels
+INTENSITY_AUGMENT = 0.5  # share of patches given contrast/blur/noise jitter (docs/design.md)
 
 
 @dataclass
@@ -57,44 +60,6 @@ class TrainResult:
     model: nn.Module
 
 
-def f1_standard_error(f1: float, n_true: int) -> float:
-    """Binomial standard error of an F1 measured against ``n_true`` expert picks."""
-    return math.sqrt(max(f1 * (1.0 - f1), 0.0) / max(n_true, 1))
-
-
-@dataclass
-class CheckpointRule:
-    """Which validated checkpoint to keep: the latest one within one standard error of the best so far.
-
-    Validation strips are small (one labeled micrograph: ~130 picks, so F1 is uncertain by ±0.04),
-    and picking the single highest F1 among checkpoints picks noise: on EMPIAR-10017 with one label a
-    campaign kept step 100 of 400; in a single-process rerun of that setting the dev-set F1 of steps
-    100 / 200 / 300 / 400 was 0.74 / 0.80 / 0.81 / 0.81 (docs/selftrain.md). Within the noise
-    the later checkpoint wins; the cosine schedule has trained it longer. Offered in step order, this
-    keeps the latest checkpoint whose F1 is within one standard error of the best of all of them.
-
-    A warm start (:meth:`start`) sets a floor: no checkpoint scoring below the starting weights is
-    kept. Without it each self-training round could give up one standard error against its start,
-    and over rounds those losses added up (docs/selftrain.md, one label with intensity augmentation).
-    """
-
-    kept_f1: float = -1.0
-    top_f1: float = -1.0
-    floor: float = -1.0
-
-    def start(self, f1: float) -> None:
-        """The warm start's score: kept unless a checkpoint scores at least as high."""
-        self.kept_f1 = self.top_f1 = self.floor = f1
-
-    def offer(self, f1: float, n_true: int) -> bool:
-        """True if the checkpoint scoring ``f1`` (on ``n_true`` picks) replaces the kept one."""
-        self.top_f1 = max(self.top_f1, f1)
-        if f1 >= self.floor and f1 >= self.top_f1 - f1_standard_error(self.top_f1, n_true):
-            self.kept_f1 = f1
-            return True
-        return False
-
-
 def lr_at(step: int, total: int, base_lr: float, warmup: int | None = None) -> float:
     """Linear warm-up then cosine decay to 1 % of ``base_lr``."""
     warmup = warmup if warmup is not None else max(1, total // 20)
@@ -109,7 +74,7 @@ def train_step(
     optimizer: torch.optim.Optimizer,
     images: torch.Tensor,
     masks: torch.Tensor,
-    pos_weight: float = 1.0,
+    pos_weight: float = POS_WEIGHT,
     amp: bool = False,
 ) -> float:
     """One optimisation step on a batch: images (B, 1, P, P) float, masks (B, 1, P, P) in {-1,0,1}.
@@ -164,7 +129,7 @@ def evaluate(
     return best
 
 
-def _write_history(path: Path, history: list[dict[str, float]]) -> None:
+def write_history(path: Path, history: list[dict[str, float]]) -> None:
     if not history:
         return
     keys = sorted({k for row in history for k in row}, key=lambda k: (k != "step", k))
@@ -183,26 +148,37 @@ def train_picker(
     init_state: dict[str, Any] | None = None,
     progress: bool = True,
     on_validation: Callable[[int, dict[str, float]], None] | None = None,
+    *,
+    device: str = "auto",
+    amp: bool | None = None,
+    threads: int | None = None,
+    max_minutes: float | None = None,
 ) -> TrainResult:
     """Train a U-Net on patches of ``train_items``; keep a checkpoint by :class:`CheckpointRule`.
 
     The returned ``meta`` carries the threshold and peak distance that maximised F1 on the
     validation items; with ``out_dir`` the picker is saved there as ``model.pt`` with a
     ``history.csv`` of losses and validation scores.
+
+    Args:
+        device: auto | cpu | cuda | cuda:N.
+        amp: bfloat16 autocast; None = where the hardware runs bf16 natively.
+        threads: torch CPU threads (None: torch's default).
+        max_minutes: stop after this wall time (the best checkpoint so far is kept).
     """
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
+    if threads:
+        torch.set_num_threads(threads)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    device = resolve_device(cfg.device)
+    dev = resolve_device(device)
     model = build_unet(meta.model)
     if init_state is not None:
         model.load_state_dict(init_state)
     # channels-last + bf16 autocast use oneDNN's fast kernels (AMX on recent CPUs, tensor cores on GPUs)
-    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    model.to(device=device, memory_format=memory_format)  # type: ignore[call-overload]  # accepted at run time; torch's stubs omit it
-    amp = resolve_amp(cfg.amp, device.type)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    memory_format = torch.channels_last
+    model.to(device=dev, memory_format=memory_format)  # type: ignore[call-overload]  # accepted at run time; torch's stubs omit it
+    use_amp = resolve_amp(amp, dev.type)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=WEIGHT_DECAY)
     history: list[dict[str, float]] = []
     rule, best_step, best_state = CheckpointRule(), 0, copy.deepcopy(model.state_dict())
     start = time.monotonic()
@@ -211,11 +187,11 @@ def train_picker(
     for step in bar:
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg.steps, cfg.lr)
-        images, masks = sample_patches(train_items, cfg.batch_size, cfg.patch_size, rng, intensity=cfg.intensity_augment)
-        x = torch.from_numpy(images).to(device).contiguous(memory_format=memory_format)
-        loss = train_step(model, opt, x, torch.from_numpy(masks).to(device), cfg.pos_weight, amp)
+        images, masks = sample_patches(train_items, cfg.batch_size, cfg.patch_size, rng, intensity=INTENSITY_AUGMENT)
+        x = torch.from_numpy(images).to(dev).contiguous(memory_format=memory_format)
+        loss = train_step(model, opt, x, torch.from_numpy(masks).to(dev), POS_WEIGHT, use_amp)
         running.append(loss)
-        out_of_time = cfg.max_minutes is not None and time.monotonic() - start > cfg.max_minutes * 60
+        out_of_time = max_minutes is not None and time.monotonic() - start > max_minutes * 60
         last = step == cfg.steps - 1 or out_of_time
         if (step + 1) % cfg.val_every == 0 or last:
             row: dict[str, float] = {"step": step + 1, "loss": float(np.mean(running)), "seconds": time.monotonic() - start}
@@ -242,5 +218,5 @@ def train_picker(
     if out_dir is not None:
         out = Path(out_dir)
         save_picker(out, model, meta)
-        _write_history(out / "history.csv", history)
+        write_history(out / "history.csv", history)
     return TrainResult(meta=meta, val=val, history=history, best_step=best_step, seconds=seconds, model=model)

@@ -1,5 +1,4 @@
-"""Per-round pieces of a self-training campaign that need no Ray: scoring, pseudo-label
-statistics and the round directory's files (see docs/dev/contracts.md).
+"""Scoring a round's heatmaps against expert picks, and choosing its picking threshold (no Ray).
 
 Heatmaps arrive here as ``.npz`` files written by the prediction stage; everything below works
 on one round's scored micrographs (validation or test, a handful), never on the whole campaign.
@@ -7,27 +6,17 @@ on one round's scored micrographs (validation or test, a handful), never on the 
 
 from __future__ import annotations
 
-import csv
-import json
-import shutil
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from cryopick.border import outside_band
-from cryopick.io.atomic import atomic_write, write_json, write_text_atomic
+from cryopick.evaluation.metrics import CANDIDATE_FLOOR, PRCurve, average_precision, pooled_curve, score_at
+from cryopick.inference.border import outside_band
+from cryopick.inference.peaks import find_peaks
 from cryopick.io.coords import write_coords
-from cryopick.metrics import PRCurve, average_precision, pooled_curve, score_at
-from cryopick.peaks import find_peaks
-
-if TYPE_CHECKING:
-    from cryopick.selftrain import SelftrainConfig
-
-CANDIDATE_FLOOR = 0.02  # weakest peak kept for PR curves
-PREVIEW_MAX_SIDE = 512  # preview images are block-averaged down to at most this many px
+from cryopick.selftrain.outputs import write_pr_curve, write_preview
 
 
 @dataclass
@@ -96,66 +85,10 @@ def pooled(items: Sequence[ScoredHeatmap], threshold: float, min_distance: float
 def score_picks(
     items: Sequence[ScoredHeatmap], threshold: float, min_distance: float, diameter: float, smooth_sigma: float = 1.0
 ) -> dict[str, float]:
-    """Precision, recall and F1 (the plain :mod:`cryopick.metrics` ones) at one setting."""
+    """Precision, recall and F1 (the plain :mod:`cryopick.evaluation.metrics` ones) at one setting."""
     curve = pooled(items, threshold, min_distance, smooth_sigma, diameter)
     p, r, f1, n, tp = score_at(curve, threshold)
     return {"precision": p, "recall": r, "f1": f1, "n_picks": float(n), "n_matched": float(tp)}
-
-
-def pseudo_summary(rows: Iterable[dict[str, Any]]) -> dict[str, float]:
-    """Pixel-weighted pseudo-label coverage over micrographs: rows with positive/negative/ignored/pixels."""
-    tot = {"positive": 0.0, "negative": 0.0, "ignored": 0.0}
-    pixels, n = 0.0, 0
-    for row in rows:
-        w = float(row["pixels"])
-        for k in tot:
-            tot[k] += float(row[k]) * w
-        pixels += w
-        n += 1
-    out = {k: (v / pixels if pixels else 0.0) for k, v in tot.items()}
-    out["n_micrographs"] = n
-    return out
-
-
-def write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
-    """A CSV written atomically."""
-    with atomic_write(path) as tmp, open(tmp, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(header)
-        w.writerows(rows)
-
-
-def write_pr_curve(path: Path, curve: PRCurve, max_points: int = 500) -> None:
-    """threshold,precision,recall; thinned to ``max_points`` evenly spaced cut points."""
-    n = len(curve.thresholds)
-    idx = np.unique(np.linspace(0, n - 1, min(n, max_points)).round().astype(int)) if n else np.zeros(0, int)
-    write_csv(path, ("threshold", "precision", "recall"),
-              ((f"{curve.thresholds[i]:.6g}", f"{curve.precision[i]:.6g}", f"{curve.recall[i]:.6g}") for i in idx))
-
-
-def block_reduce(a: np.ndarray, k: int) -> np.ndarray:
-    """Mean over k x k blocks (edges padded by replication): (h, w) -> (ceil(h/k), ceil(w/k))."""
-    if k <= 1:
-        return a
-    h, w = a.shape
-    ph, pw = (-h) % k, (-w) % k
-    a = np.pad(a, ((0, ph), (0, pw)), mode="edge")
-    return a.reshape(a.shape[0] // k, k, a.shape[1] // k, k).mean(axis=(1, 3))
-
-
-def write_preview(path: Path, sh: ScoredHeatmap, picks_xy: np.ndarray, picks_score: np.ndarray) -> None:
-    """preview/<stem>.npz: image/heatmap (float16, at most PREVIEW_MAX_SIDE px), scale, picks, truth."""
-    k = max(1, int(np.ceil(max(sh.heatmap.shape) / PREVIEW_MAX_SIDE)))
-    heat = block_reduce(sh.heatmap, k)
-    image = block_reduce(sh.image, k) if sh.image is not None else np.zeros_like(heat)
-    scale = np.array([sh.scale[0] * k, sh.scale[1] * k], dtype=np.float64)
-    with atomic_write(path, suffix=".npz") as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez_compressed(
-                fh, image=image.astype(np.float16), heatmap=heat.astype(np.float16), scale=scale,
-                picks_xy=np.asarray(picks_xy, np.float64).reshape(-1, 2), picks_score=np.asarray(picks_score, np.float64),
-                truth_xy=sh.true_xy.astype(np.float64).reshape(-1, 2),
-            )
 
 
 @dataclass
@@ -195,12 +128,6 @@ def score_and_write(
     write_pr_curve(out / "pr_curve.csv", curve)
     p, r, f1, n, _ = score_at(curve, threshold)
     return RoundScore(p, r, f1, average_precision(curve), n, curve)
-
-
-def write_tune_csv(path: Path, trials: Sequence[dict[str, float]]) -> None:
-    """tune.csv: threshold,min_distance,f1,precision,recall (one row per trial)."""
-    keys = ("threshold", "min_distance", "f1", "precision", "recall")
-    write_csv(path, keys, ([f"{t[k]:.6g}" for k in keys] for t in trials))
 
 
 def best_trial(trials: Sequence[dict[str, float]], tolerance: float = 0.0) -> dict[str, float]:
@@ -249,68 +176,3 @@ def count_matched_threshold(items: Sequence[ScoredHeatmap], picks_per_true: floa
     return float(ranked[k - 1]), k
 
 
-def adopt_picker(source: str | Path, rdir: Path, cfg: SelftrainConfig, border: float) -> list[str]:
-    """Use an existing picker as round 0: save it into ``rdir`` with a ``config.json`` saying where from.
-
-    ``source`` is a ``cryopick train`` run directory, a campaign's round directory or a ``model.pt``.
-    Its model, preprocessing and diameter must be the campaign's (heatmaps, patches and
-    pseudo-labels depend on them); ``border`` is the campaign's edge band. Returns warnings for the
-    log: the campaign's validation picks should be unseen by the picker, or round 0's validation
-    F1 and the thresholds tuned on it are optimistic.
-    """
-    from dataclasses import asdict, is_dataclass
-
-    from cryopick.errors import CryopickError
-    from cryopick.picker import load_picker, save_picker
-
-    src = Path(source).expanduser()
-    model, meta = load_picker(src)
-    shown = lambda v: asdict(v) if is_dataclass(v) and not isinstance(v, type) else v  # noqa: E731
-    for what, theirs, ours in (("model", meta.model, cfg.model), ("preprocess", meta.preprocess, cfg.preprocess),
-                               ("diameter", meta.diameter, cfg.data.diameter)):
-        if theirs != ours:
-            raise CryopickError(f"selftrain.round0_model: its {what} is {shown(theirs)}, the campaign's is {shown(ours)}; "
-                                f"set the campaign's {what} to match", src)
-    meta.border = border
-    save_picker(rdir, model, meta)
-    run_dir = src if src.is_dir() else src.parent
-    trained: dict[str, Any] = {}
-    if (run_dir / "config.json").is_file():
-        trained = json.loads((run_dir / "config.json").read_text())
-    if (run_dir / "history.csv").is_file():
-        write_text_atomic(rdir / "history.csv", (run_dir / "history.csv").read_text())
-    write_json(rdir / "config.json", {
-        "command": "selftrain", "round": 0, "adopted_from": str(src.resolve()), "diameter": cfg.data.diameter,
-        "labeled": cfg.data.labeled, "preprocess": asdict(cfg.preprocess), "model": asdict(cfg.model),
-        "trained": trained, "result": {"best_step": 0, "train_seconds": 0.0, "final_loss": None},
-    })
-    return validation_overlap(trained, cfg)
-
-
-def keep_previous(prev_dir: Path, rdir: Path, rnd: int, why: str) -> None:
-    """Make round ``rnd`` a copy of the previous round's model, with a ``config.json`` saying why."""
-    from cryopick.picker import MODEL_FILE
-
-    with atomic_write(rdir / MODEL_FILE) as tmp:
-        shutil.copyfile(prev_dir / MODEL_FILE, tmp)
-    write_json(rdir / "config.json", {
-        "command": "selftrain", "round": rnd, "kept_from": str(prev_dir.resolve()), "why": why,
-        "result": {"best_step": 0, "train_seconds": 0.0, "final_loss": None, "kept_previous": True},
-    })
-
-
-def validation_overlap(trained: dict[str, Any], cfg: SelftrainConfig) -> list[str]:
-    """Warnings if the picker described by ``trained`` (its config.json) may have seen the campaign's validation picks."""
-    seen = {Path(m).stem for m in [*trained.get("micrographs", []), *trained.get("labeled", [])]}
-    if cfg.data.validation:
-        hit = sorted(seen & {Path(m).stem for m in cfg.data.validation})
-        why = "round 0's validation F1 is optimistic"
-        return [f"round0_model was trained on validation micrograph(s) {', '.join(hit)}: {why}"] if hit else []
-    ours = cfg.train.val_fraction
-    theirs = float((trained.get("train") or {}).get("val_fraction", ours))
-    held = not (trained.get("val_micrographs") or trained.get("validation"))  # strips are held back only without these
-    hit = sorted(seen & {Path(m).stem for m in cfg.data.labeled})
-    if hit and (not held or theirs < ours):
-        return [f"round0_model was trained on part of the validation strips (bottom {ours:g} of {', '.join(hit)}): "
-                "round 0's validation F1 is optimistic"]
-    return []

@@ -13,33 +13,35 @@ mask costs a few uniform filters on a ~512² image.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 from scipy import ndimage
 
 from cryopick.errors import CryopickError
-from cryopick.preprocess import Binned
+from cryopick.preprocessing.binning import Binned
+
+MAX_FRACTION = 0.5
 
 
 @dataclass
 class MaskConfig:
     """Settings of the outlier-region mask (off unless ``enabled``)."""
 
+    RETIRED: ClassVar[dict[str, str]] = {
+        "use_std": "was removed: texture (local std) is always compared as well as brightness",
+        "max_fraction": f"was removed: the mask never flags more than {MAX_FRACTION:g} of the image",
+        "dilate": "was removed: flagged regions are not grown (chosen on the EMPIAR dev micrographs)",
+    }
+
     enabled: bool = False
     window: float = 3.0  # window edge in particle diameters
     max_sigma: float = 5.0  # flag regions whose local mean or std is this many robust sigmas off the median
-    use_std: bool = True  # also flag regions whose texture (local std) is abnormal, not only their brightness
-    max_fraction: float = 0.5  # never flag more than this share of the image (the median must be "the ice")
-    dilate: float = 0.0  # grow flagged regions by this many diameters (0: chosen on EMPIAR unlabeled)
 
     def validate(self, where: str = "mask") -> None:
         for key in ("window", "max_sigma"):
             if not getattr(self, key) > 0:
                 raise CryopickError(f"{where}.{key} must be positive, got {getattr(self, key)!r}")
-        if not 0.0 < self.max_fraction <= 1.0:
-            raise CryopickError(f"{where}.max_fraction must be in (0, 1], got {self.max_fraction!r}")
-        if self.dilate < 0:
-            raise CryopickError(f"{where}.dilate must be >= 0, got {self.dilate!r}")
 
 
 def robust_z(values: np.ndarray) -> np.ndarray:
@@ -52,7 +54,8 @@ def robust_z(values: np.ndarray) -> np.ndarray:
     return ((values - med) / scale).astype(np.float32)
 
 
-def outlier_mask(image: np.ndarray, window_px: float, cfg: MaskConfig, dilate_px: float = 0.0) -> np.ndarray:
+def outlier_mask(image: np.ndarray, window_px: float, cfg: MaskConfig, dilate_px: float = 0.0,
+                 max_fraction: float = MAX_FRACTION) -> np.ndarray:
     """Boolean (h, w) mask, True where the region is an outlier (carbon, thick ice, ...).
 
     Args:
@@ -60,18 +63,17 @@ def outlier_mask(image: np.ndarray, window_px: float, cfg: MaskConfig, dilate_px
         window_px: window edge in pixels of ``image``.
         cfg: thresholds.
         dilate_px: grow the flagged regions by this radius, pixels of ``image``.
+        max_fraction: never flag more than this share of the image (the median must be "the ice").
     """
     img = image.astype(np.float32, copy=False)
     size = max(3, int(round(window_px)) | 1)  # odd, so the window is centred
     mean = ndimage.uniform_filter(img, size=size, mode="reflect")
     mean_sq = ndimage.uniform_filter(img * img, size=size, mode="reflect")
-    score = np.abs(robust_z(mean))
-    if cfg.use_std:
-        std = np.sqrt(np.maximum(mean_sq - mean * mean, 0.0))
-        score = np.maximum(score, np.abs(robust_z(std)))
+    std = np.sqrt(np.maximum(mean_sq - mean * mean, 0.0))
+    score = np.maximum(np.abs(robust_z(mean)), np.abs(robust_z(std)))  # brightness or texture far off
     flagged = score > cfg.max_sigma
     # the median is only "the ice" when the ice dominates: cap the flagged share at max_fraction
-    limit = int(cfg.max_fraction * flagged.size)
+    limit = int(max_fraction * flagged.size)
     if flagged.sum() > limit:
         cutoff = np.partition(score.ravel(), flagged.size - limit - 1)[flagged.size - limit - 1]
         flagged = score > max(cutoff, cfg.max_sigma)
@@ -85,7 +87,7 @@ def outlier_mask(image: np.ndarray, window_px: float, cfg: MaskConfig, dilate_px
 def micrograph_mask(binned: Binned, diameter: float, cfg: MaskConfig) -> np.ndarray:
     """Outlier mask on the binned grid of ``binned`` for particles of ``diameter`` ORIGINAL px."""
     d_binned = diameter / binned.mean_scale
-    return outlier_mask(binned.image, cfg.window * d_binned, cfg, cfg.dilate * d_binned)
+    return outlier_mask(binned.image, cfg.window * d_binned, cfg)
 
 
 def picks_outside(mask: np.ndarray, binned: Binned, xy: np.ndarray) -> np.ndarray:

@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy.spatial import cKDTree
 
+CANDIDATE_FLOOR = 0.02  # weakest peak kept as a candidate for PR curves and average precision
+
 
 @dataclass(frozen=True)
 class Score:

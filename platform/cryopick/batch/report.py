@@ -1,7 +1,7 @@
-"""A campaign's reports: RELION index, merged particles STAR, failures file, summary and histogram.
+"""A batch run's reports: RELION index, merged particles STAR, failures file, summary and histogram.
 
 Everything here is rebuilt from the completion records on disk (not from the rows of this run
-only), so a resumed campaign reports on all its micrographs, and the index only ever names pick
+only), so a resumed run reports on all its micrographs, and the index only ever names pick
 files that are complete. Every file is written atomically.
 """
 
@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from cryopick.campaign import CampaignPlan, Layout, complete_record
+from cryopick.batch.plan import BatchPlan, Layout, complete_record
 from cryopick.io.atomic import atomic_write, write_text_atomic
 from cryopick.io.coords import read_coords
 
@@ -23,8 +23,8 @@ LOST_REASON = "no result came back (the worker picking it died repeatedly: out o
 
 
 @dataclass
-class CampaignSummary:
-    """Counts of a campaign run; ``picked + skipped + failed == total``."""
+class BatchSummary:
+    """Counts of a batch run; ``picked + skipped + failed == total``."""
 
     total: int
     picked: int  # picked in this run
@@ -106,11 +106,11 @@ def read_failures(path: Path) -> list[dict[str, str]]:
     return [dict(zip(("micrograph", "reason"), line.split("\t", 1))) for line in lines if line]
 
 
-def finish_campaign(plan: CampaignPlan, rows: Sequence[dict[str, Any]], seconds: float) -> CampaignSummary:
+def finish_batch(plan: BatchPlan, rows: Sequence[dict[str, Any]], seconds: float) -> BatchSummary:
     """Write index, merged STAR, failures, summary and histogram from the records on disk.
 
     Args:
-        rows: status rows of this run (see ``cryopick.campaign.ROW_KEYS``); a micrograph of
+        rows: status rows of this run (see ``cryopick.batch.plan.ROW_KEYS``); a micrograph of
             ``plan.todo`` without a row is recorded as failed (its worker never answered).
     """
     layout: Layout = plan.layout
@@ -139,7 +139,7 @@ def finish_campaign(plan: CampaignPlan, rows: Sequence[dict[str, Any]], seconds:
     write_index(layout.index, index)
     n_particles = write_particles(layout.particles, ((m, Path(c)) for m, c in index))
     write_failures(layout.failures, failures)
-    summary = CampaignSummary(
+    summary = BatchSummary(
         total=len(plan.micrographs), picked=picked, skipped=skipped, failed=len(failures),
         particles=n_particles, masked=masked, seconds=round(seconds, 2),
         per_micrograph_median=float(np.median(counts)) if counts else 0.0,
@@ -147,7 +147,7 @@ def finish_campaign(plan: CampaignPlan, rows: Sequence[dict[str, Any]], seconds:
     )
     write_text_atomic(layout.summary, json.dumps(summary.as_dict(), indent=2) + "\n")
     if counts:
-        from cryopick.plots import plot_histogram
+        from cryopick.evaluation.plots import plot_histogram
 
         plot_histogram(layout.histogram, np.asarray(counts), "particles per micrograph",
                        f"{len(counts)} micrographs, {n_particles} particles")

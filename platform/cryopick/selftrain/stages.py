@@ -1,0 +1,214 @@
+"""The stages of a self-training round as plain functions (no Ray): what the orchestrator decides.
+
+:mod:`cryopick.distributed.orchestrator` runs a round as
+[pseudo-label -> train -> predict -> Tune -> score -> log]; the Ray work (prediction, DDP training,
+Tune) happens there, and every decision between those steps is a function here, tested without a
+cluster: which rules label the unlabeled micrographs, whether the pseudo-labels are worth training on,
+which micrographs are scored, how the threshold transfers to unseen micrographs, and what the round
+records. A new self-training rule goes here (and, when it labels pixels, in :mod:`cryopick.selftrain.pseudo`).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cryopick import __version__
+from cryopick.errors import CryopickError
+from cryopick.inference.border import learn_border
+from cryopick.io.atomic import atomic_write, write_json
+from cryopick.io.coords import read_coords
+from cryopick.io.micrograph import read_shape
+from cryopick.preprocessing.labels import circle_mask
+from cryopick.selftrain.config import COUNT_MICROGRAPHS, ResolvedData, SelftrainConfig, resolve_data
+from cryopick.selftrain.pseudo import PseudoLabeler, fit_calibration, fit_peak_calibration, no_particles_note, pseudo_summary
+from cryopick.selftrain.scoring import RoundScore, ScoredHeatmap, count_matched_threshold, load_heatmap, picks_per_true
+from cryopick.selftrain.state import CAMPAIGN_FILE, config_mismatch, too_few_pseudo_particles
+from cryopick.training.dataset import coords_for, hold_rows, label_radius
+
+SMOOTH_SIGMA = 1.0  # binned px, as single-process training
+CALIBRATION_FILE = "calibration.json"
+
+
+def expert_labels(data: ResolvedData) -> list[tuple[np.ndarray, tuple[int, int]]]:
+    """(expert picks, (H, W)) of each labeled micrograph (headers and coordinate files only)."""
+    return [(read_coords(coords_for(Path(m), Path(data.coords)))[0], read_shape(m)) for m in data.labeled]
+
+
+def expert_border(data: ResolvedData, diameter: float) -> float:
+    """Edge band the labeled micrographs' expert picks leave empty."""
+    return learn_border(expert_labels(data), diameter)
+
+
+def expert_density(data: ResolvedData) -> float:
+    """Expert picks per ORIGINAL px² over the labeled micrographs."""
+    labels = expert_labels(data)
+    return sum(len(xy) for xy, _ in labels) / max(1, sum(h * w for _, (h, w) in labels))
+
+
+def prepare_campaign(cfg: SelftrainConfig) -> tuple[ResolvedData, Path]:
+    """Check every path, then write (or check) campaign.json; nothing touches Ray before this."""
+    data = resolve_data(cfg)
+    campaign = cfg.campaign_dir
+    campaign.mkdir(parents=True, exist_ok=True)
+    resolved = {**cfg.as_dict(), "cryopick_version": __version__,
+                "resolved": {k: [str(p) for p in getattr(data, k)] for k in ("labeled", "unlabeled", "validation", "test")}}
+    path = campaign / CAMPAIGN_FILE
+    if path.is_file():
+        stored = json.loads(path.read_text())
+        stored.pop("cryopick_version", None)
+        current = {k: v for k, v in resolved.items() if k != "cryopick_version"}
+        bad = config_mismatch(stored, current)
+        if bad is not None:
+            raise CryopickError(f"config key {bad} differs from the campaign being resumed; use a new campaign directory", path)
+    write_json(path, resolved)
+    return data, campaign
+
+
+def read_calibration(rdir: Path) -> dict[str, Any]:
+    """A round's calibration.json (written by :func:`write_calibration`), or {} before it exists."""
+    path = rdir / CALIBRATION_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def round_labeler(cfg: SelftrainConfig, prev_dir: Path) -> PseudoLabeler:
+    """The pseudo-labeler a round uses: the campaign's rule with the previous round's calibration tables."""
+    cal = read_calibration(prev_dir)
+    calibrated = cfg.selftrain.pseudo_rule == "calibrated"
+    return PseudoLabeler(positive=cfg.selftrain.positive, negative=cfg.selftrain.negative, rule=cfg.selftrain.pseudo_rule,
+                         calibration=cal.get("pixel", []), peak_calibration=cal.get("peak", []),
+                         min_distance_fraction=float(cal.get("min_distance", 0.6 * cfg.data.diameter)) / cfg.data.diameter,
+                         balance_to=float(cal.get("positive_share", 0.0)) if calibrated else 0.0)
+
+
+def reuse_heatmaps(prev_dir: Path, rdir: Path, micrographs: list[Path]) -> None:
+    """Copy heatmaps the previous round already predicted (for its threshold count) into this round's pseudo/."""
+    for m in micrographs:
+        done, target = prev_dir / "heatmaps" / f"{m.stem}.npz", rdir / "pseudo" / f"{m.stem}.npz"
+        if done.is_file() and not target.is_file():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_write(target) as tmp:
+                shutil.copyfile(done, tmp)
+
+
+@dataclass
+class PseudoOutcome:
+    """What a round's pseudo-labels amount to.
+
+    Attributes:
+        stats: pooled coverage (positive, negative, ignored shares; n_micrographs).
+        pairs: (micrograph, heatmap .npz) of every unlabeled micrograph, for training.
+        note: a message for the user ('' when all is well).
+        stop: set when there are too few pseudo-labeled particles to learn from: the round keeps the
+            previous model and the campaign stops after it.
+    """
+
+    stats: dict[str, float]
+    pairs: list[tuple[Path, Path]]
+    note: str = ""
+    stop: str = ""
+
+
+def judge_pseudo_labels(rows: list[dict[str, Any]], labeler: PseudoLabeler, unlabeled: list[Path], prev_dir: Path,
+                        cfg: SelftrainConfig, rnd: int) -> PseudoOutcome:
+    """Pool the per-micrograph coverage rows of the prediction stage and decide whether round ``rnd`` trains."""
+    stats = pseudo_summary(rows)
+    expert_share = float(read_calibration(prev_dir).get("positive_share", 0.0))  # particle share of expert-labeled pixels
+    by_name = {r["name"]: Path(r["npz"]) for r in rows}
+    out = PseudoOutcome(stats, [(m, by_name[m.stem]) for m in unlabeled])
+    if too_few_pseudo_particles(stats["positive"], expert_share, cfg.selftrain.min_pseudo_share):
+        out.note = out.stop = (
+            f"pseudo-labels mark {stats['positive']:.2%} of the unlabeled pixels as particle, under "
+            f"selftrain.min_pseudo_share {cfg.selftrain.min_pseudo_share:g} x the expert labels' {expert_share:.2%}; "
+            f"round {rnd} keeps round {rnd - 1}'s model (training on without pseudo-labeled particles only fits "
+            "the labeled micrographs longer) and the campaign stops after it; for more pseudo-labels label more "
+            "micrographs, train round 0 longer or lower selftrain.positive")
+    elif stats["positive"] == 0.0:
+        out.note = no_particles_note(labeler)
+    return out
+
+
+def scored_micrographs(cfg: SelftrainConfig, data: ResolvedData) -> tuple[list[Path], list[Path], list[Path]]:
+    """(validation, count, all) micrographs a round predicts after training.
+
+    Validation: ``data.validation``, else the labeled micrographs (their held-back strips). Count:
+    with strips as validation, a few unlabeled micrographs whose pick count sets the threshold
+    (:func:`choose_threshold`). All: those and the test set, each once.
+    """
+    val = data.validation or (data.labeled if cfg.train.val_fraction > 0 else [])
+    count = data.unlabeled[:COUNT_MICROGRAPHS] if not data.validation else []
+    return val, count, list(dict.fromkeys([*val, *data.test, *count]))
+
+
+def scored_item(mic: Path, npz: Path, data: ResolvedData, border: float, held_back: bool = False,
+                val_fraction: float = 0.0) -> ScoredHeatmap:
+    """A predicted micrograph with its expert picks; ``held_back``: only its validation strip is scored."""
+    true_xy, _ = read_coords(coords_for(mic, data.coords))
+    sh = load_heatmap(npz, true_xy, border=border)
+    sh.name = mic.stem
+    if held_back:
+        sh.rows = hold_rows(sh.heatmap.shape[0], val_fraction)
+    return sh
+
+
+def choose_threshold(best: dict[str, float], count_items: list[ScoredHeatmap], data: ResolvedData) -> tuple[float, str]:
+    """The threshold a round stores: Tune's, or matched to the expected pick count on unlabeled micrographs.
+
+    Returns:
+        (threshold, a log line; '' when Tune's threshold stands).
+    """
+    if not count_items:
+        return best["threshold"], ""
+    per_true = picks_per_true(best)
+    threshold, k = count_matched_threshold(count_items, per_true, expert_density(data), best["min_distance"], SMOOTH_SIGMA)
+    return threshold, (f"threshold {threshold:.3f}, the score of the {k}th best peak on {len(count_items)} unlabeled "
+                       f"micrograph(s) ({per_true:.2f} picks per expected particle, as {best['threshold']:.2f} keeps on the "
+                       "validation strips)")
+
+
+def write_calibration(rdir: Path, val_items: list[ScoredHeatmap], cfg: SelftrainConfig, best: dict[str, float]) -> None:
+    """Fit the next round's pseudo-label calibration on this round's validation heatmaps."""
+    heatmaps, masks = [], []
+    for sh in val_items:
+        xy = sh.true_xy / np.array([sh.scale[1], sh.scale[0]])
+        mask = circle_mask(sh.heatmap.shape, xy, label_radius(cfg.data.diameter, sh.mean_scale))
+        mask[: sh.rows[0]] = -1
+        mask[sh.rows[1]:] = -1
+        heatmaps.append(sh.heatmap)
+        masks.append(mask)
+    pixel = fit_calibration(heatmaps, masks)
+    peak = fit_peak_calibration(val_items, best["min_distance"], cfg.data.diameter, SMOOTH_SIGMA)
+    labeled = np.concatenate([m[m >= 0] for m in masks]) if masks else np.zeros(0)
+    share = float((labeled == 1).mean()) if labeled.size else 0.0  # particle share of expert-labeled pixels
+    write_json(rdir / CALIBRATION_FILE, {"pixel": pixel, "peak": peak, "min_distance": best["min_distance"], "positive_share": share})
+
+
+def round_metrics(rnd: int, score: RoundScore, best: dict[str, float], val_threshold: float, pseudo: PseudoOutcome | None,
+                  train_result: dict[str, Any], timings: dict[str, float]) -> dict[str, Any]:
+    """The numbers a round logs to MLflow (all floats; ``round`` aside), see docs/dev/contracts.md."""
+    stats = pseudo.stats if pseudo else {"positive": 0.0, "negative": 0.0, "ignored": 0.0}
+    return {
+        "round": rnd, "precision": score.precision, "recall": score.recall, "f1": score.f1,
+        "average_precision": score.average_precision, "threshold": best["threshold"], "val_threshold": val_threshold,
+        "min_distance": best["min_distance"], "train_loss": train_result.get("final_loss"), "val_f1": best["f1"],
+        "n_picks": score.n_picks, "pseudo_positive": stats["positive"], "pseudo_negative": stats["negative"],
+        "pseudo_ignored": stats["ignored"], **timings,
+    }
+
+
+def training_record(cfg: SelftrainConfig, data: ResolvedData, rnd: int, pseudo_pairs: list[tuple[Path, Path]],
+                    train: Any, init: str | None, patches: tuple[int, int], ray_info: dict[str, Any],
+                    result: dict[str, Any]) -> dict[str, Any]:
+    """A trained round's ``config.json``: what it trained on, with which settings, and the outcome."""
+    return {
+        "cryopick_version": __version__, "command": "selftrain", "round": rnd, "diameter": cfg.data.diameter,
+        "labeled": [str(m) for m in data.labeled], "validation": [str(m) for m in data.validation],
+        "pseudo_labeled": [str(m) for m, _ in pseudo_pairs], "coords": str(data.coords),
+        "preprocess": asdict(cfg.preprocess), "model": asdict(cfg.model), "train": asdict(train), "warm_start_from": init,
+        "patches_per_micrograph": {"labeled": patches[0], "pseudo": patches[1]}, "ray": ray_info, "result": result,
+    }
