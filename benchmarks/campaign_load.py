@@ -94,13 +94,13 @@ def run_one(model: Path, mics_dir: Path, out: Path, workers: int) -> dict[str, o
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     sampler = TreeSampler()
     sampler.start()
-    import ray
-
     from cryopick.batch.config import BatchConfig
     from cryopick.batch.run import run_batch
     from cryopick.io.manifest import resolve_micrographs
 
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    from cryopick.distributed.connect import connect, shutdown
+
+    connect(num_cpus=2, quiet=True)
     mics = resolve_micrographs([mics_dir])
     t0 = time.monotonic()
     summary = run_batch(model, mics, out, BatchConfig(workers=workers, cpus_per_worker=1.0, batch_size=4),
@@ -115,7 +115,7 @@ def run_one(model: Path, mics_dir: Path, out: Path, workers: int) -> dict[str, o
         third = max(1, len(steady) // 3)
         for name, part in (("first_third_pss_mb", steady[:third]), ("last_third_pss_mb", steady[-third:])):
             peaks[name] = float(sorted(x["pss_mb"] for x in part)[len(part) // 2])
-    ray.shutdown()
+    shutdown()
     files = sum(1 for p in (out / "picks").iterdir() if not p.name.startswith("."))
     return {"n": len(mics), "seconds": seconds, "picked": summary.picked, "failed": summary.failed,
             "particles": summary.particles, "pick_files": files, "peaks": peaks,

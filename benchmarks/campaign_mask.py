@@ -74,16 +74,16 @@ def main() -> int:
         binned[n] = preprocess(m.data, meta.preprocess, m.pixel_size)
 
     rows = []
-    settings = [("no mask", None)] + [(f"max_sigma {s:g}, dilate {d:g}", MaskConfig(True, max_sigma=s, dilate=d))
-                                      for s, d in SWEEP]
-    for label, cfg in settings:
-        row: dict[str, object] = {"setting": label + (" (default)" if cfg == default else "")}
+    settings = [("no mask", None, 0.0)] + [(f"max_sigma {s:g}, dilate {d:g}", MaskConfig(True, max_sigma=s), d)
+                                           for s, d in SWEEP]
+    for label, cfg, dilate in settings:
+        row: dict[str, object] = {"setting": label + (" (default)" if cfg == default and dilate == 0 else "")}
         for set_name, set_names in sets.items():
             pairs, removed, removed_true, flagged, removed_band = [], 0, 0, [], 0
             for n in set_names:
                 xy, sc = runs["no mask"][n]
                 if cfg is not None:
-                    mk = micrograph_mask(binned[n], meta.diameter, cfg)
+                    mk = micrograph_mask(binned[n], meta.diameter, cfg, dilate)
                     keep = picks_outside(mk, binned[n], xy)
                     tkeep = picks_outside(mk, binned[n], truth[n])
                     h, w = binned[n].original_shape

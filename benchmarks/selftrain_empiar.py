@@ -101,17 +101,16 @@ def main(argv: list[str] | None = None) -> int:
                    help="adopt this round as round 0 (selftrain.round0_model; with --only), e.g. to rerun later rounds")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
                    help="config override for every setting run (dotted key, YAML value; repeatable), "
-                        "e.g. selftrain.ignore_unsure_peaks=false")
+                        "e.g. selftrain.pseudo_rule=plain")
     args = p.parse_args(argv)
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads (see cryopick/runtime.py)
     if not (DATA / "split.json").is_file():
         print(f"EMPIAR-10017 data not found at {DATA} (set CRYOPICK_DATA)", file=sys.stderr)
         return 2
-    import ray
+    from cryopick.distributed.connect import connect, shutdown
 
     split = json.loads((DATA / "split.json").read_text())
-    from cryopick.runtime import CPU_ENV
 
     extra = {"selftrain.round0_model": str(args.round0_model)} if args.round0_model else {}
     for item in args.overrides:
@@ -122,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.round0_model and not args.only:
         print("--round0-model needs --only: one round 0 cannot start every setting", file=sys.stderr)
         return 2
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": dict(CPU_ENV)})
+    connect(num_cpus=2, quiet=True)
     results: dict[str, list[dict[str, Any]]] = {}
     try:
         if args.only in (None, "5"):
@@ -135,19 +134,19 @@ def main(argv: list[str] | None = None) -> int:
             results["ceil"] = run("ceiling_15", split["labeled"] + split["unlabeled"], args,
                                   {**extra, "data.unlabeled": [], "selftrain.rounds": 1, "train.steps": args.steps * args.rounds})
     finally:
-        ray.shutdown()
+        shutdown()
     minutes = sum(m["time_total_s"] for rounds in results.values() for m in rounds) / 60
-    from cryopick.config import TrainConfig
+    from cryopick.training.loop import INTENSITY_AUGMENT
 
-    jitter = TrainConfig().intensity_augment  # settings() leaves it at the default
+    jitter = INTENSITY_AUGMENT
     s = settings(args)
     body = [] if args.only == "ceiling" else [
         "Self-training campaigns on EMPIAR-10017 through `run_campaign` (the code behind `cryopick selftrain`): "
         "round 0 trains on `labeled`, each later round pseudo-labels the 10 `unlabeled` micrographs with the previous "
         "round's model (calibrated, p > 0.95 particle disks / p < 0.05 background, class-balanced, see "
-        "`cryopick/pseudo.py`) and warm-starts on labeled + pseudo-labeled patches (half each); Ray Tune picks the threshold "
+        "`cryopick/selftrain/pseudo.py`) and warm-starts on labeled + pseudo-labeled patches (half each); Ray Tune picks the threshold "
         "and peak distance on the held-back bottom 20 % of each labeled micrograph (campaigns since 2026-11-29 then "
-        "count-match the threshold on 5 `unlabeled` micrographs, `tune.count_matched`); F1 is on the 5 `test` micrographs "
+        "count-match the threshold on 5 `unlabeled` micrographs); F1 is on the 5 `test` micrographs "
         "(diameter 27 px, match radius 13.5 px).",
         "",
         f"Modest settings because the machine is 2 CPU cores shared with other jobs: U-Net width {s['model.base_width']}, "

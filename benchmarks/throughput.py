@@ -115,7 +115,7 @@ def job_pick(a: dict[str, Any]) -> dict[str, Any]:
         _sync(dev)
         st["heatmap"] = time.perf_counter() - t
         t = time.perf_counter()
-        xy, scores = heatmap_to_picks(hm, b, meta, threshold, cfg.min_distance, cfg.border, cfg.smooth_sigma)
+        xy, scores = heatmap_to_picks(hm, b, meta, threshold, cfg.min_distance, cfg.border)
         st["peaks"] = time.perf_counter() - t
         t = time.perf_counter()
         write_coords(Path(a["out"]) / f"picks_{r}.star", xy, scores, "star", round(meta.diameter * 1.5))
@@ -123,10 +123,10 @@ def job_pick(a: dict[str, Any]) -> dict[str, Any]:
         st["total"] = sum(st.values())
         runs.append(st)
     h, w = b.image.shape
-    from cryopick.inference.tiling import TTA_TRANSFORMS, _tiles
+    from cryopick.inference.tiling import TILE_OVERLAP, TTA_TRANSFORMS, _tiles
 
     # every test-time-augmentation view runs the network over all tiles once more
-    n_tiles = len(list(_tiles((h, w), (min(TILE, h), min(TILE, w)), cfg.tile_overlap))) * len(TTA_TRANSFORMS[cfg.tta])
+    n_tiles = len(list(_tiles((h, w), (min(TILE, h), min(TILE, w)), TILE_OVERLAP))) * len(TTA_TRANSFORMS[cfg.tta])
     gpu_mb = torch.cuda.max_memory_allocated() / 2**20 if dev.type == "cuda" else None
     return {"import_s": import_s, "load_s": load_s, "rss_import_mb": rss_import, "runs": runs, "gpu_peak_mb": gpu_mb,
             "shape": list(m.shape), "binned_shape": [h, w], "net_pixels": n_tiles * min(TILE, h) * min(TILE, w), "n_tiles": n_tiles,
@@ -134,7 +134,7 @@ def job_pick(a: dict[str, Any]) -> dict[str, Any]:
 
 
 def job_train(a: dict[str, Any]) -> dict[str, Any]:
-    """Single-process training steps as ``train_picker`` runs them (channels-last per TrainConfig;
+    """Single-process training steps as ``train_picker`` runs them (channels-last;
     bf16 autocast if ``amp``) on real labeled patches; patches/s after ``warmup`` steps."""
     import numpy as np
     import torch
@@ -143,23 +143,23 @@ def job_train(a: dict[str, Any]) -> dict[str, Any]:
     from cryopick.training.dataset import load_labeled, split_items
     from cryopick.model.unet import build_unet
     from cryopick.training.patches import sample_patches
-    from cryopick.training.loop import train_step
+    from cryopick.training.loop import WEIGHT_DECAY, train_step
 
     rss_import = _rss_now_mb()
-    fmt = torch.channels_last if TrainConfig().channels_last else torch.contiguous_format
+    fmt = torch.channels_last
     dev, tc = torch.device(a["device"]), TrainConfig()
     split = json.loads((DATA / "split.json").read_text())
     labeled = [load_labeled(DATA / "micrographs" / f"{n}.mrc", DATA / "coords", DIAMETER, PreprocessConfig()) for n in split["labeled"]]
-    items, _ = split_items(labeled, [], DIAMETER, tc.label_radius_fraction, tc.val_fraction)
+    items, _ = split_items(labeled, [], DIAMETER, tc.val_fraction)
     torch.manual_seed(0)
     model = build_unet(ModelConfig(base_width=a["width"])).to(device=dev, memory_format=fmt)
-    opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=WEIGHT_DECAY)
     rng, times = np.random.default_rng(0), []
     for _ in range(a["warmup"] + a["steps"]):
         t = time.perf_counter()
         images, masks = sample_patches(items, tc.batch_size, tc.patch_size, rng)
         x = torch.from_numpy(images).to(dev).contiguous(memory_format=fmt)
-        train_step(model, opt, x, torch.from_numpy(masks).to(dev), tc.pos_weight, a["amp"])
+        train_step(model, opt, x, torch.from_numpy(masks).to(dev), amp=a["amp"])
         _sync(dev)
         times.append(time.perf_counter() - t)
     timed = times[a["warmup"]:]
@@ -169,27 +169,25 @@ def job_train(a: dict[str, Any]) -> dict[str, Any]:
 
 def job_ray(a: dict[str, Any]) -> dict[str, Any]:
     """Ray Train (DDP, gloo) on the streamed patch Dataset: patches/s between two reports."""
-    import ray
-
     from cryopick.config import ModelConfig, TrainConfig
+    from cryopick.distributed.connect import connect, shutdown
     from cryopick.distributed.data import StageParams, build_train_dataset, training_rows
     from cryopick.distributed.train_loop import TrainSpec, fit, loop_config
-    from cryopick.runtime import CPU_ENV
 
     n_workers, steps, warm = a["workers"], a["steps"], a["warmup"]
     # logical CPUs beyond the 2 real ones, so the Ray Data stages can run beside the trainers
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": dict(CPU_ENV)})
+    connect(num_cpus=4, quiet=True)
     split = json.loads((DATA / "split.json").read_text())
     mics = [DATA / "micrographs" / f"{n}.mrc" for n in split["labeled"]]
     tc = TrainConfig(steps=warm + steps, val_every=warm)  # reports (and checkpoints) at `warm` and at the end
     per_epoch = tc.batch_size * n_workers * (warm + steps) // len(mics) + tc.batch_size  # one pass feeds every step
     rows = training_rows(mics, DATA / "coords", [], per_epoch, 0, hold_back=True)
-    params = StageParams(DIAMETER, {"bin": 2.0}, tc.label_radius_fraction, tc.val_fraction, {})
+    params = StageParams(DIAMETER, {"bin": 2.0}, tc.val_fraction, {})
     ds = build_train_dataset(rows, params, tc.patch_size)
     spec = TrainSpec(num_workers=n_workers, cpu_per_worker=2.0 / n_workers, max_failures=0,
                      storage_path=a["out"], name=f"ray_w{a['width']}_n{n_workers}")
     out = fit(ds, loop_config(tc, ModelConfig(base_width=a["width"]), params, [], None), spec)
-    ray.shutdown()
+    shutdown()
     by_step = {int(r["step"]): r["seconds"] for r in out.history}
     dt = by_step[warm + steps] - by_step[warm]
     return {"patches_per_s": tc.batch_size * n_workers * steps / dt, "seconds": dt, "steps": steps,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -241,3 +242,40 @@ def test_shipped_campaign_configs_load_and_full_gpu_is_the_full_model(empiar: Pa
     data = resolve_data(full)  # relative paths resolve from the file's folder to the shared data set
     for role in ("labeled", "unlabeled", "test"):
         assert sorted(m.stem for m in getattr(data, role)) == sorted(split[role])
+
+
+def test_a_campaign_has_at_most_50_settings_all_in_the_shipped_configs() -> None:
+    from cryopick.config import to_dict
+    from cryopick.selftrain.config import SelftrainConfig
+
+    keys = set(flatten(to_dict(SelftrainConfig(out="x"))))
+    assert len(keys) <= 50, sorted(keys)
+    configs = Path(__file__).resolve().parents[1] / "pipelines" / "configs"
+    for name in ("tiny_cpu.yaml", "full_gpu.yaml"):
+        text = (configs / name).read_text()
+        # each setting appears as "key:" (commented-out examples count: data of your own in tiny_cpu), with a comment
+        missing = [k for k in keys if not re.search(rf"^[#\s]*{re.escape(k.split('.')[-1])}:", text, re.M)]
+        assert not missing, (name, missing)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "names"),
+    [
+        ("selftrain.calibrate", False, "selftrain.pseudo_rule"),
+        ("selftrain.ignore_unsure_peaks", True, "selftrain.pseudo_rule"),
+        ("tune.cpu_per_trial", 1.0, "ray.data_cpus"),
+        ("pick", {"tta": 4}, "predict"),
+        ("train.device", "cuda", "--device"),
+        ("preprocess.lowpass_sigma", 1.0, "was removed"),
+    ],
+)
+def test_old_keys_name_what_replaced_them(tmp_path: Path, key: str, value: object, names: str) -> None:
+    with pytest.raises(CryopickError, match=rf"config key {re.escape(key)} .*{re.escape(names)}"):
+        load_config(None, {"out": str(tmp_path), key: value})
+
+
+def test_pseudo_rule_is_one_named_choice(tmp_path: Path, sim_data: Path) -> None:
+    cfg = load_config(None, {"out": str(tmp_path), **_data(sim_data), "selftrain.pseudo_rule": "plain"})
+    assert cfg.selftrain.pseudo_rule == "plain"
+    with pytest.raises(CryopickError, match="selftrain.pseudo_rule must be one of calibrated, plain"):
+        load_config(None, {"out": str(tmp_path), **_data(sim_data), "selftrain.pseudo_rule": "fancy"})

@@ -29,9 +29,9 @@ from typing import Any
 from cryopick import __version__
 from cryopick.batch.config import BatchConfig
 from cryopick.config import to_dict
-from cryopick.errors import CryopickError
 from cryopick.io.atomic import write_text_atomic
 from cryopick.io.coords import FORMATS
+from cryopick.io.manifest import check_unique_stems, output_dir
 
 ROW_KEYS = ("micrograph", "status", "n_picks", "n_masked", "seconds", "reason", "worker")
 STATUSES = ("picked", "skipped", "failed")
@@ -143,17 +143,8 @@ def plan_batch(model: Path, micrographs: Sequence[Path], out: Path, cfg: BatchCo
 
     model = Path(model)
     _, meta = load_picker(model, "cpu")  # fails fast, with the path, on a bad model
-    seen: dict[str, Path] = {}
-    for mic in micrographs:
-        if mic.stem in seen:
-            raise CryopickError(f"two micrographs share the name {mic.stem!r} ({seen[mic.stem]} and {mic}); "
-                                "their pick files would collide")
-        seen[mic.stem] = mic
-    out = Path(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise CryopickError(f"cannot create the output directory ({exc.strerror})", out) from None
+    check_unique_stems(micrographs)
+    out = output_dir(Path(out))
     layout = Layout(out, cfg.format)
     fp = fingerprint(model, cfg)
     write_text_atomic(layout.config, json.dumps({

@@ -70,24 +70,31 @@ def write_index(path: Path, entries: Sequence[tuple[str, str]]) -> Path:
     return path
 
 
-def write_particles(path: Path, entries: Iterable[tuple[str, Path]]) -> int:
+def write_particles(path: Path, entries: Iterable[tuple[str, Path]], pixel_size: float | None = None) -> int:
     """Merge every pick into one RELION particles STAR (streamed: one micrograph in memory at a time).
 
     Columns: rlnCoordinateX, rlnCoordinateY, rlnMicrographName, rlnAutopickFigureOfMerit, in the
-    micrograph's pixels; RELION 5 (Extract) and cryoSPARC (Import Particles) read this layout.
+    micrograph's pixels; RELION 5 (Extract) and cryoSPARC (Import Particles) read this layout. With the
+    micrographs' pixel size known, a ``data_optics`` block (one optics group) comes first and every
+    particle names its group, as RELION 5 expects.
 
     Returns:
         number of particles written.
     """
-    header = ["", "# version 50001", "", "data_particles", "", "loop_", "_rlnCoordinateX #1",
-              "_rlnCoordinateY #2", "_rlnMicrographName #3", "_rlnAutopickFigureOfMerit #4", ""]
+    header = ["", "# version 50001", ""]
+    if pixel_size is not None:
+        header += ["data_optics", "", "loop_", "_rlnOpticsGroupName #1", "_rlnOpticsGroup #2", "_rlnMicrographPixelSize #3",
+                   "_rlnMicrographOriginalPixelSize #4", f"opticsGroup1 1 {pixel_size:.6f} {pixel_size:.6f}", "", "", "# version 50001", ""]
+    group = " 1" if pixel_size is not None else ""
+    header += ["data_particles", "", "loop_", "_rlnCoordinateX #1", "_rlnCoordinateY #2", "_rlnMicrographName #3",
+               "_rlnAutopickFigureOfMerit #4", *(["_rlnOpticsGroup #5"] if pixel_size is not None else []), ""]
     n = 0
     with atomic_write(path, suffix=".star") as tmp, open(tmp, "w") as fh:
         fh.write("\n".join(header))
         for name, coords in entries:
             xy, scores = read_coords(coords)
             token = _star_value(name)
-            fh.writelines(f"{x:.2f} {y:.2f} {token} {s:.6f}\n" for (x, y), s in zip(xy, scores))
+            fh.writelines(f"{x:.2f} {y:.2f} {token} {s:.6f}{group}\n" for (x, y), s in zip(xy, scores))
             n += len(xy)
         fh.write("\n")
     return n
@@ -120,10 +127,12 @@ def finish_batch(plan: BatchPlan, rows: Sequence[dict[str, Any]], seconds: float
     counts: list[int] = []
     failures: list[dict[str, str]] = []
     picked = skipped = masked = 0
+    records: list[dict[str, Any]] = []
     for mic in plan.micrographs:
         row = by_mic.get(str(mic))
         rec = complete_record(layout, mic, plan.fingerprint)
         if rec is not None:
+            records.append(rec)
             index.append((str(mic), str(layout.pick_path(mic))))
             counts.append(int(rec["n_picks"]))
             masked += int(rec.get("n_masked", 0))
@@ -137,7 +146,9 @@ def finish_batch(plan: BatchPlan, rows: Sequence[dict[str, Any]], seconds: float
                 reason = f"output incomplete after picking ({row['status']})"
             failures.append({"micrograph": str(mic), "reason": str(reason)})
     write_index(layout.index, index)
-    n_particles = write_particles(layout.particles, ((m, Path(c)) for m, c in index))
+    sizes = {rec.get("pixel_size") for rec in records}
+    pixel_size = plan.cfg.pixel_size or (sizes.pop() if len(sizes) == 1 else None)  # one optics group needs one size
+    n_particles = write_particles(layout.particles, ((m, Path(c)) for m, c in index), pixel_size)
     write_failures(layout.failures, failures)
     summary = BatchSummary(
         total=len(plan.micrographs), picked=picked, skipped=skipped, failed=len(failures),

@@ -15,6 +15,8 @@ from cryopick.batch.plan import BatchPlan, plan_batch, sweep_temp_files
 from cryopick.batch.report import BatchSummary, finish_batch
 from cryopick.batch.worker import MicrographPicker
 from cryopick.errors import CryopickError
+from cryopick.io.lock import OutputLock
+from cryopick.io.manifest import check_unique_stems, output_dir
 
 
 def local_rows(plan: BatchPlan, progress: bool = True) -> Iterator[dict[str, Any]]:
@@ -49,15 +51,17 @@ def run_batch(
     if engine not in ("local", "ray"):
         raise CryopickError(f"unknown batch engine {engine!r} (use local or ray)")
     t0 = time.monotonic()
-    plan = plan_batch(model, micrographs, out, cfg)
-    if engine == "ray":
-        from cryopick.distributed.batch import ray_rows
+    check_unique_stems(micrographs)
+    with OutputLock(output_dir(Path(out))):  # one writer per output directory
+        plan = plan_batch(model, micrographs, out, cfg)
+        if engine == "ray":
+            from cryopick.distributed.batch import ray_rows
 
-        rows_iter = ray_rows(plan, progress)
-    else:
-        rows_iter = local_rows(plan, progress)
-    try:
-        rows = list(rows_iter)
-    finally:
-        sweep_temp_files(plan.layout)  # on success or Ctrl-C alike; workers are done
-    return finish_batch(plan, rows, time.monotonic() - t0)
+            rows_iter = ray_rows(plan, progress)
+        else:
+            rows_iter = local_rows(plan, progress)
+        try:
+            rows = list(rows_iter)
+        finally:
+            sweep_temp_files(plan.layout)  # on success or Ctrl-C alike; workers are done
+        return finish_batch(plan, rows, time.monotonic() - t0)

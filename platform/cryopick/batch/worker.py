@@ -82,7 +82,7 @@ class MicrographPicker:
             record = {
                 "micrograph": str(mic), "output": out.name, "output_bytes": out.stat().st_size,
                 "n_picks": int(len(xy)), "n_masked": removed, "masked_fraction": round(flagged, 4),
-                "mic_bytes": st.st_size, "mic_mtime_ns": st.st_mtime_ns, "fingerprint": self.fp,
+                "mic_bytes": st.st_size, "mic_mtime_ns": st.st_mtime_ns, "fingerprint": self.fp, "pixel_size": m.pixel_size,
                 "seconds": round(time.monotonic() - t0, 4), "worker": self.worker,
                 "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
             }

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 
 # Command name -> module; modules are imported only to build their own parser.
@@ -50,6 +52,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from cryopick.errors import CryopickError
 
     args = build_parser().parse_args(argv)
+    if threading.current_thread() is threading.main_thread():
+        # SIGTERM (kill, a scheduler's stop) unwinds like Ctrl-C: a local Ray and other children are shut down
+        signal.signal(signal.SIGTERM, _interrupt)
     try:
         return int(args._main(args) or 0)
     except CryopickError as exc:
@@ -58,6 +63,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"cryopick {args.command}: interrupted; finished outputs are kept", file=sys.stderr)
         return 130
+
+
+def _interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

@@ -32,12 +32,14 @@ FLAGS = {
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
+    from cryopick.io.coords import FORMATS  # the registry of coordinate formats
+
     parser.add_argument("--model", type=Path, help="run directory from `cryopick train` (or a model.pt)")
     parser.add_argument("--micrographs", nargs="+",
                         help="MRC/TIFF files, globs, directories, .txt or RELION .star manifests")
     parser.add_argument("--out", type=Path, help="campaign output directory (reused to resume)")
     parser.add_argument("--config", type=Path, help="YAML with model/micrographs/out/engine and a campaign section")
-    parser.add_argument("--format", choices=["star", "box", "csv", "txt"], help="pick file format (default star)")
+    parser.add_argument("--format", choices=list(FORMATS), help="pick file format (default star)")
     parser.add_argument("--threshold", type=float, help="score threshold in [0, 1] (default: stored with the model)")
     parser.add_argument("--min-distance", type=float, help="minimum distance between picks, px (default: stored)")
     parser.add_argument("--border", type=float,
@@ -91,6 +93,9 @@ def resolve(args: argparse.Namespace) -> tuple[Path, list[Path], Path, Any, str]
             (section[sub] if sub else section)[key] = value
     if args.mask is not None:
         section["mask"]["enabled"] = args.mask
+    if args.workers is not None and args.workers < 1:
+        raise CryopickError(f"--workers must be at least 1, got {args.workers} (leave it out for one actor per GPU, "
+                            "or per --cpus-per-worker CPUs)")
     cfg = batch_config(section)
     given: dict[str, Any] = {}
     for name, key in (("--model", "model"), ("--micrographs", "micrographs"), ("--out", "out")):
@@ -100,7 +105,8 @@ def resolve(args: argparse.Namespace) -> tuple[Path, list[Path], Path, Any, str]
     model, mics, out = Path(given["model"]), given["micrographs"], given["out"]
     if not model.exists():
         raise CryopickError("no such model (expected a run directory with model.pt)", model)
-    micrographs = resolve_micrographs([mics] if isinstance(mics, str) else mics)
+    # a listed file that is missing becomes a failures.tsv row, as one deleted after planning does
+    micrographs = resolve_micrographs([mics] if isinstance(mics, str) else mics, must_exist=False)
     engine = args.engine or raw.get("engine") or "auto"
     if engine == "auto":
         engine = "ray" if os.environ.get("RAY_ADDRESS") or cfg.workers > 1 else "local"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -58,6 +59,12 @@ def main(args: argparse.Namespace) -> int:
     cmd = streamlit_command(args)
     print(f"cryopick dashboard: http://{args.address}:{args.port}  (Ctrl-C stops it)", flush=True)
     proc = subprocess.Popen(cmd)
+
+    def forward(signum: int, _frame: object) -> None:  # SIGTERM/SIGHUP to us: stop Streamlit too, never orphan it
+        proc.send_signal(signum)
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, forward)
     try:
         return proc.wait()
     except KeyboardInterrupt:

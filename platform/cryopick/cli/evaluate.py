@@ -35,6 +35,8 @@ def main(args: argparse.Namespace) -> int:
     o = ev.overall
     if args.json:
         out: dict[str, object] = {k: o.as_dict()[k] for k in ("precision", "recall", "f1", "average_precision", "n_picks", "n_true", "best_f1", "best_threshold")}
+        out.update(n_scored=len(ev.per_micrograph), picks_without_truth=ev.picks_without_truth,
+                   truth_without_picks=ev.truth_without_picks)
         if args.per_micrograph:
             out["per_micrograph"] = {k: v.as_dict() for k, v in ev.per_micrograph.items()}
         print(json.dumps(out))
@@ -46,6 +48,11 @@ def main(args: argparse.Namespace) -> int:
         print(f"precision {o.precision:.3f}  recall {o.recall:.3f}  F1 {o.f1:.3f}  AP {o.average_precision:.3f}  "
               f"({o.n_picks} picks, {o.n_true} true, {len(ev.per_micrograph)} micrographs)")
         print(f"best F1 {o.best_f1:.3f} at score threshold {o.best_threshold:.4f}")
+        for what, stems in (("pick files without a true-pick file", ev.picks_without_truth),
+                            ("true-pick files without a pick file", ev.truth_without_picks)):
+            if stems:
+                shown = ", ".join(stems[:5]) + (f" and {len(stems) - 5} more" if len(stems) > 5 else "")
+                print(f"left out: {len(stems)} {what} ({shown})")
     if args.plots:
         _plots(args, ev)
     return 0

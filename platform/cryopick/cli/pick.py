@@ -13,12 +13,14 @@ from pathlib import Path
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
+    from cryopick.io.coords import FORMATS  # the registry of coordinate formats
+
     parser.add_argument("--model", type=Path, required=True, help="run directory from `cryopick train` (or a model.pt)")
     parser.add_argument("--micrographs", nargs="+", required=True, help="MRC/TIFF files, globs, directories or a manifest")
     parser.add_argument("--out", type=Path, required=True, help="output directory")
     parser.add_argument("--threshold", type=float, help="score threshold in [0, 1] (default: stored with the model)")
     parser.add_argument("--min-distance", type=float, help="minimum distance between picks, px (default: stored)")
-    parser.add_argument("--format", default="star", choices=["star", "box", "csv", "txt"], help="output format (default star)")
+    parser.add_argument("--format", default="star", choices=list(FORMATS), help="output format (default star)")
     parser.add_argument("--box-size", type=float, help="box size for .box output, px (default 1.5 x diameter)")
     parser.add_argument("--border", type=float,
                         help="drop picks closer than this to the edge, px (default: the edge band the training "

@@ -120,16 +120,19 @@ def resolve_config(args: argparse.Namespace) -> SelftrainConfig:
 
     over = overrides_from_args(args)
     raw = load_yaml(args.config) if args.config else {}
-    has_data = bool(over.get("data.labeled")) or bool((raw.get("data") or {}).get("labeled"))
-    if not has_data:
-        out = Path(over.get("out") or raw.get("out") or "campaigns/selftrain")
-        if "out" not in over and raw.get("out") and args.config and not Path(raw["out"]).is_absolute():
-            out = args.config.resolve().parent / raw["out"]
-        print(f"no micrographs given: simulating {args.simulate} into {out / 'data'}")
-        over = {**({k: v for k, v in DEMO.items() if not args.config}), **simulate_into(out.resolve(), args.simulate),
-                **over, "out": str(out)}
-    elif "out" not in over and not raw.get("out"):
+    if "out" not in over and not raw.get("out"):
         over["out"] = "campaigns/selftrain"
+    given = [k for k in over if k.startswith("data.")] + [f"data.{k}" for k in (raw.get("data") or {})]
+    if given:  # the user's data, every key checked (a missing data.labeled is an error, never a simulation)
+        return load_config(args.config, over)
+    # no data at all: check every other setting first, so a typo fails before anything is written
+    load_config(args.config, {**over, "data.diameter": 1.0})
+    out = Path(over.get("out") or raw.get("out") or "campaigns/selftrain")
+    if "out" not in over and raw.get("out") and args.config and not Path(raw["out"]).is_absolute():
+        out = args.config.resolve().parent / raw["out"]
+    print(f"no micrographs given: simulating {args.simulate} into {out / 'data'}")
+    over = {**({k: v for k, v in DEMO.items() if not args.config}), **simulate_into(out.resolve(), args.simulate),
+            **over, "out": str(out)}
     return load_config(args.config, over)  # bad keys/values fail here, before Ray starts
 
 

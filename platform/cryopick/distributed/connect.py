@@ -61,3 +61,10 @@ def cluster_has_gpus() -> bool:
     import ray
 
     return float(ray.cluster_resources().get("GPU", 0)) > 0
+
+
+def shutdown() -> None:
+    """Shut this process's Ray connection down (for callers that used :func:`connect` directly)."""
+    import ray
+
+    ray.shutdown()

@@ -35,6 +35,8 @@ from cryopick.distributed.train_loop import TrainSpec, fit, loop_config
 from cryopick.distributed.tune import tune_picking
 from cryopick.inference.picker import MODEL_FILE, PickerMeta, load_picker, save_picker
 from cryopick.io.atomic import write_json
+from cryopick.io.lock import OutputLock
+from cryopick.io.manifest import output_dir
 from cryopick.model.unet import build_unet
 from cryopick.selftrain import stages
 from cryopick.selftrain.config import TUNE_TOLERANCE, WARM_LR_SCALE, ResolvedData, SelftrainConfig
@@ -60,6 +62,12 @@ class CampaignResult:
 def run_campaign(cfg: SelftrainConfig, *, progress: bool = True, hook: Hook | None = None,
                  log: Callable[[str], None] = print) -> CampaignResult:
     """Run (or resume) a campaign; returns every complete round's metrics."""
+    stages.check_data(cfg)  # every path, before anything is written
+    with OutputLock(output_dir(cfg.campaign_dir)):  # one writer per campaign directory
+        return _run_locked(cfg, progress, hook, log)
+
+
+def _run_locked(cfg: SelftrainConfig, progress: bool, hook: Hook | None, log: Callable[[str], None]) -> CampaignResult:
     data, campaign = stages.prepare_campaign(cfg)
     state = CampaignState.load(campaign)
     done = completed_rounds_on_disk(campaign)

@@ -76,29 +76,17 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     import ray.train
     import ray.train.torch
 
-    ctx = ray.train.get_context()
-    rank = ctx.get_world_rank()
+    rank = ray.train.get_context().get_world_rank()
     torch.set_num_threads(int(config.get("threads") or 1))
     tc = from_dict(TrainConfig, config["train"], "train")
     params = StageParams(**config["stage"])
-    torch.manual_seed(tc.seed)  # identical initial weights on every rank
-    model: nn.Module = build_unet(from_dict(ModelConfig, config["model"], "model"))
-    if config.get("init_state"):
-        model.load_state_dict(torch.load(config["init_state"], map_location="cpu", weights_only=True)["state_dict"])
-    model = ray.train.torch.prepare_model(model)
+    model = ray.train.torch.prepare_model(_initial_model(config, tc.seed))
     device = ray.train.torch.get_device()
     core: nn.Module = getattr(model, "module", model)  # the bare UNet inside DDP
     opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=WEIGHT_DECAY)
 
-    step, history = 0, []
-    rule, best_step, best_state = CheckpointRule(), 0, None
     state = _load_state(ray.train.get_checkpoint())
-    if state is not None:  # a restart after a failure (or a rerun of an interrupted round)
-        core.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        step, history = int(state["step"]), list(state["history"])
-        rule = CheckpointRule(float(state["best_f1"]), float(state.get("top_f1", state["best_f1"])), float(state.get("floor", -1.0)))
-        best_step, best_state = int(state["best_step"]), state["best_state"]
+    step, history, rule, best_step, best_state = _resume(state, core, opt)
     start_step = step
     val_items = load_val_items(config["val"], params) if rank == 0 and config["val"] else []
     if state is None and config.get("init_state") and val_items:
@@ -106,8 +94,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         # a checkpoint scores at least as high on the validation picks (CheckpointRule.start)
         res = evaluate(core, val_items, params.diameter, config.get("smooth_sigma", 1.0), fractions=(0.6,))
         rule.start(res.f1)
-        best_step = 0
-        best_state = {k: v.detach().cpu().clone() for k, v in core.state_dict().items()}
+        best_step, best_state = 0, _cpu_copy(core)
         history.append({"step": 0, "loss": float("nan"), "seconds": 0.0, "val_f1": res.f1, "val_ap": res.average_precision})
 
     shard = ray.train.get_dataset_shard("train")
@@ -130,14 +117,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 row = {"step": step, "loss": _mean_across_ranks(float(np.mean(running))), "seconds": time.monotonic() - t0}
                 running = []
                 if rank == 0:
-                    keep = True  # no validation: the latest weights are kept
-                    if val_items:
-                        res = evaluate(core, val_items, params.diameter, config.get("smooth_sigma", 1.0), fractions=(0.6,))
-                        row.update(val_f1=res.f1, val_ap=res.average_precision)
-                        keep = rule.offer(res.f1, _n_true(res))
+                    keep = _validate(core, val_items, params.diameter, config.get("smooth_sigma", 1.0), rule, row)
                     if keep or best_state is None:
-                        best_step = step
-                        best_state = {k: v.detach().cpu().clone() for k, v in core.state_dict().items()}
+                        best_step, best_state = step, _cpu_copy(core)
                     history.append(row)
                     print(f"[cryopick train] step {step}/{tc.steps} loss {row['loss']:.4f} val_f1 {row.get('val_f1', float('nan')):.3f}", flush=True)
                 _report(rank, row, step, start_step, core, opt, history, rule, best_step, best_state)
@@ -148,6 +130,40 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             raise RuntimeError("the training Dataset shard yielded no full batch: raise selftrain.patches_per_epoch")
     if reported_at != step:  # resumed at the end: report the finished state once more
         _report(rank, {"step": step, "loss": float("nan")}, step, start_step, core, opt, history, rule, best_step, best_state)
+
+
+def _initial_model(config: dict[str, Any], seed: int) -> nn.Module:
+    """The U-Net before DDP: the same seeded weights on every rank, or the warm start's."""
+    torch.manual_seed(seed)
+    model = build_unet(from_dict(ModelConfig, config["model"], "model"))
+    if config.get("init_state"):
+        model.load_state_dict(torch.load(config["init_state"], map_location="cpu", weights_only=True)["state_dict"])
+    return model
+
+
+def _validate(core: nn.Module, val_items: list[Any], diameter: float, smooth_sigma: float, rule: CheckpointRule,
+              row: dict[str, float]) -> bool:
+    """Rank 0: score the weights into ``row``; True when the checkpoint rule keeps them (always, without validation)."""
+    if not val_items:
+        return True
+    res = evaluate(core, val_items, diameter, smooth_sigma, fractions=(0.6,))
+    row.update(val_f1=res.f1, val_ap=res.average_precision)
+    return rule.offer(res.f1, _n_true(res))
+
+
+def _cpu_copy(core: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in core.state_dict().items()}
+
+
+def _resume(state: dict[str, Any] | None, core: nn.Module, opt: torch.optim.Optimizer
+            ) -> tuple[int, list[dict[str, float]], CheckpointRule, int, dict[str, torch.Tensor] | None]:
+    """(step, history, rule, best step, best weights): from a checkpoint after a restart, else from scratch."""
+    if state is None:
+        return 0, [], CheckpointRule(), 0, None
+    core.load_state_dict(state["model"])  # a restart after a failure (or a rerun of an interrupted round)
+    opt.load_state_dict(state["optimizer"])
+    rule = CheckpointRule(float(state["best_f1"]), float(state.get("top_f1", state["best_f1"])), float(state.get("floor", -1.0)))
+    return int(state["step"]), list(state["history"]), rule, int(state["best_step"]), state["best_state"]
 
 
 def _n_true(res: ValResult) -> int:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -18,9 +18,13 @@ class Evaluation:
     curve: PRCurve
     per_micrograph: dict[str, Score]
     pairs: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]  # stem -> (pred_xy, scores, true_xy)
+    picks_without_truth: list[str] = field(default_factory=list)  # stems left out: no true-pick file
+    truth_without_picks: list[str] = field(default_factory=list)  # stems left out: not picked
 
 
 def _coord_files(directory: Path) -> dict[str, Path]:
+    if directory.is_file():
+        raise CryopickError("is a file: give the directory that holds the coordinate files", directory)
     if not directory.is_dir():
         raise CryopickError("no such directory", directory)
     files: dict[str, Path] = {}
@@ -64,7 +68,7 @@ def evaluate_dirs(
         all_hits.append(hit)
         n_true += len(true_xy)
     curve = curve_from_hits(np.concatenate(all_scores), np.concatenate(all_hits), n_true)
-    return Evaluation(summarize(curve, threshold), curve, per, pairs)
+    return Evaluation(summarize(curve, threshold), curve, per, pairs, sorted(set(picks) - set(truth)), sorted(set(truth) - set(picks)))
 
 
 def find_truth(truth_dir: Path, stem: str) -> Path | None:

@@ -84,10 +84,13 @@ def outlier_mask(image: np.ndarray, window_px: float, cfg: MaskConfig, dilate_px
     return flagged
 
 
-def micrograph_mask(binned: Binned, diameter: float, cfg: MaskConfig) -> np.ndarray:
-    """Outlier mask on the binned grid of ``binned`` for particles of ``diameter`` ORIGINAL px."""
+def micrograph_mask(binned: Binned, diameter: float, cfg: MaskConfig, dilate: float = 0.0) -> np.ndarray:
+    """Outlier mask on the binned grid of ``binned`` for particles of ``diameter`` ORIGINAL px.
+
+    ``dilate`` grows flagged regions by that many diameters (0 in the product; benchmarks sweep it).
+    """
     d_binned = diameter / binned.mean_scale
-    return outlier_mask(binned.image, cfg.window * d_binned, cfg)
+    return outlier_mask(binned.image, cfg.window * d_binned, cfg, dilate * d_binned)
 
 
 def picks_outside(mask: np.ndarray, binned: Binned, xy: np.ndarray) -> np.ndarray:

@@ -22,6 +22,7 @@ from cryopick.inference.picker import load_picker, pick_micrograph
 from cryopick.inference.tiling import resolve_device
 from cryopick.io.atomic import write_json, write_text_atomic
 from cryopick.io.coords import FORMATS, write_coords
+from cryopick.io.manifest import check_unique_stems, output_dir
 from cryopick.io.micrograph import read_micrograph, write_mrc
 
 
@@ -53,9 +54,10 @@ def pick_files(
     """Pick every micrograph and write one coordinate file each (atomically)."""
     if fmt not in FORMATS:
         raise CryopickError(f"unknown --format {fmt!r} (use {', '.join(FORMATS)})")
+    check_unique_stems(micrographs)  # every input is checked before anything is written
     model, meta = load_picker(model_dir, resolve_device(device))
     box_size = box_size or round(meta.diameter * 1.5)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    output_dir(out_dir)
     write_json(
         out_dir / "pick_config.json",
         {"cryopick_version": __version__, "command": "pick", "model": str(model_dir), "format": fmt,

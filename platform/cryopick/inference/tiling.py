@@ -21,15 +21,26 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from cryopick.config import HeatmapConfig
+from cryopick.errors import CryopickError
 
 TILE_OVERLAP = 0.25  # share of a tile its neighbours overlap; the Gaussian blend hides the seams
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    """'auto' -> CUDA when available, else CPU."""
+    """'auto' -> CUDA when available, else CPU; a CUDA device this machine lacks is a clear error."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise CryopickError(f"unknown device {name!r} (use auto, cpu, cuda or cuda:N)") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise CryopickError(f"device {name!r} asked for, but this torch build has no CUDA or no GPU is visible "
+                                "(use --device cpu or auto)")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise CryopickError(f"device {name!r} asked for, but only {torch.cuda.device_count()} GPU(s) are visible")
+    return device
 
 
 def gaussian_importance(shape: tuple[int, int], sigma_scale: float = 0.125) -> np.ndarray:

@@ -16,14 +16,17 @@ import csv
 import io as _io
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
 
 from cryopick.errors import CryopickError
 from cryopick.io.atomic import atomic_write, write_text_atomic
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def _finish(path: Path, xy: np.ndarray, scores: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
@@ -35,6 +38,7 @@ def _finish(path: Path, xy: np.ndarray, scores: np.ndarray | None) -> tuple[np.n
 
 
 def _read_star(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    import pandas as pd
     import starfile
 
     try:
@@ -43,13 +47,19 @@ def _read_star(path: Path) -> tuple[np.ndarray, np.ndarray]:
         raise CryopickError(f"not a readable STAR file ({exc})", path) from None
     for block in data.values():
         if isinstance(block, pd.DataFrame) and {"rlnCoordinateX", "rlnCoordinateY"} <= set(block):
-            xy = block[["rlnCoordinateX", "rlnCoordinateY"]].to_numpy(dtype=np.float64)
-            score = block.get("rlnAutopickFigureOfMerit")
-            return _finish(path, xy, None if score is None else score.to_numpy(dtype=np.float64))
+            try:
+                xy = block[["rlnCoordinateX", "rlnCoordinateY"]].to_numpy(dtype=np.float64)
+                score = block.get("rlnAutopickFigureOfMerit")
+                scores = None if score is None else score.to_numpy(dtype=np.float64)
+            except (TypeError, ValueError):
+                raise CryopickError("coordinate columns hold non-numeric values", path) from None
+            return _finish(path, xy, scores)
     raise CryopickError("no data block with _rlnCoordinateX and _rlnCoordinateY", path)
 
 
 def _read_table(path: Path, sep: str) -> pd.DataFrame:
+    import pandas as pd
+
     try:
         return pd.read_csv(path, sep=sep, comment="#")
     except pd.errors.EmptyDataError:
@@ -71,6 +81,8 @@ def _pick_columns(path: Path, df: pd.DataFrame, xs: tuple[str, ...], ys: tuple[s
 
 
 def _score_column(df: pd.DataFrame) -> np.ndarray | None:
+    import pandas as pd
+
     for c in df.columns:
         if c.strip().lower() in ("score", "confidence", "rlnautopickfigureofmerit"):
             return pd.to_numeric(df[c], errors="coerce").to_numpy(dtype=np.float64)
@@ -107,6 +119,7 @@ def _read_box(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _write_star(path: Path, xy: np.ndarray, scores: np.ndarray, box_size: float | None) -> None:
+    import pandas as pd
     import starfile
 
     df = pd.DataFrame({"rlnCoordinateX": xy[:, 0], "rlnCoordinateY": xy[:, 1], "rlnAutopickFigureOfMerit": scores})
@@ -216,6 +229,24 @@ def find_coords_file(directory: str | Path, stem: str) -> Path | None:
         if candidate.is_file():
             return candidate
     return None
+
+
+def duplicate_distance(diameter: float) -> float:
+    """Picks closer than this (px) are one particle picked twice: a tenth of the diameter, at least 2 px."""
+    return max(2.0, 0.1 * diameter)
+
+
+def drop_duplicate_picks(xy: np.ndarray, diameter: float) -> tuple[np.ndarray, int]:
+    """(N, 2) picks -> the picks with later duplicates (within :func:`duplicate_distance`) removed, and how many were."""
+    from scipy.spatial import cKDTree
+
+    if len(xy) < 2:
+        return xy, 0
+    keep = np.ones(len(xy), dtype=bool)
+    for i, j in sorted(cKDTree(xy).query_pairs(duplicate_distance(diameter))):
+        if keep[i] and keep[j]:
+            keep[j] = False
+    return xy[keep], int((~keep).sum())
 
 
 def check_inside(xy: np.ndarray, shape: tuple[int, int], path: str | Path) -> None:

@@ -48,6 +48,27 @@ def _from_txt(path: Path) -> list[Path]:
     return out
 
 
+def check_unique_stems(micrographs: Iterable[Path]) -> None:
+    """Raise if two micrographs share a file stem: their outputs (picks, heatmaps, labels) are named by stem."""
+    seen: dict[str, Path] = {}
+    for mic in micrographs:
+        if mic.stem in seen:
+            raise CryopickError(f"two micrographs share the name {mic.stem!r} ({seen[mic.stem]} and {mic}); "
+                                "their output files would collide: rename one or pick them into separate directories")
+        seen[mic.stem] = mic
+
+
+def output_dir(path: Path) -> Path:
+    """``path`` as an output directory: created if missing; a clear error if it is a file or cannot be made."""
+    if path.exists() and not path.is_dir():
+        raise CryopickError("is a file, not a directory: give a new or existing directory for the output", path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CryopickError(f"cannot create the output directory ({exc.strerror})", path) from None
+    return path
+
+
 def resolve_micrographs(items: Iterable[str | Path], must_exist: bool = True) -> list[Path]:
     """Expand paths, globs, directories and manifests into a sorted, de-duplicated list.
 

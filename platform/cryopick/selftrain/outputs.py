@@ -16,10 +16,6 @@ from cryopick.io.atomic import atomic_write
 
 if TYPE_CHECKING:
     from cryopick.evaluation.metrics import PRCurve
-    from cryopick.selftrain.scoring import ScoredHeatmap
-
-PREVIEW_MAX_SIDE = 512  # preview images are block-averaged down to at most this many px
-
 
 def write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
     """A CSV written atomically."""
@@ -45,21 +41,6 @@ def block_reduce(a: np.ndarray, k: int) -> np.ndarray:
     ph, pw = (-h) % k, (-w) % k
     a = np.pad(a, ((0, ph), (0, pw)), mode="edge")
     return a.reshape(a.shape[0] // k, k, a.shape[1] // k, k).mean(axis=(1, 3))
-
-
-def write_preview(path: Path, sh: ScoredHeatmap, picks_xy: np.ndarray, picks_score: np.ndarray) -> None:
-    """preview/<stem>.npz: image/heatmap (float16, at most PREVIEW_MAX_SIDE px), scale, picks, truth."""
-    k = max(1, int(np.ceil(max(sh.heatmap.shape) / PREVIEW_MAX_SIDE)))
-    heat = block_reduce(sh.heatmap, k)
-    image = block_reduce(sh.image, k) if sh.image is not None else np.zeros_like(heat)
-    scale = np.array([sh.scale[0] * k, sh.scale[1] * k], dtype=np.float64)
-    with atomic_write(path, suffix=".npz") as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez_compressed(
-                fh, image=image.astype(np.float16), heatmap=heat.astype(np.float16), scale=scale,
-                picks_xy=np.asarray(picks_xy, np.float64).reshape(-1, 2), picks_score=np.asarray(picks_score, np.float64),
-                truth_xy=sh.true_xy.astype(np.float64).reshape(-1, 2),
-            )
 
 
 def write_tune_csv(path: Path, trials: Sequence[dict[str, float]]) -> None:

@@ -16,7 +16,10 @@ from cryopick.evaluation.metrics import CANDIDATE_FLOOR, PRCurve, average_precis
 from cryopick.inference.border import outside_band
 from cryopick.inference.peaks import find_peaks
 from cryopick.io.coords import write_coords
-from cryopick.selftrain.outputs import write_pr_curve, write_preview
+from cryopick.io.atomic import atomic_write
+from cryopick.selftrain.outputs import block_reduce, write_pr_curve
+
+PREVIEW_MAX_SIDE = 512  # preview images are block-averaged down to at most this many px
 
 
 @dataclass
@@ -89,6 +92,21 @@ def score_picks(
     curve = pooled(items, threshold, min_distance, smooth_sigma, diameter)
     p, r, f1, n, tp = score_at(curve, threshold)
     return {"precision": p, "recall": r, "f1": f1, "n_picks": float(n), "n_matched": float(tp)}
+
+
+def write_preview(path: Path, sh: ScoredHeatmap, picks_xy: np.ndarray, picks_score: np.ndarray) -> None:
+    """preview/<stem>.npz: image/heatmap (float16, at most PREVIEW_MAX_SIDE px), scale, picks, truth."""
+    k = max(1, int(np.ceil(max(sh.heatmap.shape) / PREVIEW_MAX_SIDE)))
+    heat = block_reduce(sh.heatmap, k)
+    image = block_reduce(sh.image, k) if sh.image is not None else np.zeros_like(heat)
+    scale = np.array([sh.scale[0] * k, sh.scale[1] * k], dtype=np.float64)
+    with atomic_write(path, suffix=".npz") as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(
+                fh, image=image.astype(np.float16), heatmap=heat.astype(np.float16), scale=scale,
+                picks_xy=np.asarray(picks_xy, np.float64).reshape(-1, 2), picks_score=np.asarray(picks_score, np.float64),
+                truth_xy=sh.true_xy.astype(np.float64).reshape(-1, 2),
+            )
 
 
 @dataclass

@@ -51,6 +51,11 @@ def expert_density(data: ResolvedData) -> float:
     return sum(len(xy) for xy, _ in labels) / max(1, sum(h * w for _, (h, w) in labels))
 
 
+def check_data(cfg: SelftrainConfig) -> ResolvedData:
+    """Every data path of the campaign, checked (no file is written)."""
+    return resolve_data(cfg)
+
+
 def prepare_campaign(cfg: SelftrainConfig) -> tuple[ResolvedData, Path]:
     """Check every path, then write (or check) campaign.json; nothing touches Ray before this."""
     data = resolve_data(cfg)

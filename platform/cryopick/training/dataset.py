@@ -8,6 +8,7 @@ training and its picks are used for scoring, so even one labeled micrograph gets
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import numpy as np
 
 from cryopick.config import PreprocessConfig
 from cryopick.errors import CryopickError
-from cryopick.io.coords import check_inside, find_coords_file, read_coords
+from cryopick.io.coords import check_inside, drop_duplicate_picks, duplicate_distance, find_coords_file, read_coords
 from cryopick.io.micrograph import read_micrograph
 from cryopick.preprocessing.labels import IGNORE, LABEL_RADIUS_FRACTION, circle_mask
 from cryopick.preprocessing.binning import Binned, preprocess
@@ -85,6 +86,10 @@ def load_labeled(
     if len(xy) == 0:
         raise CryopickError("coordinate file is empty: a labeled micrograph needs picks", cpath)
     check_inside(xy, m.shape, cpath)
+    xy, dropped = drop_duplicate_picks(xy, diameter)
+    if dropped:  # double-counted truth would mark real picks false and bias the stored threshold
+        print(f"cryopick: warning: {cpath}: {dropped} duplicate pick(s) closer than {duplicate_distance(diameter):.1f} px "
+              "to another were removed", file=sys.stderr)
     b = preprocess(m.data, pre, m.pixel_size)
     return LabeledMicrograph(name=m.name, binned=b, xy=b.to_binned(xy))
 

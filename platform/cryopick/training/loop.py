@@ -139,6 +139,24 @@ def write_history(path: Path, history: list[dict[str, float]]) -> None:
         writer.writerows(history)
 
 
+def _new_model(meta: PickerMeta, init_state: dict[str, Any] | None, dev: torch.device) -> nn.Module:
+    """The U-Net to train, on ``dev``, channels-last (oneDNN's and cuDNN's fast layout), from ``init_state`` if given."""
+    model = build_unet(meta.model)
+    if init_state is not None:
+        model.load_state_dict(init_state)
+    model.to(device=dev, memory_format=torch.channels_last)  # type: ignore[call-overload]  # accepted at run time; torch's stubs omit it
+    return model
+
+
+def _validate(model: nn.Module, val_items: Sequence[ValItem], meta: PickerMeta, rule: CheckpointRule, row: dict[str, float]) -> bool:
+    """Score the current weights into ``row``; True when the checkpoint rule keeps them (always, without validation)."""
+    if not val_items:
+        return True
+    res = evaluate(model, val_items, meta.diameter, meta.smooth_sigma, fractions=(0.6,), border=meta.border)
+    row.update(val_f1=res.f1, val_ap=res.average_precision)
+    return rule.offer(res.f1, res.curve.n_true if res.curve is not None else 0)
+
+
 def train_picker(
     train_items: Sequence[TrainItem],
     val_items: Sequence[ValItem],
@@ -171,12 +189,8 @@ def train_picker(
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     dev = resolve_device(device)
-    model = build_unet(meta.model)
-    if init_state is not None:
-        model.load_state_dict(init_state)
-    # channels-last + bf16 autocast use oneDNN's fast kernels (AMX on recent CPUs, tensor cores on GPUs)
+    model = _new_model(meta, init_state, dev)
     memory_format = torch.channels_last
-    model.to(device=dev, memory_format=memory_format)  # type: ignore[call-overload]  # accepted at run time; torch's stubs omit it
     use_amp = resolve_amp(amp, dev.type)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=WEIGHT_DECAY)
     history: list[dict[str, float]] = []
@@ -196,12 +210,7 @@ def train_picker(
         if (step + 1) % cfg.val_every == 0 or last:
             row: dict[str, float] = {"step": step + 1, "loss": float(np.mean(running)), "seconds": time.monotonic() - start}
             running = []
-            if val_items:
-                res = evaluate(model, val_items, meta.diameter, meta.smooth_sigma, fractions=(0.6,), border=meta.border)
-                row.update(val_f1=res.f1, val_ap=res.average_precision)
-                if rule.offer(res.f1, res.curve.n_true if res.curve is not None else 0):
-                    best_step, best_state = step + 1, copy.deepcopy(model.state_dict())
-            else:
+            if _validate(model, val_items, meta, rule, row):
                 best_step, best_state = step + 1, copy.deepcopy(model.state_dict())
             history.append(row)
             bar.set_postfix(loss=f"{row['loss']:.4f}", val_f1=f"{row.get('val_f1', float('nan')):.3f}")
@@ -211,12 +220,17 @@ def train_picker(
             break
     bar.close()
     model.load_state_dict(best_state)
-    val = evaluate(model, val_items, meta.diameter, meta.smooth_sigma, border=meta.border) if val_items else None
-    if val is not None:
-        meta.threshold, meta.min_distance, meta.val_f1 = val.threshold, val.min_distance, val.f1
-    seconds = time.monotonic() - start
+    val = _choose_picking(model, val_items, meta)
     if out_dir is not None:
-        out = Path(out_dir)
-        save_picker(out, model, meta)
-        write_history(out / "history.csv", history)
-    return TrainResult(meta=meta, val=val, history=history, best_step=best_step, seconds=seconds, model=model)
+        save_picker(Path(out_dir), model, meta)
+        write_history(Path(out_dir) / "history.csv", history)
+    return TrainResult(meta=meta, val=val, history=history, best_step=best_step, seconds=time.monotonic() - start, model=model)
+
+
+def _choose_picking(model: nn.Module, val_items: Sequence[ValItem], meta: PickerMeta) -> ValResult | None:
+    """Store in ``meta`` the threshold and peak distance that maximise F1 on validation (None: no validation)."""
+    if not val_items:
+        return None
+    val = evaluate(model, val_items, meta.diameter, meta.smooth_sigma, border=meta.border)
+    meta.threshold, meta.min_distance, meta.val_f1 = val.threshold, val.min_distance, val.f1
+    return val

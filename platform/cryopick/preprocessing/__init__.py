@@ -1,0 +1,1 @@
+"""Micrograph -> network input: Fourier-crop binning and normalisation (``binning``); picks -> label masks (``labels``)."""
