@@ -103,8 +103,10 @@ def run_one(model: Path, mics_dir: Path, out: Path, workers: int) -> dict[str, o
     connect(num_cpus=2, quiet=True)
     mics = resolve_micrographs([mics_dir])
     t0 = time.monotonic()
-    summary = run_batch(model, mics, out, BatchConfig(workers=workers, cpus_per_worker=1.0, batch_size=4),
-                           "ray", progress=False)
+    from cryopick.distributed.batch import ray_rows
+
+    summary = run_batch(model, mics, out, BatchConfig(workers=workers, cpus_per_worker=1.0, batch_size=4), ray_rows,
+                        progress=False)
     seconds = time.monotonic() - t0
     peaks = sampler.stop()
     # steady state: the campaign minus its first 20 % (Ray start-up, actors loading the model)

@@ -58,11 +58,13 @@ def main() -> None:
     at_best = json.loads(run(ev + ["--threshold", str(best["best_threshold"])])[1])
     peak_gb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
     load = os.getloadavg()[0]
+    from cryopick.preprocessing.labels import LABEL_RADIUS_FRACTION
+
     t, c = config["train"], config["model"]
     verdict = lambda ok: "met" if ok else "**missed**"  # noqa: E731
     body = f"""Train on the first {args.labeled} `labeled` micrograph(s) of EMPIAR-10017, pick the 5 `test` micrographs,
 match radius 13.5 px (half the 27 px diameter). Settings: width {c['base_width']}, bin {config['preprocess']['bin']},
-{t['steps']} steps of batch {t['batch_size']} × {t['patch_size']}² patches, label radius {t['label_radius_fraction']} × particle radius.
+{t['steps']} steps of batch {t['batch_size']} × {t['patch_size']}² patches, label radius {LABEL_RADIUS_FRACTION} × particle radius.
 
 | | threshold | precision | recall | F1 | AP | picks / true |
 |---|---|---|---|---|---|---|

@@ -36,10 +36,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if engine == "ray":
             from cryopick.distributed.connect import ray_session
 
+            from cryopick.distributed.batch import ray_rows
+
             with ray_session(num_cpus=args.num_cpus):  # a submitted job joins its cluster; num_cpus is for a local Ray
-                summary = run_batch(model, micrographs, out, cfg, engine, progress=not args.quiet)
+                summary = run_batch(model, micrographs, out, cfg, ray_rows, progress=not args.quiet)
         else:
-            summary = run_batch(model, micrographs, out, cfg, engine, progress=not args.quiet)
+            summary = run_batch(model, micrographs, out, cfg, "local", progress=not args.quiet)
     except CryopickError as exc:
         print(f"pipelines/pick.py: error: {exc}", file=sys.stderr)
         return 2

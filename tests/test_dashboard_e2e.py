@@ -1,10 +1,9 @@
 """End to end: `cryopick dashboard` (`streamlit run`) on localhost, opened in headless Chromium.
 
 The store is a real tiny self-training campaign's (Ray, 2 rounds). The test waits for the
-per-round chart, checks the page shows the campaign's round count and F1 values, saves the
-screenshots (into ``docs/img/dashboard*.png``, the README's, when ``CRYOPICK_UPDATE_SCREENSHOTS=1``;
-else into the test's temporary directory, so a test run leaves the checkout clean), then logs one more round and checks
-the page picks it up. Needs Debian's ``chromium`` (``/usr/bin/chromium``, or
+per-round chart, checks the page shows the campaign's round count and F1 values, saves
+screenshots into the test's temporary directory (the README's come from a real campaign:
+``tests/screenshots.py``), then logs one more round and checks the page picks it up. Needs Debian's ``chromium`` (``/usr/bin/chromium``, or
 ``$CRYOPICK_CHROMIUM``); Playwright drives it, its own browser downloads are not used.
 """
 from __future__ import annotations
@@ -118,8 +117,7 @@ def log_round(store: Path, rnd: int, f1: float) -> None:
 
 
 def test_dashboard_in_chromium(server: str, store_copy: Path, campaign: WrittenCampaign, tmp_path: Path) -> None:
-    shots = DOC_IMAGES if os.environ.get("CRYOPICK_UPDATE_SCREENSHOTS") == "1" else tmp_path
-    SCREENSHOT, VIEWER_SHOT = shots / "dashboard.png", shots / "dashboard_viewer.png"  # noqa: N806
+    SCREENSHOT, VIEWER_SHOT = tmp_path / "dashboard.png", tmp_path / "dashboard_viewer.png"  # noqa: N806
     if not Path(CHROMIUM).is_file() and not shutil.which(CHROMIUM):
         pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
     from playwright.sync_api import sync_playwright

@@ -253,3 +253,38 @@ def test_dashboard_sigterm_stops_streamlit(tmp_path: Path) -> None:
                 return
         time.sleep(0.3)
     pytest.fail(f"port {port} still served after SIGTERM: Streamlit was orphaned")
+
+
+@pytest.mark.ray
+@pytest.mark.timeout(120)
+def test_a_killed_driver_leaves_no_local_ray_behind() -> None:
+    """SIGKILL gives a driver no chance to shut its local Ray down: connect()'s watchdog does it."""
+    code = ("from cryopick.distributed.connect import connect; connect(num_cpus=1, quiet=True); "
+            "import ray, os, time; print(ray.get_runtime_context().get_node_id(), flush=True); time.sleep(120)")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "RAY_ADDRESS": ""})
+    assert proc.stdout is not None and proc.stdout.readline().strip()
+
+    def session_pids() -> set[int]:  # the driver's Ray: its GCS and raylet and their children
+        rows = [line.split(None, 2) for line in subprocess.run(["ps", "-eo", "pid,ppid,args"], capture_output=True,
+                                                                 text=True).stdout.splitlines()[1:]]
+        tree = {int(pid) for pid, ppid, _ in rows if int(ppid) == proc.pid}
+        tree |= {int(pid) for pid, ppid, _ in rows if int(ppid) in tree}
+        return tree
+
+    time.sleep(2)
+    before = session_pids()
+    assert len(before) >= 3  # gcs_server, raylet, watchdog, agents
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+    def running(pid: int) -> bool:
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except (OSError, IndexError):
+            return False
+
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and any(running(pid) for pid in before):
+        time.sleep(0.5)
+    alive = [pid for pid in before if running(pid)]
+    assert not alive, f"processes of the killed driver's Ray still running: {alive}"

@@ -1,4 +1,4 @@
-"""Run a batch: plan, pick what is left (in this process or on Ray), write the reports.
+"""Run a batch: plan, pick what is left (in this process, or on Ray with the engine's rows function), write the reports.
 
 ``cryopick campaign`` and ``pipelines/pick.py`` call :func:`run_batch`.
 """
@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,9 @@ from cryopick.batch.worker import MicrographPicker
 from cryopick.errors import CryopickError
 from cryopick.io.lock import OutputLock
 from cryopick.io.manifest import check_unique_stems, output_dir
+
+
+RowsFn = Callable[[BatchPlan, bool], Iterator[dict[str, Any]]]  # picks plan.todo, one status row per micrograph
 
 
 def local_rows(plan: BatchPlan, progress: bool = True) -> Iterator[dict[str, Any]]:
@@ -40,28 +43,27 @@ def run_batch(
     micrographs: Sequence[Path],
     out: Path,
     cfg: BatchConfig,
-    engine: str = "local",
+    engine: str | RowsFn = "local",
     progress: bool = True,
 ) -> BatchSummary:
-    """Plan, pick what is left (``engine`` = "local" or "ray") and write the run's reports.
+    """Plan, pick what is left and write the run's reports.
+
+    ``engine``: "local" (this process) or a rows function such as :func:`cryopick.distributed.batch.ray_rows`
+    (the caller chooses Ray, so this package never imports the Ray layer).
 
     Returns:
         the :class:`BatchSummary` of every micrograph of the run, picked now or earlier.
     """
-    if engine not in ("local", "ray"):
-        raise CryopickError(f"unknown batch engine {engine!r} (use local or ray)")
+    rows_fn = local_rows if engine == "local" else engine
+    if isinstance(rows_fn, str):
+        raise CryopickError(f"unknown batch engine {engine!r}: give 'local' or a rows function "
+                            "(cryopick.distributed.batch.ray_rows for Ray)")
     t0 = time.monotonic()
     check_unique_stems(micrographs)
     with OutputLock(output_dir(Path(out))):  # one writer per output directory
         plan = plan_batch(model, micrographs, out, cfg)
-        if engine == "ray":
-            from cryopick.distributed.batch import ray_rows
-
-            rows_iter = ray_rows(plan, progress)
-        else:
-            rows_iter = local_rows(plan, progress)
         try:
-            rows = list(rows_iter)
+            rows = list(rows_fn(plan, progress))
         finally:
             sweep_temp_files(plan.layout)  # on success or Ctrl-C alike; workers are done
         return finish_batch(plan, rows, time.monotonic() - t0)

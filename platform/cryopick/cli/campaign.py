@@ -119,6 +119,11 @@ def main(args: argparse.Namespace) -> int:
     from cryopick.batch.run import run_batch
 
     model, micrographs, out, cfg, engine = resolve(args)
-    summary = run_batch(model, micrographs, out, cfg, engine, progress=not args.quiet)
+    if engine == "ray":
+        from cryopick.distributed.batch import ray_rows
+
+        summary = run_batch(model, micrographs, out, cfg, ray_rows, progress=not args.quiet)
+    else:
+        summary = run_batch(model, micrographs, out, cfg, "local", progress=not args.quiet)
     print("\n".join(summary.lines()))
     return 1 if summary.failed else 0

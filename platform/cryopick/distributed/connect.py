@@ -9,14 +9,18 @@ Every caller (self-training, batch picking, Tune, the pipelines and benchmarks) 
   without the dashboard, with token auth off unless the user set ``RAY_AUTH_MODE`` (Ray 2.60 turns it
   on for new clusters and a ``ray job submit`` client then fails), and with :data:`CPU_ENV` in every
   worker so PyTorch's OpenMP threads do not spin and starve each other on small machines;
-- whoever started Ray shuts it down (:func:`ray_session`), so no Ray processes outlive the command.
+- whoever started Ray shuts it down (:func:`ray_session`), and a watchdog ends a local Ray whose driver was
+  killed outright, so no Ray processes outlive the command.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 from cryopick.runtime import CPU_ENV
 
@@ -38,9 +42,64 @@ def connect(address: str | None = None, num_cpus: int | None = None, *, quiet: b
         ray.init(address=address, log_to_driver=not quiet)
         return True
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=not quiet,
-             runtime_env={"env_vars": dict(CPU_ENV)})
+    ctx = ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=not quiet,
+                   runtime_env={"env_vars": dict(CPU_ENV)})
+    session_dir = getattr(ctx, "address_info", {}).get("session_dir")  # a RayContext; the stubs say BaseContext
+    if session_dir:
+        _watch(Path(session_dir).name)
     return True
+
+
+# Run beside a driver that started a local Ray: when the driver is gone without shutting Ray down
+# (SIGKILL, an out-of-memory kill), end that Ray's processes (GCS, raylet; their workers follow the
+# raylet), found by the session name in their command lines. Linux (/proc) only; elsewhere it idles.
+_WATCHDOG = """
+import os, signal, sys, time
+driver, session = int(sys.argv[1]), sys.argv[2].encode()
+
+
+def session_tree():
+    # pid -> start time of the session's processes (GCS, raylet) and all they started (agents, workers,
+    # renamed "ray::..." and without the session name), this watchdog excepted
+    procs = {}
+    for pid in filter(str.isdigit, os.listdir("/proc") if os.path.isdir("/proc") else []):
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as fh:
+                fields = fh.read().rsplit(b")", 1)[1].split()
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                procs[int(pid)] = (int(fields[1]), fields[19], fh.read())
+        except (OSError, ValueError, IndexError):
+            pass
+    tree = {pid for pid, (_, _, cmd) in procs.items() if session in cmd} - {os.getpid()}
+    while True:
+        more = {pid for pid, (ppid, _, _) in procs.items() if ppid in tree} - tree
+        if not more:
+            return {pid: procs[pid][1] for pid in tree}
+        tree |= more
+
+
+seen = {}
+while True:
+    seen.update(session_tree())  # remembered while the tree is whole: orphans lose their parent links
+    try:
+        os.kill(driver, 0)
+    except ProcessLookupError:
+        break
+    time.sleep(1.0)
+for pid, started in seen.items():
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            if fh.read().rsplit(b")", 1)[1].split()[19] == started:  # the same process, not a reused pid
+                os.kill(pid, signal.SIGKILL)
+    except (OSError, IndexError):
+        pass
+"""
+
+
+def _watch(session: str) -> None:
+    """Start the watchdog that ends this Ray session's processes once this (driver) process is gone."""
+    subprocess.Popen([sys.executable, "-c", _WATCHDOG, str(os.getpid()), session], start_new_session=True,
+                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 @contextlib.contextmanager

@@ -55,7 +55,7 @@ class OutputLock:
         fh.seek(0)
         fh.truncate()
         fh.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
-                             "command": " ".join(sys.argv[:3])}) + "\n")
+                             "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:2]])}) + "\n")
         fh.flush()
         self._fh = fh
         return self
