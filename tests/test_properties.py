@@ -84,3 +84,27 @@ def test_corrupt_mrc_files_give_cryopick_errors(cut: int, junk: bytes, offset: i
             assert str(bad) in str(exc)
         else:
             assert m.data.ndim == 2 and np.isfinite(m.data).all()
+
+
+@SETTINGS
+@given(image=arrays(np.float32, st.tuples(st.integers(16, 48), st.integers(16, 48)),
+                    elements=st.floats(-1e3, 1e3, width=32, allow_nan=False)),
+       cut=st.integers(0, 10_000), junk=st.binary(max_size=32), offset=st.integers(0, 300))
+def test_tiff_round_trip_and_corrupt_tiffs(image: np.ndarray, cut: int, junk: bytes, offset: int) -> None:
+    import tifffile
+
+    with tempfile.TemporaryDirectory() as d:
+        good = Path(d) / "m.tif"
+        tifffile.imwrite(good, image)
+        if float(image.max()) != float(image.min()):
+            np.testing.assert_array_equal(read_micrograph(good).data, image)
+        raw = bytearray(good.read_bytes())
+        raw[offset:offset + len(junk)] = junk
+        bad = Path(d) / "bad.tif"
+        bad.write_bytes(bytes(raw[:cut]))
+        try:
+            m = read_micrograph(bad)
+        except CryopickError as exc:
+            assert str(bad) in str(exc)
+        else:
+            assert m.data.ndim == 2 and np.isfinite(m.data).all()

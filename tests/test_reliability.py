@@ -288,3 +288,21 @@ def test_a_killed_driver_leaves_no_local_ray_behind() -> None:
         time.sleep(0.5)
     alive = [pid for pid in before if running(pid)]
     assert not alive, f"processes of the killed driver's Ray still running: {alive}"
+
+
+def test_train_and_selftrain_refuse_a_directory_in_use(tmp_path: Path, sim_data: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from cryopick.distributed.orchestrator import run_campaign
+    from cryopick.selftrain.config import load_config
+
+    run = tmp_path / "run"
+    with OutputLock(run):
+        rc, err = _run(["train", "--micrographs", str(sim_data / "micrographs" / "sim_0000.mrc"), "--coords", str(sim_data / "coords"),
+                        "--diameter", "24", "--out", str(run), "--steps", "2", "--quiet"], capsys)
+    assert rc == 2 and "in use by another cryopick run" in err and not (run / "config.json").exists()
+    split = json.loads((sim_data / "split.json").read_text())
+    mic = lambda names: [str(sim_data / "micrographs" / f"{n}.mrc") for n in names]  # noqa: E731
+    cfg = load_config(None, {"out": str(tmp_path / "camp"), "data.labeled": mic(split["labeled"]), "data.coords": str(sim_data / "coords"),
+                             "data.diameter": 24.0})
+    with OutputLock(cfg.campaign_dir), pytest.raises(CryopickError, match="in use"):
+        run_campaign(cfg, progress=False)  # refused before Ray starts or anything is written
+    assert sorted(p.name for p in cfg.campaign_dir.iterdir()) == [".cryopick.lock"]

@@ -194,7 +194,10 @@ def read_coords(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     fmt = _BY_SUFFIX.get(path.suffix.lower())
     if fmt is None:
         raise CryopickError(f"unknown coordinate format {path.suffix!r} (use {', '.join(COORD_SUFFIXES)})", path)
-    return fmt.read(path)
+    try:
+        return fmt.read(path)
+    except UnicodeDecodeError:
+        raise CryopickError(f"not a text file: {fmt.name} coordinates are text", path) from None
 
 
 def write_coords(

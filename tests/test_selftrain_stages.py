@@ -1,0 +1,77 @@
+"""The decisions between a round's stages, run without Ray (cryopick.selftrain.stages)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cryopick.selftrain import stages
+from cryopick.selftrain.config import load_config
+from cryopick.selftrain.pseudo import PseudoLabeler
+from cryopick.selftrain.scoring import RoundScore, ScoredHeatmap
+from cryopick.evaluation.metrics import PRCurve
+
+
+def _cfg(tmp_path: Path, sim: Path, **over: object) -> object:
+    split = json.loads((sim / "split.json").read_text())
+    mic = lambda names: [str(sim / "micrographs" / f"{n}.mrc") for n in names]  # noqa: E731
+    return load_config(None, {"out": str(tmp_path / "camp"), "data.labeled": mic(split["labeled"]),
+                              "data.unlabeled": mic(split["unlabeled"]), "data.test": mic(split["test"]),
+                              "data.coords": str(sim / "coords"), "data.diameter": 24.0, **over})
+
+
+def test_round_labeler_takes_the_previous_rounds_tables_and_the_rule(tmp_path: Path, sim_data: Path) -> None:
+    cfg = _cfg(tmp_path, sim_data)
+    prev = tmp_path / "round_000"
+    prev.mkdir()
+    (prev / stages.CALIBRATION_FILE).write_text(json.dumps({"pixel": [0.1] * 50, "peak": [0.9] * 50, "min_distance": 12.0,
+                                                             "positive_share": 0.07}))
+    lab = stages.round_labeler(cfg, prev)
+    assert (lab.rule, lab.balance_to, lab.min_distance_fraction, lab.peak_calibration[0]) == ("calibrated", 0.07, 0.5, 0.9)
+    plain = stages.round_labeler(_cfg(tmp_path, sim_data, **{"selftrain.pseudo_rule": "plain"}), prev)
+    assert plain.rule == "plain" and plain.balance_to == 0.0  # the bare rule: no class balance either
+
+
+def test_too_few_pseudo_particles_stop_the_round(tmp_path: Path, sim_data: Path) -> None:
+    cfg = _cfg(tmp_path, sim_data)
+    prev = tmp_path / "round_000"
+    prev.mkdir()
+    (prev / stages.CALIBRATION_FILE).write_text(json.dumps({"positive_share": 0.07}))
+    unlabeled = [Path(m) for m in cfg.data.unlabeled]
+    rows = [{"name": m.stem, "npz": str(tmp_path / f"{m.stem}.npz"), "positive": p, "negative": 0.5, "ignored": 0.5 - p,
+             "pixels": 100.0} for m, p in zip(unlabeled, (0.0001, 0.0))]
+    out = stages.judge_pseudo_labels(rows, PseudoLabeler(), unlabeled, prev, cfg, 1)
+    assert out.stop and "min_pseudo_share" in out.stop and out.note == out.stop
+    assert [m for m, _ in out.pairs] == unlabeled
+    rows[0]["positive"] = 0.05
+    ok = stages.judge_pseudo_labels(rows, PseudoLabeler(), unlabeled, prev, cfg, 1)
+    assert not ok.stop and ok.note == "" and ok.stats["positive"] == pytest.approx(0.025)
+
+
+def test_scored_micrographs_and_the_count_matched_threshold(tmp_path: Path, sim_data: Path) -> None:
+    cfg = _cfg(tmp_path, sim_data)
+    data = stages.check_data(cfg)
+    val, count, scored = stages.scored_micrographs(cfg, data)
+    assert val == data.labeled and count == data.unlabeled[:5] and set(scored) == {*val, *data.test, *count}
+    hm = np.zeros((64, 64), np.float32)
+    for i, (x, y) in enumerate([(10, 10), (30, 10), (50, 10), (10, 40), (30, 40)]):
+        hm[y, x] = 0.9 - 0.1 * i
+    item = ScoredHeatmap("u", hm, (4.0, 4.0), np.zeros((0, 2)), (0, 64))
+    best = {"threshold": 0.5, "min_distance": 12.0, "f1": 0.8, "precision": 0.5, "recall": 1.0}  # 2 picks per particle
+    threshold, note = stages.choose_threshold(best, [item], data)
+    assert 0.0 < threshold < 0.5 and "picks per expected particle" in note
+    assert stages.choose_threshold(best, [], data) == (0.5, "")  # separate validation micrographs: Tune's threshold
+
+
+def test_round_metrics_hold_what_the_contract_lists(tmp_path: Path, sim_data: Path) -> None:
+    curve = PRCurve(np.array([0.9]), np.array([1.0]), np.array([0.5]), np.array([1]), 2)
+    score = RoundScore(1.0, 0.5, 0.667, 0.5, 1, curve)
+    best = {"threshold": 0.3, "min_distance": 12.0, "f1": 0.7}
+    m = stages.round_metrics(2, score, best, 0.4, None, {"final_loss": 0.1}, {"time_train_s": 1.0})
+    for key in ("precision", "recall", "f1", "average_precision", "threshold", "val_threshold", "min_distance", "train_loss",
+                "val_f1", "n_picks", "pseudo_positive", "pseudo_negative", "pseudo_ignored", "time_train_s"):
+        assert key in m, key
+    assert (m["round"], m["threshold"], m["val_threshold"], m["pseudo_positive"]) == (2, 0.3, 0.4, 0.0)
