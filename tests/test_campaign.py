@@ -110,9 +110,11 @@ def test_index_and_merged_star_round_trip_and_settings_change_redoes(
         assert (summary.picked, summary.skipped) == (len(mics), 0)  # new format: everything redone
         index = starfile.read(out / "coordinate_files.star", always_dict=True)["coordinate_files"]
         assert list(index["rlnMicrographName"]) == [str(m) for m in mics]
-        merged = starfile.read(out / "particles.star", always_dict=True)["particles"]
+        star = starfile.read(out / "particles.star", always_dict=True)
+        merged = star["particles"]
         assert list(merged.columns) == ["rlnCoordinateX", "rlnCoordinateY", "rlnMicrographName",
-                                        "rlnAutopickFigureOfMerit"]
+                                        "rlnAutopickFigureOfMerit", "rlnOpticsGroup"]  # the headers give the pixel size
+        assert list(star["optics"]["rlnOpticsGroupName"]) == ["opticsGroup1"]
         assert len(merged) == summary.particles > 0
         for mic, coords in zip(index["rlnMicrographName"], index["rlnMicrographCoordinates"]):
             assert Path(coords).suffix == f".{fmt}"
@@ -169,8 +171,6 @@ def test_config_and_inputs_are_checked_before_any_work(tiny_model: Path, sim_dat
     out = tmp_path / "never"
     mic = str(sim_data / "micrographs" / "sim_0000.mrc")
     assert cli(["campaign", "--config", str(bad_yaml), "--model", str(tiny_model), "--micrographs", mic,
-                "--out", str(out)]) == 2
-    assert cli(["campaign", "--model", str(tiny_model), "--micrographs", mic, str(tmp_path / "gone.mrc"),
                 "--out", str(out)]) == 2
     assert cli(["campaign", "--model", str(tmp_path / "nomodel"), "--micrographs", mic, "--out", str(out)]) == 2
     assert not out.exists()
