@@ -45,7 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         cfg = selftrain.resolve_config(args)
         resolve_data(cfg)  # every path checked before a cluster is asked to do anything
-        selftrain.report(run_campaign(cfg, progress=not args.quiet))  # connects to Ray (cryopick.distributed.connect)
+        selftrain.report(run_campaign(cfg, progress=args.verbose, verbose=args.verbose))  # connects to Ray (cryopick.distributed.connect)
         return 0
     except CryopickError as exc:
         print(f"pipelines/self_train.py: error: {exc}", file=sys.stderr)

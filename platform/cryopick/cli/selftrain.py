@@ -88,7 +88,10 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--use-gpu", choices=("auto", "true", "false"))
     g.add_argument("--tracking-uri", help="MLflow tracking URI (default sqlite:///<campaign>/mlflow.db)")
     g.add_argument("--experiment", help="MLflow experiment (default cryopick)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    out = parser.add_mutually_exclusive_group()
+    out.add_argument("--verbose", action="store_true",
+                     help="also show Ray's and Tune's own output, workers' logs and progress bars (default: one line per round)")
+    out.add_argument("--quiet", action="store_true", help="no progress bars (the default without --verbose)")
 
 
 def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
@@ -152,5 +155,5 @@ def main(args: argparse.Namespace) -> int:
     from cryopick.distributed.orchestrator import run_campaign
 
     cfg = resolve_config(args)
-    report(run_campaign(cfg, progress=not args.quiet))
+    report(run_campaign(cfg, progress=args.verbose, verbose=args.verbose))
     return 0

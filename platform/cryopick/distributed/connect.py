@@ -16,6 +16,7 @@ Every caller (self-training, batch picking, Tune, the pipelines and benchmarks) 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import subprocess
 import sys
@@ -31,7 +32,7 @@ def connect(address: str | None = None, num_cpus: int | None = None, *, quiet: b
     Args:
         address: a cluster address; None uses ``$RAY_ADDRESS`` when set, else starts a local Ray.
         num_cpus: CPUs of a new local Ray (None: all of this machine's); ignored for a cluster.
-        quiet: keep workers' output off the driver's terminal.
+        quiet: keep workers' output and Ray's own informational lines off the driver's terminal.
     """
     import ray
 
@@ -39,11 +40,11 @@ def connect(address: str | None = None, num_cpus: int | None = None, *, quiet: b
         return False
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address, log_to_driver=not quiet)
+        ray.init(address=address, log_to_driver=not quiet, logging_level=logging.WARNING if quiet else logging.INFO)
         return True
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     ctx = ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=not quiet,
-                   runtime_env={"env_vars": dict(CPU_ENV)})
+                   logging_level=logging.WARNING if quiet else logging.INFO, runtime_env={"env_vars": dict(CPU_ENV)})
     session_dir = getattr(ctx, "address_info", {}).get("session_dir")  # a RayContext; the stubs say BaseContext
     if session_dir:
         _watch(Path(session_dir).name)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import shutil
 import time
@@ -60,14 +61,19 @@ class CampaignResult:
 
 
 def run_campaign(cfg: SelftrainConfig, *, progress: bool = True, hook: Hook | None = None,
-                 log: Callable[[str], None] = print) -> CampaignResult:
-    """Run (or resume) a campaign; returns every complete round's metrics."""
+                 log: Callable[[str], None] = print, verbose: bool = True) -> CampaignResult:
+    """Run (or resume) a campaign; returns every complete round's metrics.
+
+    ``verbose=False`` keeps Ray's, Tune's and the workers' own output off the terminal (a local Ray
+    started here logs to its session directory instead), so a user sees ``log``'s lines alone.
+    """
     stages.check_data(cfg)  # every path, before anything is written
     with OutputLock(output_dir(cfg.campaign_dir)):  # one writer per campaign directory
-        return _run_locked(cfg, progress, hook, log)
+        return _run_locked(cfg, progress, hook, log, verbose)
 
 
-def _run_locked(cfg: SelftrainConfig, progress: bool, hook: Hook | None, log: Callable[[str], None]) -> CampaignResult:
+def _run_locked(cfg: SelftrainConfig, progress: bool, hook: Hook | None, log: Callable[[str], None],
+                verbose: bool) -> CampaignResult:
     data, campaign = stages.prepare_campaign(cfg)
     state = CampaignState.load(campaign)
     done = completed_rounds_on_disk(campaign)
@@ -83,7 +89,13 @@ def _run_locked(cfg: SelftrainConfig, progress: bool, hook: Hook | None, log: Ca
         return result
     if done:
         log(f"resuming campaign {campaign} after round {done[-1]}")
-    with ray_session(cfg.ray.address, cfg.ray.num_cpus):
+    if not verbose:  # their informational lines (store creation, each Dataset's plan) are for --verbose
+        import mlflow  # noqa: F401 - both configure their loggers on import: quieten them after it
+        import ray.data  # noqa: F401
+
+        for name in ("mlflow", "ray.data", "ray.tune", "ray.train"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+    with ray_session(cfg.ray.address, cfg.ray.num_cpus, quiet=not verbose):
         import ray.data
 
         ray.data.DataContext.get_current().enable_progress_bars = progress
@@ -226,7 +238,7 @@ def _tune_stage(r: _Round, val_items: list[Any], count_items: list[Any]) -> tupl
     best, trials = tune_picking(
         val_items, c.data.diameter, c.tune.thresholds, c.tune.min_distance_fractions, smooth_sigma=stages.SMOOTH_SIGMA,
         cpu_per_trial=c.ray.data_cpus, storage_path=_storage(c, r.campaign), name=f"tune_round_{r.rnd:03d}_{os.getpid()}",
-        tolerance=TUNE_TOLERANCE,
+        tolerance=TUNE_TOLERANCE, quiet=not r.progress,
     )
     write_tune_csv(r.dir / "tune.csv", trials)
     val_threshold = best["threshold"]

@@ -8,8 +8,10 @@ in the object store once (``tune.with_parameters``), not copied into every trial
 
 from __future__ import annotations
 
+import contextlib
+import io
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +38,9 @@ def tune_picking(
     storage_path: str | None = None,
     name: str | None = None,
     tolerance: float = 0.0,
+    quiet: bool = False,
 ) -> tuple[dict[str, float], list[dict[str, float]]]:
-    """Grid-search threshold x peak distance with Ray Tune.
+    """Grid-search threshold x peak distance with Ray Tune (``quiet``: without Tune's tables on the terminal).
 
     Returns:
         best: the winning trial (threshold, min_distance in original px, f1, precision, recall),
@@ -63,7 +66,8 @@ def tune_picking(
             name=name or f"tune-{uuid.uuid4().hex[:8]}", storage_path=storage_path, verbose=0,
         ),
     )
-    grid = tuner.fit()
+    with _silenced(quiet):
+        grid = tuner.fit()
     trials = []
     for result in grid:  # type: ignore[attr-defined]  # iterable through __getitem__; the stubs miss it
         if result.error is not None:
@@ -72,6 +76,16 @@ def tune_picking(
         trials.append({k: float(m[k]) for k in ("threshold", "min_distance", "f1", "precision", "recall")})
     trials.sort(key=lambda t: (t["min_distance"], t["threshold"]))
     return best_trial(trials, tolerance), trials
+
+
+@contextlib.contextmanager
+def _silenced(quiet: bool) -> Iterator[None]:
+    """Tune prints its search table and result tables on the driver whatever ``verbose`` says: hide them when quiet."""
+    if not quiet:
+        yield
+        return
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        yield
 
 
 def tune_model(
