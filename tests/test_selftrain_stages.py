@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from cryopick.selftrain import stages
-from cryopick.selftrain.config import load_config
+from cryopick.selftrain.config import load_config, resolve_data
 from cryopick.selftrain.pseudo import PseudoLabeler
 from cryopick.selftrain.scoring import RoundScore, ScoredHeatmap
 from cryopick.evaluation.metrics import PRCurve
@@ -53,7 +53,7 @@ def test_too_few_pseudo_particles_stop_the_round(tmp_path: Path, sim_data: Path)
 
 def test_scored_micrographs_and_the_count_matched_threshold(tmp_path: Path, sim_data: Path) -> None:
     cfg = _cfg(tmp_path, sim_data)
-    data = stages.check_data(cfg)
+    data = resolve_data(cfg)
     val, count, scored = stages.scored_micrographs(cfg, data)
     assert val == data.labeled and count == data.unlabeled[:5] and set(scored) == {*val, *data.test, *count}
     hm = np.zeros((64, 64), np.float32)

@@ -40,7 +40,7 @@ from cryopick.io.lock import OutputLock
 from cryopick.io.manifest import output_dir
 from cryopick.model.unet import build_unet
 from cryopick.selftrain import stages
-from cryopick.selftrain.config import TUNE_TOLERANCE, WARM_LR_SCALE, ResolvedData, SelftrainConfig
+from cryopick.selftrain.config import TUNE_TOLERANCE, WARM_LR_SCALE, ResolvedData, SelftrainConfig, resolve_data
 from cryopick.selftrain.outputs import write_tune_csv
 from cryopick.selftrain.pseudo import PseudoLabeler
 from cryopick.selftrain.reuse import adopt_picker, keep_previous
@@ -67,14 +67,14 @@ def run_campaign(cfg: SelftrainConfig, *, progress: bool = True, hook: Hook | No
     ``verbose=False`` keeps Ray's, Tune's and the workers' own output off the terminal (a local Ray
     started here logs to its session directory instead), so a user sees ``log``'s lines alone.
     """
-    stages.check_data(cfg)  # every path, before anything is written
+    data = resolve_data(cfg)  # every path checked, before anything is written
     with OutputLock(output_dir(cfg.campaign_dir)):  # one writer per campaign directory
-        return _run_locked(cfg, progress, hook, log, verbose)
+        return _run_locked(cfg, data, progress, hook, log, verbose)
 
 
-def _run_locked(cfg: SelftrainConfig, progress: bool, hook: Hook | None, log: Callable[[str], None],
+def _run_locked(cfg: SelftrainConfig, data: ResolvedData, progress: bool, hook: Hook | None, log: Callable[[str], None],
                 verbose: bool) -> CampaignResult:
-    data, campaign = stages.prepare_campaign(cfg)
+    campaign = stages.prepare_campaign(cfg, data)
     state = CampaignState.load(campaign)
     done = completed_rounds_on_disk(campaign)
     state.completed_rounds = [r for r in state.completed_rounds if r in done]  # state.json is written after metrics.json

@@ -25,7 +25,7 @@ from cryopick.io.atomic import atomic_write, write_json
 from cryopick.io.coords import read_coords
 from cryopick.io.micrograph import read_shape
 from cryopick.preprocessing.labels import circle_mask
-from cryopick.selftrain.config import COUNT_MICROGRAPHS, ResolvedData, SelftrainConfig, resolve_data
+from cryopick.selftrain.config import COUNT_MICROGRAPHS, ResolvedData, SelftrainConfig
 from cryopick.selftrain.pseudo import PseudoLabeler, fit_calibration, fit_peak_calibration, no_particles_note, pseudo_summary
 from cryopick.selftrain.scoring import RoundScore, ScoredHeatmap, count_matched_threshold, load_heatmap, picks_per_true
 from cryopick.selftrain.state import CAMPAIGN_FILE, config_mismatch, too_few_pseudo_particles
@@ -51,14 +51,8 @@ def expert_density(data: ResolvedData) -> float:
     return sum(len(xy) for xy, _ in labels) / max(1, sum(h * w for _, (h, w) in labels))
 
 
-def check_data(cfg: SelftrainConfig) -> ResolvedData:
-    """Every data path of the campaign, checked (no file is written)."""
-    return resolve_data(cfg)
-
-
-def prepare_campaign(cfg: SelftrainConfig) -> tuple[ResolvedData, Path]:
-    """Check every path, then write (or check) campaign.json; nothing touches Ray before this."""
-    data = resolve_data(cfg)
+def prepare_campaign(cfg: SelftrainConfig, data: ResolvedData) -> Path:
+    """Write (or check against a resumed campaign) campaign.json with ``data`` as resolved; nothing touches Ray before this."""
     campaign = cfg.campaign_dir
     campaign.mkdir(parents=True, exist_ok=True)
     resolved = {**cfg.as_dict(), "cryopick_version": __version__,
@@ -72,7 +66,7 @@ def prepare_campaign(cfg: SelftrainConfig) -> tuple[ResolvedData, Path]:
         if bad is not None:
             raise CryopickError(f"config key {bad} differs from the campaign being resumed; use a new campaign directory", path)
     write_json(path, resolved)
-    return data, campaign
+    return campaign
 
 
 def read_calibration(rdir: Path) -> dict[str, Any]:
