@@ -9,7 +9,7 @@ import numpy as np
 
 from cryopick.errors import CryopickError
 from cryopick.evaluation.metrics import PRCurve, Score, curve_from_hits, match, summarize
-from cryopick.io.coords import COORD_SUFFIXES, find_coords_file, read_coords
+from cryopick.io.coords import COORD_SUFFIXES, read_coords
 
 
 @dataclass
@@ -69,7 +69,3 @@ def evaluate_dirs(
         n_true += len(true_xy)
     curve = curve_from_hits(np.concatenate(all_scores), np.concatenate(all_hits), n_true)
     return Evaluation(summarize(curve, threshold), curve, per, pairs, sorted(set(picks) - set(truth)), sorted(set(truth) - set(picks)))
-
-
-def find_truth(truth_dir: Path, stem: str) -> Path | None:
-    return find_coords_file(truth_dir, stem)

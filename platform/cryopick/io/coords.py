@@ -176,11 +176,6 @@ COORD_SUFFIXES = tuple(f.suffix for f in FORMATS.values())
 _BY_SUFFIX = {f.suffix: f for f in FORMATS.values()}
 
 
-def coords_suffix(fmt: str) -> str:
-    """File suffix of format ``fmt`` (a key of :data:`FORMATS`)."""
-    return FORMATS[fmt].suffix
-
-
 def read_coords(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """Read particle centres and scores from any registered format (chosen by the file's suffix).
 
