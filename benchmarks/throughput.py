@@ -123,13 +123,13 @@ def job_pick(a: dict[str, Any]) -> dict[str, Any]:
         st["total"] = sum(st.values())
         runs.append(st)
     h, w = b.image.shape
-    from cryopick.inference.tiling import TILE_OVERLAP, TTA_TRANSFORMS, _tiles
+    from cryopick.inference.tiling import TILE_OVERLAP, TTA_TRANSFORMS, _tiles, tile_edge
 
     # every test-time-augmentation view runs the network over all tiles once more
-    n_tiles = len(list(_tiles((h, w), (min(TILE, h), min(TILE, w)), TILE_OVERLAP))) * len(TTA_TRANSFORMS[cfg.tta])
+    n_tiles = len(list(_tiles((h, w), (tile_edge(h, TILE), tile_edge(w, TILE)), TILE_OVERLAP))) * len(TTA_TRANSFORMS[cfg.tta])
     gpu_mb = torch.cuda.max_memory_allocated() / 2**20 if dev.type == "cuda" else None
     return {"import_s": import_s, "load_s": load_s, "rss_import_mb": rss_import, "runs": runs, "gpu_peak_mb": gpu_mb,
-            "shape": list(m.shape), "binned_shape": [h, w], "net_pixels": n_tiles * min(TILE, h) * min(TILE, w), "n_tiles": n_tiles,
+            "shape": list(m.shape), "binned_shape": [h, w], "net_pixels": n_tiles * tile_edge(h, TILE) * tile_edge(w, TILE), "n_tiles": n_tiles,
             "n_picks": int(len(xy)), "heatmap_mean": float(np.mean(hm)), "tta": cfg.tta}
 
 

@@ -149,3 +149,11 @@ def test_config_validation_names_the_key() -> None:
     with pytest.raises(CryopickError, match="pick.threshold"):
         from_dict(PickConfig, {"threshold": 1.5}, "pick")
     assert from_dict(ModelConfig, {"base_width": 32}, "model").base_width == 32
+
+
+def test_an_axis_slightly_over_a_tile_runs_as_one_tile() -> None:
+    from cryopick.inference.tiling import tile_edge
+
+    assert tile_edge(531, 512) == 531  # one tile: 531 px of input instead of two 512-px tiles
+    assert tile_edge(768, 512) == 768 and tile_edge(769, 512) == 512
+    assert tile_edge(300, 512) == 300

@@ -29,11 +29,14 @@ class PreprocessConfig:
         "lowpass_sigma": "was removed: the Fourier crop is the only low-pass filter",
     }
 
-    bin: float = 2.0  # Fourier-crop factor; ignored when target_pixel_size is set
-    target_pixel_size: float | None = None  # Å/px after binning (needs a pixel size)
+    bin: float | None = None  # Fourier-crop factor; None = diameter / target_diameter (resolved at training)
+    target_pixel_size: float | None = None  # Å/px after binning (needs a pixel size); overrides bin
+    target_diameter: float = 14.0  # particle diameter in binned px that the default binning aims at
 
     def validate(self, where: str = "preprocess") -> None:
-        _positive(self.bin, f"{where}.bin")
+        if self.bin is not None:
+            _positive(self.bin, f"{where}.bin")
+        _positive(self.target_diameter, f"{where}.target_diameter")
         if self.target_pixel_size is not None:
             _positive(self.target_pixel_size, f"{where}.target_pixel_size")
 
@@ -72,22 +75,29 @@ class TrainConfig:
         "max_minutes": "is a flag of cryopick train (--max-minutes)",
     }
 
-    patch_size: int = 128  # binned pixels; a multiple of 2**depth
+    patch_size: int | None = None  # binned px, a multiple of 16; None = PATCH_DIAMETERS particle diameters
     batch_size: int = 16
-    steps: int = 1500
+    steps: int = 1000
     lr: float = 1e-3
     val_fraction: float = 0.2  # share of each labeled micrograph's area held back if no val set
     val_every: int = 250
     seed: int = 0
 
     def validate(self, where: str = "train") -> None:
-        for key in ("patch_size", "batch_size", "steps", "val_every"):
+        for key in ("batch_size", "steps", "val_every"):
             _positive(getattr(self, key), f"{where}.{key}")
         _positive(self.lr, f"{where}.lr")
-        if self.patch_size % 16:
+        if self.patch_size is not None and (self.patch_size <= 0 or self.patch_size % 16):
             raise CryopickError(f"{where}.patch_size must be a multiple of 16, got {self.patch_size}")
         if not 0.0 <= self.val_fraction < 0.9:
             raise CryopickError(f"{where}.val_fraction must be in [0, 0.9), got {self.val_fraction}")
+
+    @property
+    def patch(self) -> int:
+        """The patch edge; it is resolved from the particle diameter before training (``resolve_geometry``)."""
+        if self.patch_size is None:
+            raise CryopickError("train.patch_size is not resolved: call training.patches.resolve_geometry() first")
+        return self.patch_size
 
 
 @dataclass

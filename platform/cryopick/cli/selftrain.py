@@ -58,7 +58,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--validation", nargs="+", help="labeled validation micrographs (default: hold back part of --labeled)")
     g.add_argument("--test", nargs="+", help="labeled micrographs to score every round")
     g.add_argument("--coords", help="directory of expert pick files, matched by stem")
-    g.add_argument("--diameter", type=float, help="particle diameter, original px")
+    g.add_argument("--diameter", help="particle diameter: original px (180) or ångström (150A, pixel size from the header or --pixel-size)")
     g.add_argument("--pixel-size", type=float, help="Å/px, overriding MRC headers")
     g.add_argument("--simulate", type=int, default=8, metavar="N", help="micrographs to simulate when none are given (default 8)")
     g = parser.add_argument_group("self-training")
@@ -116,6 +116,22 @@ def simulate_into(campaign: Path, n: int) -> dict[str, Any]:
             "data.coords": str(data / "coords"), "data.diameter": float(split["diameter"])}
 
 
+def _diameter_px(config: Path | None, over: dict[str, Any]) -> float:
+    """``--diameter`` in pixels; ångström are converted with the pixel size of the data or its first labeled micrograph."""
+    from cryopick.io.manifest import resolve_micrographs
+    from cryopick.io.micrograph import diameter_in_pixels
+    from cryopick.selftrain.config import load_config
+
+    text = over["data.diameter"]
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    probe = load_config(config, {**over, "data.diameter": 1.0})
+    first = resolve_micrographs(probe.data.labeled)[0] if probe.data.labeled else None
+    return diameter_in_pixels(text, probe.data.pixel_size, first)
+
+
 def resolve_config(args: argparse.Namespace) -> SelftrainConfig:
     """YAML + flags (simulating data when none is given) -> validated config; no Ray yet."""
     from cryopick.config import load_yaml
@@ -127,6 +143,8 @@ def resolve_config(args: argparse.Namespace) -> SelftrainConfig:
         over["out"] = "campaigns/selftrain"
     given = [k for k in over if k.startswith("data.")] + [f"data.{k}" for k in (raw.get("data") or {})]
     if given:  # the user's data, every key checked (a missing data.labeled is an error, never a simulation)
+        if isinstance(over.get("data.diameter"), str):  # --diameter 180 or 150A
+            over["data.diameter"] = _diameter_px(args.config, over)
         return load_config(args.config, over)
     # no data at all: check every other setting first, so a typo fails before anything is written
     load_config(args.config, {**over, "data.diameter": 1.0})

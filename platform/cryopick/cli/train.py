@@ -19,19 +19,20 @@ if TYPE_CHECKING:  # imported lazily at run time so that --help stays fast
 def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--micrographs", nargs="+", required=True, help="MRC/TIFF files, globs, directories or a manifest")
     parser.add_argument("--coords", type=Path, required=True, help="directory of expert pick files, one per micrograph")
-    parser.add_argument("--diameter", type=float, required=True, help="particle diameter in original pixels")
+    parser.add_argument("--diameter", required=True,
+                        help="particle diameter: original pixels (180, 180px) or ångström (150A; pixel size from the header or --pixel-size)")
     parser.add_argument("--out", type=Path, required=True, help="run directory to write")
     parser.add_argument("--val-micrographs", nargs="+", default=[], help="separate validation micrographs")
     parser.add_argument("--config", type=Path, help="YAML with preprocess/model/train sections (flags override it)")
     parser.add_argument("--pixel-size", type=float, help="Å/px, overriding the MRC header")
     g = parser.add_argument_group("preprocessing")
-    g.add_argument("--bin", type=float, help="Fourier-crop factor (default 2)")
+    g.add_argument("--bin", type=float, help="Fourier-crop factor (default: diameter / 14, so particles are 14 binned px)")
     g.add_argument("--target-pixel-size", type=float, help="bin to this Å/px instead of --bin")
     g = parser.add_argument_group("model and training")
     g.add_argument("--width", type=int, help="U-Net base width (default 16; 64 = full 31 M-parameter model)")
-    g.add_argument("--steps", type=int, help="optimisation steps (default 1500)")
+    g.add_argument("--steps", type=int, help="optimisation steps (default 1000)")
     g.add_argument("--batch-size", type=int)
-    g.add_argument("--patch-size", type=int, help="patch edge in binned px, multiple of 16 (default 128)")
+    g.add_argument("--patch-size", type=int, help="patch edge in binned px, multiple of 16 (default: 7 particle diameters)")
     g.add_argument("--lr", type=float)
     g.add_argument("--val-fraction", type=float, help="share of each micrograph held back without --val-micrographs")
     g.add_argument("--val-every", type=int)
@@ -78,11 +79,14 @@ def main(args: argparse.Namespace) -> int:
     from cryopick.io.manifest import resolve_micrographs
     from cryopick.training.run import train_from_files
 
+    from cryopick.io.micrograph import diameter_in_pixels
+
     pre, model_cfg, train_cfg = resolve_configs(args)
     mics = resolve_micrographs(args.micrographs)
+    diameter = diameter_in_pixels(args.diameter, args.pixel_size, mics[0])
     val = resolve_micrographs(args.val_micrographs) if args.val_micrographs else []
     result = train_from_files(
-        mics, args.coords, args.diameter, args.out, pre, model_cfg, train_cfg, val, args.pixel_size, not args.quiet,
+        mics, args.coords, diameter, args.out, pre, model_cfg, train_cfg, val, args.pixel_size, not args.quiet,
         device=args.device or "auto", amp=args.amp, threads=args.threads, max_minutes=args.max_minutes,
     )
     m = result.meta

@@ -270,7 +270,7 @@ def _train(r: _Round, pseudo_pairs: list[tuple[Path, Path]], labeler: PseudoLabe
     params = StageParams(diameter=cfg.data.diameter, preprocess=asdict(cfg.preprocess), val_fraction=cfg.train.val_fraction,
                          pseudo=asdict(labeler or PseudoLabeler()), pixel_size=cfg.data.pixel_size)
     rows = training_rows(data.labeled, data.coords, pseudo_pairs, *patches, hold)
-    ds = build_train_dataset(rows, params, cfg.train.patch_size, cfg.ray.data_cpus, INTENSITY_AUGMENT)
+    ds = build_train_dataset(rows, params, cfg.train.patch, cfg.ray.data_cpus, INTENSITY_AUGMENT)
     val = [asdict(v) for v in validation_specs(data.validation, data.labeled, data.coords, cfg.train.val_fraction)]
     init = str(r.prev / MODEL_FILE) if r.rnd >= 1 and cfg.selftrain.warm_start else None
     spec = TrainSpec(num_workers=cfg.ray.num_workers, use_gpu=r.use_gpu, cpu_per_worker=cfg.ray.cpu_per_worker,

@@ -28,7 +28,7 @@ from cryopick.inference.tiling import predict_heatmap
 from cryopick.io.atomic import atomic_write
 from cryopick.io.micrograph import Micrograph
 from cryopick.model.unet import UNet, build_unet
-from cryopick.preprocessing.binning import Binned, preprocess
+from cryopick.preprocessing.binning import Binned, preprocess, resolve_binning
 
 MODEL_FILE = "model.pt"
 
@@ -45,6 +45,10 @@ class PickerMeta:
     smooth_sigma: float = 1.0  # binned px
     val_f1: float | None = None
     border: float = 0.0  # edge band the expert picks left empty (cryopick.inference.border), original px
+
+    def __post_init__(self) -> None:
+        # a model always carries the binning it was trained with, never "from the diameter"
+        self.preprocess = resolve_binning(self.preprocess, self.diameter)
 
     def resolved_min_distance(self) -> float:
         return self.min_distance if self.min_distance > 0 else 0.5 * self.diameter

@@ -24,6 +24,16 @@ from cryopick.config import HeatmapConfig
 from cryopick.errors import CryopickError
 
 TILE_OVERLAP = 0.25  # share of a tile its neighbours overlap; the Gaussian blend hides the seams
+ONE_TILE_SLACK = 1.5  # an axis up to this many tile edges runs as one tile: fewer pixels than two overlapping tiles
+
+
+def tile_edge(length: int, tile: int) -> int:
+    """Tile edge along an axis of ``length`` px: the whole axis when it is at most ``ONE_TILE_SLACK`` tiles.
+
+    A 531-px axis (a 1024² micrograph binned 1.93×) in 512-px tiles would take two overlapping
+    tiles, 1024 px of network input for 531 px of image; as one tile it takes 531.
+    """
+    return length if length <= ONE_TILE_SLACK * tile else tile
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -192,24 +202,41 @@ def predict_heatmap(
         (H, W) float32 heatmap in [0, 1].
     """
     cfg = cfg or HeatmapConfig()
+    acc = np.zeros(image.shape, dtype=np.float32)
+    for view in _views(model, image, cfg, device, fuse, compile_model, channels_last, overlap):
+        acc += view
+    return acc / len(TTA_TRANSFORMS[cfg.tta])
+
+
+def predict_views(model: nn.Module, image: np.ndarray, cfg: HeatmapConfig | None = None,
+                  device: torch.device | None = None) -> np.ndarray:
+    """Each test-time-augmentation view's heatmap, mapped back: (V, H, W), V = ``cfg.tta``.
+
+    Their mean is :func:`predict_heatmap`; their spread says where the network's answer depends on
+    the orientation it sees, which costs nothing beyond the views picking computes anyway.
+    """
+    cfg = cfg or HeatmapConfig()
+    return np.stack(list(_views(model, image, cfg, device)))
+
+
+def _views(model: nn.Module, image: np.ndarray, cfg: HeatmapConfig, device: torch.device | None, fuse: bool = True,
+           compile_model: bool = False, channels_last: bool = True, overlap: float = TILE_OVERLAP) -> Iterator[np.ndarray]:
+    """The (H, W) heatmap of each test-time-augmentation view in turn, in the image's orientation."""
     device = device or next(model.parameters()).device
     model.eval()
     if fuse or channels_last or compile_model:
         net = _cached_inference_model(model, channels_last, fuse, compile_model)
     else:
         net = model
-    transforms = TTA_TRANSFORMS[cfg.tta]
-    acc = np.zeros(image.shape, dtype=np.float32)
-    for k, flip in transforms:
-        acc += _inverse(_tiled_heatmap(net, _forward(image, k, flip), cfg, device, overlap, channels_last), k, flip)
-    return acc / len(transforms)
+    for k, flip in TTA_TRANSFORMS[cfg.tta]:
+        yield _inverse(_tiled_heatmap(net, _forward(image, k, flip), cfg, device, overlap, channels_last), k, flip)
 
 
 def _tiled_heatmap(net: nn.Module, image: np.ndarray, cfg: HeatmapConfig, device: torch.device, overlap: float,
                    channels_last: bool) -> np.ndarray:
     """(H, W) heatmap of one view: overlapping tiles in batches, Gaussian-blended."""
     h, w = image.shape
-    th, tw = min(cfg.tile_size, h), min(cfg.tile_size, w)  # small micrographs: one tile
+    th, tw = tile_edge(h, cfg.tile_size), tile_edge(w, cfg.tile_size)  # small micrographs: one tile
     weight = gaussian_importance((th, tw))
     acc = np.zeros((h, w), dtype=np.float32)
     norm = np.zeros((h, w), dtype=np.float32)

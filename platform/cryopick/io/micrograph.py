@@ -136,6 +136,49 @@ def read_shape(path: str | Path) -> tuple[int, int]:
     return read_micrograph(path).data.shape
 
 
+def read_pixel_size(path: str | Path) -> float | None:
+    """Å/px from a micrograph's header (MRC voxel size, TIFF resolution tags), None when it has none."""
+    path = Path(path)
+    if path.suffix.lower() in MRC_SUFFIXES and path.is_file():
+        import mrcfile
+
+        try:
+            with mrcfile.open(path, header_only=True, permissive=True) as m:
+                px = float(m.voxel_size.x)
+            return px if px > 0 else None
+        except Exception:  # an unreadable header: the full reader names the problem
+            pass
+    return read_micrograph(path).pixel_size
+
+
+_ANGSTROM = ("a", "å", "ang", "angstrom")
+
+
+def diameter_in_pixels(text: str | float, pixel_size: float | None = None, micrograph: str | Path | None = None) -> float:
+    """A particle diameter given as ``180``/``180px`` (pixels) or ``150A``/``150Å`` (ångström) -> pixels.
+
+    Ångström need a pixel size: ``pixel_size`` when given (``--pixel-size``), else ``micrograph``'s header.
+    """
+    raw = str(text).strip()
+    number = raw.rstrip("abcdefghijklmnopqrstuvwxyzåÅABCDEFGHIJKLMNOPQRSTUVWXYZ ")
+    unit = raw[len(number):].strip().lower()
+    try:
+        value = float(number)
+    except ValueError:
+        raise CryopickError(f"particle diameter {raw!r} is not a number of pixels (180, 180px) or ångström (150A)") from None
+    if unit not in ("", "px", *_ANGSTROM):
+        raise CryopickError(f"particle diameter {raw!r}: unknown unit {unit!r} (px or A)")
+    if not value > 0:
+        raise CryopickError(f"particle diameter must be positive, got {raw!r}")
+    if unit in ("", "px"):
+        return value
+    px = pixel_size if pixel_size is not None else (read_pixel_size(micrograph) if micrograph is not None else None)
+    if not px:
+        where = f" (none in the header of {micrograph})" if micrograph is not None else ""
+        raise CryopickError(f"particle diameter {raw!r} is in ångström but no pixel size is known{where}: give --pixel-size")
+    return value / px
+
+
 def write_mrc(path: str | Path, data: np.ndarray, pixel_size: float | None = None) -> None:
     """Write a 2-D array as an MRC file atomically (for heatmaps and test data)."""
     import mrcfile

@@ -7,7 +7,7 @@ scale so coordinates can always go back to the ORIGINAL micrograph's pixels.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import scipy.fft
@@ -62,9 +62,29 @@ def fourier_crop(image: np.ndarray, out_shape: tuple[int, int]) -> np.ndarray:
     return (out * (oh * ow) / (h * w)).astype(np.float32)
 
 
+def resolve_binning(cfg: PreprocessConfig, diameter: float) -> PreprocessConfig:
+    """``cfg`` with a concrete ``bin``: by default ``diameter / target_diameter`` (never below 1).
+
+    Binning follows the particle so that every protein reaches the network at about the same size
+    in pixels: a 180-px particle on a 4k detector and a 27-px one on a 1k image both become
+    ``target_diameter`` px. An explicit ``bin`` or ``target_pixel_size`` is kept as given. The
+    resolved value is what a model stores, so picking bins exactly as training did.
+    """
+    if cfg.bin is not None or cfg.target_pixel_size is not None:
+        return cfg
+    return replace(cfg, bin=round(max(1.0, diameter / cfg.target_diameter), 3))
+
+
+def binned_diameter(cfg: PreprocessConfig, diameter: float, pixel_size: float | None) -> float:
+    """The particle diameter in binned pixels."""
+    return diameter / bin_factor(cfg, pixel_size)
+
+
 def bin_factor(cfg: PreprocessConfig, pixel_size: float | None) -> float:
     """The binning factor: from the target pixel size when set, else ``cfg.bin``."""
     if cfg.target_pixel_size is None:
+        if cfg.bin is None:
+            raise CryopickError("preprocess.bin is not resolved: call resolve_binning() with the particle diameter first")
         return max(1.0, cfg.bin)
     if pixel_size is None:
         raise CryopickError("preprocess.target_pixel_size needs the micrograph's pixel size (header or --pixel-size)")

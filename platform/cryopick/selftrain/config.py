@@ -178,7 +178,7 @@ class SelftrainConfig:
     def validate(self, where: str = "") -> None:
         if not self.out:
             raise CryopickError("out (the campaign directory) is not set (config key out or --out)")
-        if self.train.patch_size % 2**self.model.depth:
+        if self.train.patch_size is not None and self.train.patch_size % 2**self.model.depth:
             raise CryopickError(
                 f"train.patch_size ({self.train.patch_size}) must be a multiple of 2**model.depth ({2**self.model.depth})"
             )
@@ -228,7 +228,21 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     for dotted, value in (overrides or {}).items():
         if value is not None:
             set_key(raw, dotted, value)
-    return from_dict(SelftrainConfig, raw, "")
+    return resolve_campaign_geometry(from_dict(SelftrainConfig, raw, ""))
+
+
+def resolve_campaign_geometry(cfg: SelftrainConfig) -> SelftrainConfig:
+    """Binning and patch edge from the particle diameter where the config leaves them to the defaults."""
+    from cryopick.training.patches import resolve_geometry
+
+    pixel_size = cfg.data.pixel_size
+    if cfg.preprocess.target_pixel_size is not None and pixel_size is None and cfg.data.labeled:
+        from cryopick.io.manifest import resolve_micrographs
+        from cryopick.io.micrograph import read_micrograph
+
+        pixel_size = read_micrograph(resolve_micrographs(cfg.data.labeled)[0]).pixel_size
+    cfg.preprocess, cfg.train = resolve_geometry(cfg.preprocess, cfg.train, cfg.data.diameter, pixel_size, 2**cfg.model.depth)
+    return cfg
 
 
 def _rebase(base: Path, p: Any) -> Any:

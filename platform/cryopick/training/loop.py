@@ -201,7 +201,7 @@ def train_picker(
     for step in bar:
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg.steps, cfg.lr)
-        images, masks = sample_patches(train_items, cfg.batch_size, cfg.patch_size, rng, intensity=INTENSITY_AUGMENT)
+        images, masks = sample_patches(train_items, cfg.batch_size, cfg.patch, rng, intensity=INTENSITY_AUGMENT)
         x = torch.from_numpy(images).to(dev).contiguous(memory_format=memory_format)
         loss = train_step(model, opt, x, torch.from_numpy(masks).to(dev), POS_WEIGHT, use_amp)
         running.append(loss)

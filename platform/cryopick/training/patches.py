@@ -3,12 +3,38 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 from scipy import ndimage
 
-from cryopick.training.dataset import TrainItem
+from cryopick.config import PreprocessConfig, TrainConfig
+from cryopick.preprocessing.binning import binned_diameter, resolve_binning
 from cryopick.preprocessing.labels import IGNORE
+from cryopick.training.dataset import TrainItem
+
+PATCH_DIAMETERS = 7.0  # default patch edge in particle diameters: several particles and their surroundings
+PATCH_LIMITS = (64, 256)  # binned px; the bounds of the default patch edge
+
+
+def patch_size_for(diameter_binned: float, multiple: int = 16) -> int:
+    """Default patch edge (binned px) for a particle of ``diameter_binned`` px: the nearest multiple of ``multiple``."""
+    size = int(round(PATCH_DIAMETERS * diameter_binned / multiple)) * multiple
+    lo, hi = PATCH_LIMITS
+    return int(min(max(size, -(-lo // multiple) * multiple), hi // multiple * multiple))
+
+
+def resolve_geometry(
+    pre: PreprocessConfig, train: TrainConfig, diameter: float, pixel_size: float | None, multiple: int = 16
+) -> tuple[PreprocessConfig, TrainConfig]:
+    """Binning and patch edge made concrete for a particle of ``diameter`` original px.
+
+    ``pixel_size`` (Å/px) is needed only when binning to a target pixel size. Explicit values stay.
+    """
+    pre = resolve_binning(pre, diameter)
+    if train.patch_size is None:
+        train = replace(train, patch_size=patch_size_for(binned_diameter(pre, diameter, pixel_size), multiple))
+    return pre, train
 
 
 def _pad_to(image: np.ndarray, mask: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:

@@ -10,6 +10,7 @@ import os
 import shutil
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +22,10 @@ from cryopick.inference.picker import PickerMeta
 from cryopick.io.atomic import write_json
 from cryopick.io.lock import OutputLock
 from cryopick.io.manifest import output_dir
+from cryopick.preprocessing.binning import resolve_binning
 from cryopick.training.dataset import load_labeled, split_items
 from cryopick.training.loop import TrainResult, train_picker
+from cryopick.training.patches import patch_size_for
 
 
 def train_from_files(
@@ -52,8 +55,11 @@ def train_from_files(
     if diameter <= 0:
         raise CryopickError(f"--diameter must be positive, got {diameter:g}")
     t0 = time.monotonic()
+    pre = resolve_binning(pre, diameter)
     labeled = [load_labeled(m, coords_dir, diameter, pre, pixel_size) for m in micrographs]
     val = [load_labeled(m, coords_dir, diameter, pre, pixel_size) for m in val_micrographs]
+    if train_cfg.patch_size is None:  # several particles per patch, at the binning just resolved
+        train_cfg = replace(train_cfg, patch_size=patch_size_for(diameter / labeled[0].binned.mean_scale, 2**model_cfg.depth))
     train_items, val_items = split_items(labeled, val, diameter, train_cfg.val_fraction)
     border = learn_border([(lm.binned.to_original(lm.xy), lm.binned.original_shape) for lm in [*labeled, *val]], diameter)
     meta = PickerMeta(diameter=diameter, preprocess=pre, model=model_cfg, smooth_sigma=1.0, border=border)
