@@ -98,6 +98,12 @@ def test_two_round_campaign_writes_contract_and_mlflow(campaign: dict[str, Any])
             n_truth = len(z["truth_xy"])
         m = json.loads((rdir / "metrics.json").read_text())
         assert m["scored_on"] == "test" and 0.0 <= m["f1"] <= 1.0 and m["n_true"] == n_truth
+        # the round's labeling suggestions: regions of the unlabeled micrographs, best first
+        rows = list(csv.DictReader(open(rdir / "suggestions.csv")))
+        unlabeled = {Path(p).stem for p in campaign["cfg"].data.unlabeled}
+        assert rows and [int(r["rank"]) for r in rows] == list(range(1, len(rows) + 1))
+        assert {r["micrograph"] for r in rows} <= unlabeled and all(r["region"] != "whole" for r in rows)
+        assert m["time_suggest_s"] >= 0.0
     # the threshold is count-matched on the unlabeled micrograph: as many picks per expected particle
     # as the validation-best threshold keeps on the validation strip
     from cryopick.inference.picker import load_picker
@@ -141,7 +147,7 @@ def test_two_round_campaign_writes_contract_and_mlflow(campaign: dict[str, Any])
             assert [h.step for h in client.get_metric_history(run.info.run_id, key)] == [rnd]
         assert run.info.run_name == f"round_{rnd:03d}" and run.data.params["train.steps"] == "20"
         arts = {a.path for a in client.list_artifacts(run.info.run_id)}
-        assert {"model", "picks", "pr_curve.csv", "tune.csv", "preview", "metrics.json"} <= arts, arts
+        assert {"model", "picks", "pr_curve.csv", "tune.csv", "preview", "metrics.json", "suggestions.csv"} <= arts, arts
 
 
 @pytest.mark.timeout(60)

@@ -18,6 +18,7 @@ COMMANDS = {
     "selftrain": "cryopick.cli.selftrain",
     "campaign": "cryopick.cli.campaign",
     "dashboard": "cryopick.cli.dashboard",
+    "suggest": "cryopick.cli.suggest",
 }
 
 

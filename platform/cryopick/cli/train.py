@@ -26,8 +26,10 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, help="YAML with preprocess/model/train sections (flags override it)")
     parser.add_argument("--pixel-size", type=float, help="Å/px, overriding the MRC header")
     g = parser.add_argument_group("preprocessing")
-    g.add_argument("--bin", type=float, help="Fourier-crop factor (default: diameter / 14, so particles are 14 binned px)")
+    g.add_argument("--bin", type=float, help="Fourier-crop factor (default: diameter / --target-diameter)")
     g.add_argument("--target-pixel-size", type=float, help="bin to this Å/px instead of --bin")
+    g.add_argument("--target-diameter", type=float, metavar="PX",
+                   help="without --bin: bin so that the particle is this many px across (default 14)")
     g = parser.add_argument_group("model and training")
     g.add_argument("--width", type=int, help="U-Net base width (default 16; 64 = full 31 M-parameter model)")
     g.add_argument("--steps", type=int, help="optimisation steps (default 1000)")
@@ -46,7 +48,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
 
 
 FLAG_SECTIONS = {
-    "preprocess": ("bin", "target_pixel_size"),
+    "preprocess": ("bin", "target_pixel_size", "target_diameter"),
     "train": ("steps", "batch_size", "patch_size", "lr", "val_fraction", "val_every", "seed"),
 }
 

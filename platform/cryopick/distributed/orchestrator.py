@@ -46,6 +46,7 @@ from cryopick.selftrain.pseudo import PseudoLabeler
 from cryopick.selftrain.reuse import adopt_picker, keep_previous
 from cryopick.selftrain.scoring import load_heatmap, score_and_write
 from cryopick.selftrain.state import METRICS_FILE, CampaignState, campaign_stop, completed_rounds_on_disk, patch_counts, round_dir
+from cryopick.selftrain.suggest import SUGGESTIONS_FILE, round_suggestions
 from cryopick.training.loop import INTENSITY_AUGMENT, write_history
 
 Hook = Callable[[int, str], None]
@@ -175,6 +176,9 @@ def run_round(cfg: SelftrainConfig, data: ResolvedData, campaign: Path, rnd: int
     scored, scored_on = (test_items, "test") if test_items else (val_items, "validation")
     score = score_and_write(r.dir, scored, best["threshold"], best["min_distance"], cfg.data.diameter, stages.SMOOTH_SIGMA)
     r.timings["time_score_s"] = time.monotonic() - t0
+    t0 = time.monotonic()
+    round_suggestions(r.dir, data.unlabeled, cfg.predict, cfg.data.pixel_size, cfg.data.diameter, seed=rnd)
+    r.timings["time_suggest_s"] = time.monotonic() - t0
     r.timings["time_total_s"] = time.monotonic() - t_start
     train_result = json.loads((r.dir / "config.json").read_text())["result"]
     metrics = stages.round_metrics(rnd, score, best, val_threshold, pseudo, train_result, r.timings)
@@ -183,6 +187,7 @@ def run_round(cfg: SelftrainConfig, data: ResolvedData, campaign: Path, rnd: int
     tracker.log_round(rnd, {k: v for k, v in metrics.items() if k != "round"}, cfg.as_dict(), [
         ("model", r.dir / MODEL_FILE), ("picks", r.dir / "picks"), ("", r.dir / "pr_curve.csv"), ("", r.dir / "tune.csv"),
         ("preview", r.dir / "preview"), ("", r.dir / "pseudo_labels.json"), ("", r.dir / "history.csv"),
+        ("", r.dir / SUGGESTIONS_FILE),
     ], documents={METRICS_FILE: final})
     write_json(r.dir / METRICS_FILE, final)  # last: its presence marks the round complete
     hook(rnd, "done")

@@ -1,0 +1,117 @@
+"""Acquisition scores on hand-made heatmaps, and `cryopick suggest` on a small campaign directory."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cryopick.cli.__main__ import main
+from cryopick.config import ModelConfig
+from cryopick.inference.picker import PickerMeta, save_picker
+from cryopick.model.unet import build_unet
+from cryopick.selftrain.acquisition import Box, rank, region_boxes, score_views
+from cryopick.selftrain.state import CampaignState
+from conftest import mic_paths
+
+
+def blobs(shape: tuple[int, int], centres: list[tuple[int, int]], heights: list[float], sigma: float = 2.0) -> np.ndarray:
+    """A heatmap with Gaussian peaks of the given heights at (x, y) centres."""
+    yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]]
+    out = np.zeros(shape, np.float32)
+    for (x, y), h in zip(centres, heights):
+        out = np.maximum(out, h * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * sigma**2)))
+    return out
+
+
+CENTRES = [(x, y) for x in range(12, 120, 24) for y in range(12, 120, 24)]
+
+
+def test_an_unsure_micrograph_ranks_above_a_confident_one() -> None:
+    confident = blobs((128, 128), CENTRES, [0.97] * len(CENTRES))[None]
+    unsure = blobs((128, 128), CENTRES, [0.45, 0.55] * (len(CENTRES) // 2) + [0.5] * (len(CENTRES) % 2))[None]
+    a = score_views(confident, (1.0, 1.0), "confident", threshold=0.5, min_distance=6)
+    b = score_views(unsure, (1.0, 1.0), "unsure", threshold=0.5, min_distance=6)
+    assert a.n_candidates == b.n_candidates == len(CENTRES)
+    assert a.uncertainty == 0.0 and b.uncertainty == 1.0 and b.entropy > 0.9 > 0.3 > a.entropy
+    for strategy in ("combined", "uncertainty"):
+        assert [s.micrograph for s, _ in rank([a, b], 2, strategy)] == ["unsure", "confident"]
+
+
+def test_view_disagreement_is_the_spread_of_the_augmented_views_at_the_peaks() -> None:
+    base = blobs((64, 64), [(20, 20), (44, 44)], [0.8, 0.8])
+    agree = np.stack([base] * 8)
+    differ = np.stack([base * f for f in np.linspace(0.6, 1.0, 8)])
+    s_agree = score_views(agree, (1.0, 1.0), "agree", 0.5, 6)
+    s_differ = score_views(differ, (1.0, 1.0), "differ", 0.5, 6)
+    assert s_agree.disagreement == pytest.approx(0.0, abs=1e-6)
+    assert s_differ.disagreement == pytest.approx(float(np.std(0.8 * np.linspace(0.6, 1.0, 8))), rel=1e-3)
+    assert [s.micrograph for s, _ in rank([s_agree, s_differ], 2, "disagreement")] == ["differ", "agree"]
+
+
+def test_diversity_separates_duplicates() -> None:
+    """Two copies of the most uncertain micrograph: without diversity both are chosen, with it the second is not."""
+    rng = np.random.default_rng(0)
+    maps = [blobs((128, 128), CENTRES, list(np.clip(level + rng.normal(0, 0.01, len(CENTRES)), 0, 1)))
+            for level in (0.5, 0.62, 0.75, 0.9)]
+    maps.insert(1, maps[0].copy())  # m1 is an exact copy of m0
+    scored = [score_views(hm[None], (1.0, 1.0), f"m{i}", 0.5, 6, image=hm) for i, hm in enumerate(maps)]
+    plain = [s.micrograph for s, _ in rank(scored, 2, "combined", diversity=False)]
+    diverse = [s.micrograph for s, _ in rank(scored, 2, "combined", diversity=True)]
+    assert sorted(plain) == ["m0", "m1"]  # the exact duplicates score the same, above the rest
+    assert diverse[0] in ("m0", "m1") and diverse[1] not in ("m0", "m1")
+    chosen = rank(scored, 5, "combined")
+    assert chosen[-1][1] == 0.0 and chosen[-1][0].micrograph in ("m0", "m1")  # a duplicate of a chosen one is worth 0
+
+
+def test_random_is_a_seeded_permutation_and_regions_tile_the_micrograph() -> None:
+    scored = [score_views(np.zeros((1, 32, 32), np.float32), (1.0, 1.0), f"m{i}", 0.5, 4) for i in range(6)]
+    a, b = rank(scored, 6, "random", seed=1), rank(scored, 6, "random", seed=1)
+    assert [s.micrograph for s, _ in a] == [s.micrograph for s, _ in b]
+    assert sorted(s.micrograph for s, _ in a) == [f"m{i}" for i in range(6)]
+    with pytest.raises(ValueError, match="unknown strategy"):
+        rank(scored, 2, "best")
+    boxes = region_boxes((1000, 700), 256)
+    cover = np.zeros((1000, 700), bool)
+    for bx in boxes:
+        assert bx.x1 - bx.x0 == 256 and bx.y1 - bx.y0 == 256
+        cover[bx.y0 : bx.y1, bx.x0 : bx.x1] = True
+    assert cover.all() and len(boxes) == 4 * 3
+    # a region's scores come from its part of the heatmap (binned 2x: region px / 2)
+    hm = np.zeros((1, 64, 64), np.float32)
+    hm[0] = blobs((64, 64), [(48, 48)], [0.5])
+    inside = score_views(hm, (2.0, 2.0), "m", 0.5, 4, box=Box(64, 64, 128, 128))
+    outside = score_views(hm, (2.0, 2.0), "m", 0.5, 4, box=Box(0, 0, 64, 64))
+    assert inside.n_candidates == 1 and outside.n_candidates == 0
+
+
+def test_suggest_cli_writes_the_ranking_into_the_latest_round(sim_data: Path, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    campaign = tmp_path / "campaign"
+    unlabeled = [str(p) for p in mic_paths(sim_data, ["sim_0001", "sim_0002"])]
+    (campaign / "round_001").mkdir(parents=True)
+    (campaign / "campaign.json").write_text(json.dumps({
+        "data": {"diameter": 24.0, "pixel_size": None}, "predict": {"tta": 4},
+        "resolved": {"labeled": [], "unlabeled": unlabeled, "validation": [], "test": []}}))
+    state = CampaignState()
+    state.record(0, 0.5, 0.5)
+    state.record(1, 0.6, 0.6)
+    state.save(campaign)
+    torch.manual_seed(0)
+    save_picker(campaign / "round_001", build_unet(ModelConfig(base_width=4)), PickerMeta(diameter=24.0, model=ModelConfig(base_width=4), threshold=0.5))
+    assert main(["suggest", "--campaign", str(campaign), "-n", "3", "--region-size", "128", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("round 1: 3 of 8 candidates (combined)")  # 2 micrographs of 256² in 128-px regions
+    rows = list(csv.DictReader(open(campaign / "round_001" / "suggestions.csv")))
+    assert [r["rank"] for r in rows] == ["1", "2", "3"]
+    assert all(r["micrograph"] in ("sim_0001", "sim_0002") and int(r["x1"]) - int(r["x0"]) == 128 for r in rows)
+    assert float(rows[0]["score"]) >= float(rows[1]["score"]) >= float(rows[2]["score"])
+    assert main(["suggest", "--campaign", str(campaign), "-n", "5", "--whole", "--quiet"]) == 0
+    rows = list(csv.DictReader(open(campaign / "round_001" / "suggestions.csv")))
+    assert len(rows) == 2 and {r["region"] for r in rows} == {"whole"}  # only 2 micrographs to suggest
+    assert main(["suggest", "--campaign", str(tmp_path / "nothing")]) == 2
+    assert "not a campaign directory" in capsys.readouterr().err
