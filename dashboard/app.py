@@ -95,6 +95,17 @@ def tune_section(uri: str, rounds: pd.DataFrame, camp: data.Campaign) -> None:
     st.caption(f"{len(trials)} trials over {trials['round'].nunique()} round(s)")
 
 
+def suggestions_section(uri: str, rounds: pd.DataFrame, camp: data.Campaign) -> None:
+    """What to label next: the latest round's ranked regions and micrographs."""
+    sug = data.suggestions(uri, rounds, camp.campaign_dir)
+    st.dataframe(sug.drop(columns=["round"]), hide_index=True, column_config={
+        k: st.column_config.NumberColumn(k, format="%.3f") for k in ("score", "uncertainty", "entropy", "disagreement")})
+    where = camp.campaign_dir or "CAMPAIGN"
+    st.caption(f"Round {int(sug['round'].iloc[0])}: regions (x0,y0,x1,y1 in micrograph pixels) where the model is least sure: "
+               "picks near its threshold, high entropy, disagreement between the flipped and turned views. "
+               f"Other strategies or whole micrographs: `cryopick suggest --campaign {where} --strategy random --whole`.")
+
+
 def coverage_section(rounds: pd.DataFrame) -> None:
     cov = data.coverage_table(rounds)
     st.altair_chart(figures.coverage_chart(cov), width="stretch")
@@ -161,7 +172,7 @@ def campaign_page(uri: str) -> None:
         return
     campaign_header(camp, rounds)
     guarded("Metrics per round", rounds_section, rounds)
-    tabs = st.tabs(["PR curves", "Tune search", "Pseudo-labels", "Micrographs", "Timing"])
+    tabs = st.tabs(["PR curves", "Tune search", "Pseudo-labels", "Micrographs", "Timing", "Label next"])
     with tabs[0]:
         guarded("PR curves", pr_section, uri, rounds, camp)
     with tabs[1]:
@@ -172,6 +183,8 @@ def campaign_page(uri: str) -> None:
         guarded("Micrograph viewer", viewer_section, uri, rounds, camp)
     with tabs[4]:
         guarded("Timing", timing_section, rounds)
+    with tabs[5]:
+        guarded("Labeling suggestions", suggestions_section, uri, rounds, camp)
 
 
 def main() -> None:

@@ -64,6 +64,8 @@ def write_contract_campaign(
 
     from cryopick.io.coords import read_coords
     from cryopick.io.micrograph import read_micrograph
+    from cryopick.selftrain.acquisition import rank, region_boxes, score_views
+    from cryopick.selftrain.suggest import write_suggestions
 
     cdir = (root / name).resolve()
     cdir.mkdir(parents=True)
@@ -104,19 +106,23 @@ def write_contract_campaign(
         tune = pd.DataFrame([{"threshold": t, "min_distance": d, "f1": f - abs(t - thr) - 0.01 * (d != 18.0),
                               "precision": p, "recall": r} for t, d in grid])
         tune.to_csv(rdir / "tune.csv", index=False)
+        candidates = []
         for stem in stems:
             img = read_micrograph(sim / "micrographs" / f"{stem}.mrc").data
             truth, _ = read_coords(sim / "coords" / f"{stem}.star")
             im, heat, picks, scores = _preview(img, truth, rng, quality=f)
             np.savez(rdir / "preview" / f"{stem}.npz", image=im, heatmap=heat, scale=np.array([2.0, 2.0]),
                      picks_xy=picks, picks_score=scores, truth_xy=truth)
+            candidates += [score_views(heat[None].astype(np.float32), (2.0, 2.0), stem, thr, 6.0, box=b)
+                           for b in region_boxes(img.shape, 128)]
+        write_suggestions(rdir / "suggestions.csv", rank(candidates, 5))
         (rdir / "metrics.json").write_text(json.dumps({"round": rnd, **metrics}))
         run = client.create_run(exp, run_name=f"round_{rnd:03d}", start_time=now + rnd * 1000, tags={
             "cryopick.kind": "round", "cryopick.round": str(rnd), "mlflow.parentRunId": pid})
         rid = run.info.run_id
         client.log_batch(rid, metrics=[Metric(k, float(v), now + rnd, rnd) for k, v in metrics.items()])
         client.log_batch(pid, metrics=[Metric(k, float(metrics[k]), now + rnd, rnd) for k in ("precision", "recall", "f1")])
-        for fname in ("pr_curve.csv", "tune.csv", "metrics.json"):
+        for fname in ("pr_curve.csv", "tune.csv", "metrics.json", "suggestions.csv"):
             client.log_artifact(rid, str(rdir / fname))
         client.log_artifacts(rid, str(rdir / "preview"), "preview")
         client.set_terminated(rid, "FINISHED")

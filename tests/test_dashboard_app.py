@@ -55,7 +55,7 @@ def test_per_round_table_holds_logged_numbers(monkeypatch: pytest.MonkeyPatch, c
     assert metrics["Rounds completed"] == str(len(campaign.rounds))
     assert metrics["Best F1"] == f"{max(m['f1'] for m in campaign.rounds.values()):.3f}"
     assert any(" → ".join(f"{m['f1']:.3f}" for m in campaign.rounds.values()) in c for c in texts(at, "caption"))
-    assert [t.label for t in at.tabs] == ["PR curves", "Tune search", "Pseudo-labels", "Micrographs", "Timing"]
+    assert [t.label for t in at.tabs] == ["PR curves", "Tune search", "Pseudo-labels", "Micrographs", "Timing", "Label next"]
     # Every section drew its content (no "not logged" notes): 5 charts, coverage table, viewer image.
     assert not at.info
     assert len(at.get("vega_lite_chart")) == 5
@@ -63,6 +63,9 @@ def test_per_round_table_holds_logged_numbers(monkeypatch: pytest.MonkeyPatch, c
     last = max(campaign.rounds)
     assert coverage.loc[last, "positive"] == pytest.approx(campaign.rounds[last]["pseudo_positive"])
     assert len(at.get("image")) == 1
+    suggested = next(d.value for d in at.dataframe if "disagreement" in d.value.columns)
+    written = (campaign.campaign_dir / f"round_{last:03d}" / "suggestions.csv").read_text().splitlines()
+    assert list(suggested["rank"]) == list(range(1, len(written))) and suggested["micrograph"].iloc[0] in written[1]
 
 
 @pytest.mark.ray

@@ -242,6 +242,15 @@ def pr_curves(uri: str, rounds: pd.DataFrame, campaign_dir: Path | None = None) 
     return _round_csv(uri, rounds, "pr_curve.csv", PR_COLUMNS, campaign_dir)
 
 
+SUGGESTION_COLUMNS = ("rank", "micrograph", "region", "score", "uncertainty", "entropy", "disagreement", "n_picks")
+
+
+def suggestions(uri: str, rounds: pd.DataFrame, campaign_dir: Path | None = None) -> pd.DataFrame:
+    """The latest round's labeling suggestions (``suggestions.csv``), best first."""
+    df = _round_csv(uri, rounds, "suggestions.csv", SUGGESTION_COLUMNS, campaign_dir)
+    return df[df["round"] == df["round"].max()].sort_values("rank").reset_index(drop=True)
+
+
 def tune_trials(uri: str, rounds: pd.DataFrame, campaign_dir: Path | None = None) -> pd.DataFrame:
     """Tidy Tune trials (``round`` + the ``tune.csv`` columns) and ``chosen``: the trial Tune chose.
 
