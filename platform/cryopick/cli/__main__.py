@@ -19,6 +19,7 @@ COMMANDS = {
     "campaign": "cryopick.cli.campaign",
     "dashboard": "cryopick.cli.dashboard",
     "suggest": "cryopick.cli.suggest",
+    "label": "cryopick.cli.label",
 }
 
 

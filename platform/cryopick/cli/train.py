@@ -93,7 +93,9 @@ def main(args: argparse.Namespace) -> int:
     )
     m = result.meta
     f1 = "n/a" if m.val_f1 is None else f"{m.val_f1:.3f}"
-    print(f"trained on {len(mics)} micrograph(s) in {result.seconds:.0f} s; validation F1 {f1} "
+    given = "" if str(args.diameter).strip() == f"{diameter:g}" else f" ({args.diameter})"
+    binning = f"bin {m.preprocess.bin:g}" if m.preprocess.bin is not None else f"{m.preprocess.target_pixel_size:g} Å/px"
+    print(f"particle diameter {diameter:.1f} px{given}, {binning}; trained on {len(mics)} micrograph(s) in {result.seconds:.0f} s; validation F1 {f1} "
           f"at threshold {m.threshold:.3f}, min distance {m.resolved_min_distance():.1f} px, edge band {m.border:.1f} px "
           f"-> {args.out / 'model.pt'}")
     return 0

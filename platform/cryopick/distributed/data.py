@@ -13,7 +13,7 @@ The stage functions are plain numpy functions of a batch dict (testable without 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -150,14 +150,16 @@ def cut_patches(
 
 def training_rows(
     labeled: Sequence[Path],
-    coords: Path,
+    coords: Path | Callable[[Path], Path],
     pseudo: Sequence[tuple[Path, Path]],
     n_labeled: int,
     n_pseudo: int,
     hold_back: bool,
 ) -> list[MicrographRow]:
-    """Rows for labeled micrographs (with their coordinate files) and pseudo-labeled ones (with heatmaps)."""
-    rows = [MicrographRow(str(m), LABELED, str(coords_for(m, coords)), n_labeled, hold_back) for m in labeled]
+    """Rows for labeled micrographs (with their coordinate files: ``coords`` is their directory or a lookup) and
+    pseudo-labeled ones (with heatmaps)."""
+    lookup = _lookup(coords)
+    rows = [MicrographRow(str(m), LABELED, str(lookup(m)), n_labeled, hold_back) for m in labeled]
     rows += [MicrographRow(str(m), PSEUDO, str(h), n_pseudo, False) for m, h in pseudo]
     return rows
 
@@ -185,13 +187,22 @@ class ValSpec:
     held_back: bool
 
 
-def validation_specs(validation: Sequence[Path], labeled: Sequence[Path], coords: Path, val_fraction: float) -> list[ValSpec]:
+def validation_specs(validation: Sequence[Path], labeled: Sequence[Path], coords: Path | Callable[[Path], Path],
+                     val_fraction: float) -> list[ValSpec]:
     """Separate validation micrographs if given, else the held-back strip of each labeled one."""
+    lookup = _lookup(coords)
     if validation:
-        return [ValSpec(str(m), str(coords_for(m, coords)), False) for m in validation]
+        return [ValSpec(str(m), str(lookup(m)), False) for m in validation]
     if val_fraction <= 0:
         return []
-    return [ValSpec(str(m), str(coords_for(m, coords)), True) for m in labeled]
+    return [ValSpec(str(m), str(lookup(m)), True) for m in labeled]
+
+
+def _lookup(coords: Path | Callable[[Path], Path]) -> Callable[[Path], Path]:
+    """A micrograph's pick file: found by stem in a directory, or by the given lookup."""
+    if callable(coords):
+        return coords
+    return lambda m: coords_for(Path(m), Path(coords))
 
 
 def load_val_items(specs: Sequence[dict[str, Any]], params: StageParams) -> list[ValItem]:

@@ -46,6 +46,7 @@ from cryopick.selftrain.pseudo import PseudoLabeler
 from cryopick.selftrain.reuse import adopt_picker, keep_previous
 from cryopick.selftrain.scoring import load_heatmap, score_and_write
 from cryopick.selftrain.state import METRICS_FILE, CampaignState, campaign_stop, completed_rounds_on_disk, patch_counts, round_dir
+from cryopick.selftrain.labels import read_labels
 from cryopick.selftrain.suggest import SUGGESTIONS_FILE, round_suggestions
 from cryopick.training.loop import INTENSITY_AUGMENT, write_history
 
@@ -84,6 +85,12 @@ def _run_locked(cfg: SelftrainConfig, data: ResolvedData, progress: bool, hook: 
         state.record(int(m["round"]), float(m["val_f1"]), float(m["f1"]))
     result = CampaignResult(campaign, cfg.tracking_uri(), history, state.best_round)
     reason = campaign_stop(history, cfg)
+    new_labels = take_labels(data, campaign, state, len(history), log)
+    if new_labels and reason is not None:
+        if len(history) < cfg.selftrain.rounds:
+            reason = None  # labels the campaign has not trained with yet: it goes on
+        else:
+            log(f"{len(new_labels)} newly labeled micrograph(s) wait for a round: rerun with --rounds {len(history) + 1}")
     if reason is not None:
         log(f"campaign {campaign} is complete ({reason}); nothing to do")
         result.stopped = reason
@@ -103,6 +110,8 @@ def _run_locked(cfg: SelftrainConfig, data: ResolvedData, progress: bool, hook: 
         tracker = CampaignTracker(result.tracking_uri, cfg.tracking.experiment, campaign, cfg.name or campaign.name)
         try:
             state.mlflow_parent_run_id = tracker.start(cfg.as_dict(), state.mlflow_parent_run_id)
+            if state.labels:
+                tracker.tag("labels", json.dumps(state.labels, sort_keys=True))
             state.tracking_uri, state.stopped = result.tracking_uri, None
             state.save(campaign)
             while reason is None:
@@ -121,6 +130,27 @@ def _run_locked(cfg: SelftrainConfig, data: ResolvedData, progress: bool, hook: 
             raise
     result.best_round, result.stopped = state.best_round, reason
     return result
+
+
+def take_labels(data: ResolvedData, campaign: Path, state: CampaignState, next_round: int,
+                log: Callable[[str], None]) -> list[str]:
+    """Move micrographs labeled in ``campaign/labels`` from unlabeled to labeled; return those new since the last run.
+
+    ``state.labels`` records the first round that trains with each (state.json, and a tag on the MLflow campaign run).
+    """
+    labels = read_labels(campaign)
+    moved = data.take_labels({stem: label.path for stem, label in labels.items()})
+    new = [m.stem for m in moved if m.stem not in state.labels]
+    for stem in new:
+        state.labels[stem] = next_round
+    unknown = sorted(set(labels) - {m.stem for m in moved} - {m.stem for m in data.labeled})
+    if unknown:
+        log(f"labels/ holds picks of {len(unknown)} micrograph(s) that are not unlabeled micrographs of this campaign, "
+            f"ignored: {', '.join(unknown[:5])}")
+    if new:
+        log(f"{len(new)} micrograph(s) labeled since the last round join the labeled set from round {next_round}: "
+            f"{', '.join(new[:5])}{' ...' if len(new) > 5 else ''}")
+    return new
 
 
 @dataclass
@@ -274,9 +304,9 @@ def _train(r: _Round, pseudo_pairs: list[tuple[Path, Path]], labeler: PseudoLabe
     patches = patch_counts(len(data.labeled), len(pseudo_pairs), cfg.selftrain.patches_per_epoch, cfg.selftrain.labeled_fraction)
     params = StageParams(diameter=cfg.data.diameter, preprocess=asdict(cfg.preprocess), val_fraction=cfg.train.val_fraction,
                          pseudo=asdict(labeler or PseudoLabeler()), pixel_size=cfg.data.pixel_size)
-    rows = training_rows(data.labeled, data.coords, pseudo_pairs, *patches, hold)
+    rows = training_rows(data.labeled, data.coords_file, pseudo_pairs, *patches, hold)
     ds = build_train_dataset(rows, params, cfg.train.patch, cfg.ray.data_cpus, INTENSITY_AUGMENT)
-    val = [asdict(v) for v in validation_specs(data.validation, data.labeled, data.coords, cfg.train.val_fraction)]
+    val = [asdict(v) for v in validation_specs(data.validation, data.labeled, data.coords_file, cfg.train.val_fraction)]
     init = str(r.prev / MODEL_FILE) if r.rnd >= 1 and cfg.selftrain.warm_start else None
     spec = TrainSpec(num_workers=cfg.ray.num_workers, use_gpu=r.use_gpu, cpu_per_worker=cfg.ray.cpu_per_worker,
                      max_failures=cfg.ray.max_failures, storage_path=_storage(cfg, r.campaign), name=f"{cfg.name or r.campaign.name}_round_{r.rnd:03d}")

@@ -125,6 +125,11 @@ class CampaignTracker:
         flt = f"tags.`mlflow.parentRunId` = '{self.parent_id}' and tags.`cryopick.round` = '{rnd}'"
         return list(self.client.search_runs([self.experiment_id], filter_string=flt))
 
+    def tag(self, key: str, value: str) -> None:
+        """A ``cryopick.<key>`` tag on the campaign's parent run."""
+        if self.parent_id is not None:
+            self.client.set_tag(self.parent_id, f"cryopick.{key}", value)
+
     def finish(self, status: str, summary: Mapping[str, Any] | None = None) -> None:
         """Mark the parent run finished / failed (``status`` in finished|failed|stopped)."""
         if self.parent_id is None:

@@ -253,13 +253,32 @@ def _rebase(base: Path, p: Any) -> Any:
 
 @dataclass
 class ResolvedData:
-    """Micrograph lists after glob/manifest expansion, checked to exist."""
+    """Micrograph lists after glob/manifest expansion, checked to exist.
+
+    ``labels``: micrographs labeled in the campaign since it started (stem -> ``labels/<stem>.star``);
+    they are in ``labeled``, and their picks come from there instead of ``coords``.
+    """
 
     labeled: list[Path]
     unlabeled: list[Path]
     validation: list[Path]
     test: list[Path]
     coords: Path
+    labels: dict[str, Path] = field(default_factory=dict)
+
+    def coords_file(self, mic: Path) -> Path:
+        """The pick file of a labeled micrograph: the campaign's own label, else the one in ``coords``."""
+        from cryopick.training.dataset import coords_for
+
+        return self.labels.get(Path(mic).stem) or coords_for(Path(mic), self.coords)
+
+    def take_labels(self, labels: dict[str, Path]) -> list[Path]:
+        """Move the unlabeled micrographs that ``labels`` (stem -> pick file) covers to the labeled set; return them."""
+        moved = [m for m in self.unlabeled if m.stem in labels]
+        self.unlabeled = [m for m in self.unlabeled if m.stem not in labels]
+        self.labeled = self.labeled + moved
+        self.labels.update({m.stem: labels[m.stem] for m in moved})
+        return moved
 
 
 def resolve_data(cfg: SelftrainConfig) -> ResolvedData:

@@ -29,7 +29,7 @@ from cryopick.selftrain.config import COUNT_MICROGRAPHS, ResolvedData, Selftrain
 from cryopick.selftrain.pseudo import PseudoLabeler, fit_calibration, fit_peak_calibration, no_particles_note, pseudo_summary
 from cryopick.selftrain.scoring import RoundScore, ScoredHeatmap, count_matched_threshold, load_heatmap, picks_per_true
 from cryopick.selftrain.state import CAMPAIGN_FILE, config_mismatch, too_few_pseudo_particles
-from cryopick.training.dataset import coords_for, hold_rows, label_radius
+from cryopick.training.dataset import hold_rows, label_radius
 
 SMOOTH_SIGMA = 1.0  # binned px, as single-process training
 CALIBRATION_FILE = "calibration.json"
@@ -37,7 +37,7 @@ CALIBRATION_FILE = "calibration.json"
 
 def expert_labels(data: ResolvedData) -> list[tuple[np.ndarray, tuple[int, int]]]:
     """(expert picks, (H, W)) of each labeled micrograph (headers and coordinate files only)."""
-    return [(read_coords(coords_for(Path(m), Path(data.coords)))[0], read_shape(m)) for m in data.labeled]
+    return [(read_coords(data.coords_file(Path(m)))[0], read_shape(m)) for m in data.labeled]
 
 
 def expert_border(data: ResolvedData, diameter: float) -> float:
@@ -147,7 +147,7 @@ def scored_micrographs(cfg: SelftrainConfig, data: ResolvedData) -> tuple[list[P
 def scored_item(mic: Path, npz: Path, data: ResolvedData, border: float, held_back: bool = False,
                 val_fraction: float = 0.0) -> ScoredHeatmap:
     """A predicted micrograph with its expert picks; ``held_back``: only its validation strip is scored."""
-    true_xy, _ = read_coords(coords_for(mic, data.coords))
+    true_xy, _ = read_coords(data.coords_file(mic))
     sh = load_heatmap(npz, true_xy, border=border)
     sh.name = mic.stem
     if held_back:

@@ -63,6 +63,7 @@ class CampaignState:
     val_f1: dict[str, float] = field(default_factory=dict)  # round (as str) -> validation F1
     f1: dict[str, float] = field(default_factory=dict)  # round (as str) -> scored F1
     stopped: str | None = None  # why the campaign stopped, once it has
+    labels: dict[str, int] = field(default_factory=dict)  # micrograph labeled in the campaign -> first round trained with it
 
     def save(self, campaign: Path) -> None:
         write_text_atomic(campaign / STATE_FILE, json.dumps(self.__dict__, indent=2) + "\n")

@@ -1,0 +1,45 @@
+"""Bring labels into a self-training campaign.
+
+`cryopick label import --campaign DIR FILES...` copies pick files (RELION .star, .box, .csv or
+Topaz-style .txt, matched to the campaign's unlabeled micrographs by file stem) into DIR/labels/
+as whole-micrograph labels. The next `cryopick selftrain --out DIR` moves those micrographs from the
+unlabeled to the labeled set for the rounds it still runs (past rounds are kept as they are).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_args(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    imp = sub.add_parser("import", help="copy pick files into the campaign's labels/ folder",
+                         description="Copy pick files into the campaign's labels/ folder (whole-micrograph labels).")
+    imp.add_argument("--campaign", type=Path, required=True, help="campaign directory (of `cryopick selftrain --out`)")
+    imp.add_argument("files", nargs="+", type=Path, help="pick files named like the micrographs they label")
+    imp.add_argument("--replace", action="store_true", help="overwrite labels the campaign already has")
+    sub.add_parser("list", help="list the campaign's labels").add_argument("--campaign", type=Path, required=True)
+
+
+def main(args: argparse.Namespace) -> int:
+    import json
+
+    from cryopick.errors import CryopickError
+    from cryopick.selftrain.labels import import_labels, labels_dir, read_labels
+    from cryopick.selftrain.state import CAMPAIGN_FILE
+
+    path = args.campaign / CAMPAIGN_FILE
+    if not path.is_file():
+        raise CryopickError("not a campaign directory (no campaign.json)", args.campaign)
+    if args.action == "list":
+        labels = read_labels(args.campaign)
+        for lab in labels.values():
+            print(f"{lab.stem}\t{lab.n_picks} picks\t{lab.source}")
+        print(f"{len(labels)} labeled micrograph(s) in {labels_dir(args.campaign)}")
+        return 0
+    unlabeled = [Path(p) for p in json.loads(path.read_text())["resolved"]["unlabeled"]]
+    done = import_labels(args.campaign, args.files, unlabeled, args.replace)
+    print(f"imported labels of {len(done)} micrograph(s) ({sum(lab.n_picks for lab in done)} picks) into "
+          f"{labels_dir(args.campaign)}; `cryopick selftrain --out {args.campaign}` trains with them from its next round")
+    return 0
