@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -46,3 +47,41 @@ def test_a_bad_file_writes_nothing_and_names_itself(tmp_path: Path) -> None:
 def test_label_cli_needs_a_campaign(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["label", "import", "--campaign", str(tmp_path), str(tmp_path / "x.star")]) == 2
     assert "not a campaign directory" in capsys.readouterr().err
+
+
+def test_region_labels_keep_their_boxes_and_teach_nothing_outside(sim_data: Path, tmp_path: Path) -> None:
+    """A region label: picks outside the box are dropped, the sidecar keeps the box, and the training mask built by
+    the campaign's data stage ignores every pixel outside it (particles there were never looked at)."""
+    from cryopick.config import PreprocessConfig
+    from cryopick.distributed.data import StageParams, load_micrographs
+    from cryopick.preprocessing.labels import IGNORE
+    from cryopick.selftrain.labels import label_boxes
+
+    mic = sim_data / "micrographs" / "sim_0001.mrc"
+    truth, _ = read_coords(sim_data / "coords" / "sim_0001.star")
+    box = (0.0, 0.0, 128.0, 128.0)
+    (label,) = import_labels(tmp_path / "camp", [sim_data / "coords" / "sim_0001.star"], [mic], boxes=[box])
+    inside = (truth[:, 0] < 128) & (truth[:, 1] < 128)
+    assert label.boxes == (box,) and label.n_picks == int(inside.sum()) > 0
+    assert read_labels(tmp_path / "camp")["sim_0001"].boxes == (box,) and label_boxes(label.path) == (box,)
+    params = StageParams(diameter=24.0, preprocess=asdict(PreprocessConfig(bin=2.0)), val_fraction=0.25, pseudo={})
+    batch = {"path": np.array([str(mic)]), "kind": np.array(["labeled"]), "label": np.array([str(label.path)]),
+             "n_patches": np.array([4]), "hold_back": np.array([True])}
+    out = load_micrographs(batch, params=asdict(params))
+    mask = out["mask"][0]
+    assert (mask[64:, :] == IGNORE).all() and (mask[:, 64:] == IGNORE).all()  # outside the box, binned 2x
+    assert (mask[:64, :64] == 1).sum() > 0 and (mask[:64, :64] == 0).sum() > 0  # inside: particles and background
+    assert (mask[:64, :64] != IGNORE).all()  # no held-back strip for a region label
+
+
+def test_label_cli_imports_a_region(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    camp = tmp_path / "camp"
+    camp.mkdir()
+    (camp / "campaign.json").write_text(json.dumps({"resolved": {"unlabeled": [str(tmp_path / "mic_1.mrc")]}}))
+    src = write_coords(tmp_path / "mic_1.star", XY)
+    assert main(["label", "import", "--campaign", str(camp), str(src), "--region", "0,0,200,200"]) == 0
+    assert main(["label", "list", "--campaign", str(camp)]) == 0
+    out = capsys.readouterr().out
+    assert "mic_1\t2 picks\t0,0,200,200" in out and "1 labeled micrograph(s)" in out
+    with pytest.raises(SystemExit):
+        main(["label", "import", "--campaign", str(camp), str(src), "--region", "5,5,1,1"])

@@ -23,6 +23,7 @@ import numpy as np
 from cryopick.config import PreprocessConfig, from_dict
 from cryopick.training.dataset import coords_for, hold_rows, label_radius, load_labeled, make_train_item, make_val_item
 from cryopick.io.micrograph import read_micrograph
+from cryopick.selftrain.labels import label_boxes
 from cryopick.training.patches import sample_patches
 from cryopick.preprocessing.binning import preprocess
 from cryopick.selftrain.pseudo import PseudoLabeler
@@ -90,9 +91,10 @@ def load_micrographs(batch: dict[str, np.ndarray], params: dict[str, Any]) -> di
         path = Path(str(path))
         if kind == LABELED:
             lm = load_labeled(path, Path(str(label)).parent, p.diameter, pre, p.pixel_size)
+            boxes = label_boxes(Path(str(label)))  # regions labeled in the campaign: the rest is ignored
             h = lm.binned.image.shape[0]
-            rows = hold_rows(h, p.val_fraction) if hold else None
-            item = make_train_item(lm, label_radius(p.diameter, lm.binned.mean_scale), rows)
+            rows = hold_rows(h, p.val_fraction) if hold and boxes is None else None
+            item = make_train_item(lm, label_radius(p.diameter, lm.binned.mean_scale), rows, boxes)
             image, mask, name = item.image, item.mask, item.name
         else:
             b = preprocess(read_micrograph(path, p.pixel_size).data, pre, p.pixel_size)

@@ -139,7 +139,8 @@ def take_labels(data: ResolvedData, campaign: Path, state: CampaignState, next_r
     ``state.labels`` records the first round that trains with each (state.json, and a tag on the MLflow campaign run).
     """
     labels = read_labels(campaign)
-    moved = data.take_labels({stem: label.path for stem, label in labels.items()})
+    moved = data.take_labels({stem: label.path for stem, label in labels.items()},
+                             {stem for stem, label in labels.items() if label.boxes is not None})
     new = [m.stem for m in moved if m.stem not in state.labels]
     for stem in new:
         state.labels[stem] = next_round
@@ -306,7 +307,7 @@ def _train(r: _Round, pseudo_pairs: list[tuple[Path, Path]], labeler: PseudoLabe
                          pseudo=asdict(labeler or PseudoLabeler()), pixel_size=cfg.data.pixel_size)
     rows = training_rows(data.labeled, data.coords_file, pseudo_pairs, *patches, hold)
     ds = build_train_dataset(rows, params, cfg.train.patch, cfg.ray.data_cpus, INTENSITY_AUGMENT)
-    val = [asdict(v) for v in validation_specs(data.validation, data.labeled, data.coords_file, cfg.train.val_fraction)]
+    val = [asdict(v) for v in validation_specs(data.validation, data.validating, data.coords_file, cfg.train.val_fraction)]
     init = str(r.prev / MODEL_FILE) if r.rnd >= 1 and cfg.selftrain.warm_start else None
     spec = TrainSpec(num_workers=cfg.ray.num_workers, use_gpu=r.use_gpu, cpu_per_worker=cfg.ray.cpu_per_worker,
                      max_failures=cfg.ray.max_failures, storage_path=_storage(cfg, r.campaign), name=f"{cfg.name or r.campaign.name}_round_{r.rnd:03d}")

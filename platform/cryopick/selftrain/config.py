@@ -256,7 +256,8 @@ class ResolvedData:
     """Micrograph lists after glob/manifest expansion, checked to exist.
 
     ``labels``: micrographs labeled in the campaign since it started (stem -> ``labels/<stem>.star``);
-    they are in ``labeled``, and their picks come from there instead of ``coords``.
+    they are in ``labeled``, and their picks come from there instead of ``coords``. ``partial``: those
+    of them labeled in regions only, which neither validate nor say where the edge band is.
     """
 
     labeled: list[Path]
@@ -265,6 +266,7 @@ class ResolvedData:
     test: list[Path]
     coords: Path
     labels: dict[str, Path] = field(default_factory=dict)
+    partial: set[str] = field(default_factory=set)
 
     def coords_file(self, mic: Path) -> Path:
         """The pick file of a labeled micrograph: the campaign's own label, else the one in ``coords``."""
@@ -272,13 +274,22 @@ class ResolvedData:
 
         return self.labels.get(Path(mic).stem) or coords_for(Path(mic), self.coords)
 
-    def take_labels(self, labels: dict[str, Path]) -> list[Path]:
-        """Move the unlabeled micrographs that ``labels`` (stem -> pick file) covers to the labeled set; return them."""
+    def take_labels(self, labels: dict[str, Path], partial: set[str] | None = None) -> list[Path]:
+        """Move the unlabeled micrographs that ``labels`` (stem -> pick file) covers to the labeled set; return them.
+
+        ``partial``: stems whose labels cover regions only.
+        """
         moved = [m for m in self.unlabeled if m.stem in labels]
         self.unlabeled = [m for m in self.unlabeled if m.stem not in labels]
         self.labeled = self.labeled + moved
         self.labels.update({m.stem: labels[m.stem] for m in moved})
+        self.partial |= {m.stem for m in moved} & (partial or set())
         return moved
+
+    @property
+    def validating(self) -> list[Path]:
+        """Labeled micrographs whose labels cover them whole: the ones that give validation strips."""
+        return [m for m in self.labeled if m.stem not in self.partial]
 
 
 def resolve_data(cfg: SelftrainConfig) -> ResolvedData:

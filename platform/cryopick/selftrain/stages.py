@@ -37,7 +37,7 @@ CALIBRATION_FILE = "calibration.json"
 
 def expert_labels(data: ResolvedData) -> list[tuple[np.ndarray, tuple[int, int]]]:
     """(expert picks, (H, W)) of each labeled micrograph (headers and coordinate files only)."""
-    return [(read_coords(data.coords_file(Path(m)))[0], read_shape(m)) for m in data.labeled]
+    return [(read_coords(data.coords_file(Path(m)))[0], read_shape(m)) for m in data.validating]
 
 
 def expert_border(data: ResolvedData, diameter: float) -> float:
@@ -139,7 +139,7 @@ def scored_micrographs(cfg: SelftrainConfig, data: ResolvedData) -> tuple[list[P
     with strips as validation, a few unlabeled micrographs whose pick count sets the threshold
     (:func:`choose_threshold`). All: those and the test set, each once.
     """
-    val = data.validation or (data.labeled if cfg.train.val_fraction > 0 else [])
+    val = data.validation or (data.validating if cfg.train.val_fraction > 0 else [])
     count = data.unlabeled[:COUNT_MICROGRAPHS] if not data.validation else []
     return val, count, list(dict.fromkeys([*val, *data.test, *count]))
 

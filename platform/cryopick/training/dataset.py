@@ -9,6 +9,7 @@ training and its picks are used for scoring, so even one labeled micrograph gets
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,11 +105,22 @@ def hold_rows(height: int, val_fraction: float) -> tuple[int, int]:
     return int(round(height * (1.0 - val_fraction))), height
 
 
-def make_train_item(lm: LabeledMicrograph, radius: float, hold_rows: tuple[int, int] | None = None) -> TrainItem:
-    """Circle mask for ``lm``; rows in ``hold_rows`` are ignored (kept for validation)."""
+def make_train_item(lm: LabeledMicrograph, radius: float, hold_rows: tuple[int, int] | None = None,
+                    regions: Sequence[tuple[float, float, float, float]] | None = None) -> TrainItem:
+    """Circle mask for ``lm``; rows in ``hold_rows`` are ignored (kept for validation).
+
+    ``regions``: boxes (x0, y0, x1, y1) in ORIGINAL px that were labeled completely; everything outside
+    them is ignored, so the particles nobody picked there are not taught as background.
+    """
     mask = circle_mask(lm.binned.image.shape, lm.xy, radius)
     if hold_rows is not None:
         mask[hold_rows[0] : hold_rows[1]] = IGNORE
+    if regions is not None:
+        inside = np.zeros(mask.shape, dtype=bool)
+        sy, sx = lm.binned.scale
+        for x0, y0, x1, y1 in regions:
+            inside[int(np.ceil(y0 / sy)) : int(np.floor(y1 / sy)), int(np.ceil(x0 / sx)) : int(np.floor(x1 / sx))] = True
+        mask[~inside] = IGNORE
     return TrainItem(name=lm.name, image=lm.binned.image, mask=mask)
 
 
