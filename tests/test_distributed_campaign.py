@@ -231,8 +231,9 @@ def test_a_round_without_pseudo_labeled_particles_keeps_the_model_and_stops(camp
 
 def test_labels_imported_after_a_round_join_the_labeled_set_from_the_next_round(
         ray_session: Any, empiar: Path, split: dict[str, list[str]], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """Round 0, then the user labels the unlabeled micrograph (`cryopick label import`); the rerun keeps round 0 and
-    trains round 1 with that micrograph labeled (its picks from labels/), recorded in state.json and MLflow."""
+    """Round 0, then the user labels a region of the unlabeled micrograph (`cryopick label import --region`); the
+    rerun keeps round 0 and trains round 1 with that micrograph labeled (its picks from labels/, the rest of it
+    ignored, no validation strip from it), recorded in state.json and MLflow."""
     from mlflow import MlflowClient
 
     from cryopick.cli.__main__ import main
@@ -248,14 +249,17 @@ def test_labels_imported_after_a_round_join_the_labeled_set_from_the_next_round(
     picks = tmp_path / "relion" / f"{stem}.star"  # the user's manual picks, as RELION writes them
     picks.parent.mkdir()
     picks.write_bytes((tmp_path / "data" / "coords" / f"{stem}.star").read_bytes())
-    assert main(["label", "import", "--campaign", str(camp), str(picks)]) == 0
-    assert main(["label", "import", "--campaign", str(camp), str(picks)]) == 2  # never silently replaced
+    region = ["--region", f"0,0,{CROP},{CROP // 2}"]
+    assert main(["label", "import", "--campaign", str(camp), str(picks), *region]) == 0
+    assert main(["label", "import", "--campaign", str(camp), str(picks), *region]) == 2  # never silently replaced
     assert "already has labels" in capsys.readouterr().err
     lines: list[str] = []
     run_campaign(load_config(None, {**over, "selftrain.rounds": 2}), progress=False, log=lines.append)
     assert (camp / "round_000" / "metrics.json").stat().st_mtime_ns == r0  # round 0 is not redone
     trained = json.loads((camp / "round_001" / "config.json").read_text())
     assert str(Path(data["data.unlabeled"][0]).resolve()) in trained["labeled"] and trained["pseudo_labeled"] == []
+    assert (camp / "round_001" / "heatmaps" / f"{Path(data['data.labeled'][0]).stem}.npz").is_file()  # validated on
+    assert not (camp / "round_001" / "heatmaps" / f"{stem}.npz").exists()  # a region label gives no validation strip
     assert not (camp / "round_001" / "suggestions.csv").exists()  # nothing left unlabeled to suggest
     state = json.loads((camp / "state.json").read_text())
     assert state["completed_rounds"] == [0, 1] and state["labels"] == {stem: 1}
