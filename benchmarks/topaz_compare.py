@@ -1,14 +1,17 @@
-"""Issue #5: cryopick against Topaz, side by side in one run, on the EMPIAR-10017 ``test`` split.
+"""cryopick against Topaz on every shared data set's ``test`` split, side by side in one run.
 
-In one run: Topaz 0.3.20 pretrained (resnet16), Topaz trained on the 5 ``labeled`` micrographs
-(``topaz train -n 600 --num-epochs 2 --epoch-size 200``; ``topaz preprocess -s 1``;
-``topaz extract -r 13 -d -1``; see ``topaz_runner.py``), and cryopick at its default width trained
-on the same 5 micrographs with the ``cryopick train`` defaults (or a given run). Every picker runs
-as its command-line tool in its own process over the 5 test micrographs; seconds per micrograph
-are that process's wall time / 5 (start-up included; Topaz: preprocess + extract). All picks are
-scored with ``cryopick.evaluation.metrics`` (greedy one-to-one matching, radius 13.5 px = half the diameter).
+For each data set (``../shared/data/empiar10017``, ``../shared/data/empiar10028``): Topaz 0.3.20
+pretrained (resnet16), Topaz trained on the ``labeled`` micrographs (``topaz train -n N --num-epochs 2
+--epoch-size 200``, N = the data set's picks per micrograph; ``topaz preprocess -s 1``; ``topaz
+extract -r R -d -1``, R = the particle radius; see ``topaz_runner.py``), and cryopick trained on the
+same micrographs with the ``cryopick train`` defaults (or the runs of ``picker_empiar.py`` with
+``--cryopick-runs``). Every picker runs as its command-line tool in its own process over the test
+micrographs; seconds per micrograph are that process's wall time ÷ micrographs (start-up included;
+Topaz: preprocess + extract). All picks are scored with ``cryopick.evaluation.metrics`` (greedy
+one-to-one matching, radius half the diameter). Each data set's results are kept in
+``OUT/NAME/summary.json``; ``--render`` rebuilds the section from them without measuring.
 
-    python benchmarks/topaz_compare.py [--cryopick-model RUNDIR] [--topaz-model MODEL.sav]
+    python benchmarks/topaz_compare.py [--datasets empiar10017 empiar10028] [--cryopick-runs benchmarks/out/picker_empiar]
     python benchmarks/topaz_compare.py --quick --no-doc      # check the script (1 micrograph, tiny training)
 """
 
@@ -34,12 +37,32 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import REPO, update_section  # noqa: E402
 from topaz_runner import ensure_topaz_venv, run_topaz, train_topaz  # noqa: E402
 
-DATA = REPO.parent / "shared" / "data" / "empiar10017"
+SHARED = REPO.parent / "shared" / "data"
 OUT = REPO / "benchmarks" / "out" / "topaz_compare"
-DIAMETER = 27.0
-RADIUS = 13.5  # match radius: half the diameter
-TITLE = "cryopick against Topaz on EMPIAR-10017 `test` (one run, side by side)"
+TITLE = "cryopick against Topaz on every shared data set's `test` split (one run, side by side)"
 LOW_THRESHOLD = 0.02  # cryopick picks kept for the PR sweep (scores >= this)
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSet:
+    """A shared data set and the Topaz settings a user would give it."""
+
+    name: str
+    title: str
+    diameter: float  # original px (the data set's README)
+    topaz_n: int  # expected particles per micrograph (`topaz train -n`): its picks / micrographs
+
+    @property
+    def data(self) -> Path:
+        return SHARED / self.name
+
+    @property
+    def radius(self) -> float:  # match radius
+        return self.diameter / 2
+
+
+DATASETS = {d.name: d for d in (DataSet("empiar10017", "EMPIAR-10017 β-galactosidase", 27.0, 600),
+                                DataSet("empiar10028", "EMPIAR-10028 80S ribosome", 56.0, 90))}
 
 
 def run_measured(cmd: list[str]) -> tuple[float, float, str]:
@@ -58,12 +81,12 @@ def run_measured(cmd: list[str]) -> tuple[float, float, str]:
     return seconds, usage.ru_maxrss / 2**20, out
 
 
-def score(picks: Path, threshold: float | None = None) -> dict[str, float]:
+def score(ds: DataSet, picks: Path, threshold: float | None = None) -> dict[str, float]:
     """Pooled P/R/F1 over the test micrographs at ``threshold`` and at the best threshold."""
     from cryopick.evaluation.metrics import score_at, summarize
     from cryopick.evaluation.evaluate import evaluate_dirs
 
-    ev = evaluate_dirs(picks, DATA / "coords", DIAMETER, radius=RADIUS)
+    ev = evaluate_dirs(picks, ds.data / "coords", ds.diameter, radius=ds.radius)
     s = summarize(ev.curve, threshold)
     bp, br, bf, bn, _ = score_at(ev.curve, s.best_threshold)
     return {"precision": s.precision, "recall": s.recall, "f1": s.f1, "n_picks": s.n_picks, "n_true": s.n_true,
@@ -71,10 +94,8 @@ def score(picks: Path, threshold: float | None = None) -> dict[str, float]:
             "best_recall": br, "best_n_picks": bn, "n_micrographs": len(ev.per_micrograph)}
 
 
-def banded_scores(R: dict[str, Any], out: Path) -> None:
+def banded_scores(ds: DataSet, R: dict[str, Any], out: Path) -> None:
     """Topaz's picks scored again with cryopick's learned edge band removed, so both drop the same picks."""
-    import tempfile
-
     from cryopick.inference.border import drop_near_edge
     from cryopick.io.coords import read_coords, write_coords
     from cryopick.io.micrograph import read_shape
@@ -84,13 +105,13 @@ def banded_scores(R: dict[str, Any], out: Path) -> None:
     for key in ("topaz_pretrained", "topaz_trained"):
         with tempfile.TemporaryDirectory() as tmp:
             for f in sorted((out / key).iterdir()):
-                mic = DATA / "micrographs" / f"{f.stem}.mrc"
+                mic = ds.data / "micrographs" / f"{f.stem}.mrc"
                 if not mic.is_file():  # Topaz's merged pick file, logs
                     continue
                 xy, sc = read_coords(f)
                 xy, sc = drop_near_edge(xy, sc, read_shape(mic), band)
                 write_coords(Path(tmp) / f"{f.stem}.star", xy, sc, "star")
-            R[key]["score_band"] = score(Path(tmp))
+            R[key]["score_band"] = score(ds, Path(tmp))
 
 
 def cryopick_pick(model: Path, mics: list[Path], out: Path, extra: list[str]) -> dict[str, Any]:
@@ -103,64 +124,65 @@ def cryopick_pick(model: Path, mics: list[Path], out: Path, extra: list[str]) ->
             "peak_rss_gb": rss, "load_before": load, "load_after": os.getloadavg()[0], "cmd": " ".join(cmd[:2] + extra)}
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--cryopick-model", type=Path, help="reuse this `cryopick train` run instead of training")
-    p.add_argument("--topaz-model", type=Path, help="reuse this trained Topaz model instead of training (development)")
-    p.add_argument("--out", type=Path, default=OUT)
-    p.add_argument("--quick", action="store_true", help="1 test micrograph, tiny training: checks the script")
-    p.add_argument("--no-doc", action="store_true")
-    p.add_argument("--section", default="topaz-compare")
-    p.add_argument("--render", type=Path, help="re-render a saved summary.json (no measuring)")
-    a = p.parse_args()
-    if a.render:
-        R = json.loads(a.render.read_text())
-        if "edge_band" not in R:  # results saved before the edge band existed
-            banded_scores(R, a.render.parent)
-            a.render.write_text(json.dumps(R, indent=1, default=str) + "\n")
-        sys.argv = R.get("argv", sys.argv)  # the doc names the command that measured
-        print(render(R))
-        if not a.no_doc:
-            update_section(a.section, TITLE, render(R))
-        return
-    from cryopick.config import ModelConfig, TrainConfig
+def measure(ds: DataSet, out: Path, cryopick_runs: Path | None, quick: bool, reuse_topaz: bool = False) -> dict[str, Any]:
+    """Topaz (pretrained, trained) and cryopick on one data set's ``test`` micrographs.
 
-    split = json.loads((DATA / "split.json").read_text())
-    mics = {k: [DATA / "micrographs" / f"{n}.mrc" for n in v] for k, v in split.items()}
-    test = mics["test"][:1] if a.quick else mics["test"]
-    out = a.out.resolve() / ("quick" if a.quick else "run")
+    ``reuse_topaz``: take Topaz's figures from the data set's last summary (same Topaz, same picks) and
+    measure cryopick only, e.g. after a cryopick change.
+    """
+    split = json.loads((ds.data / "split.json").read_text())
+    mics = {k: [ds.data / "micrographs" / f"{n}.mrc" for n in v] for k, v in split.items()}
+    test = mics["test"][:1] if quick else mics["test"]
     out.mkdir(parents=True, exist_ok=True)
-    R: dict[str, Any] = {"started": time.strftime("%H:%M:%S"), "n_test": len(test), "argv": sys.argv,
-                         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}
-
-    # --- Topaz: train on `labeled`, pick `test` with pretrained and trained models
-    topaz = ensure_topaz_venv()
-    if a.topaz_model:
-        tmodel, R["topaz_train_s"] = a.topaz_model.resolve(), None
+    R: dict[str, Any] = {"dataset": ds.name, "started": time.strftime("%H:%M:%S"), "n_test": len(test),
+                         "n_labeled": len(mics["labeled"]), "argv": sys.argv, "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+                         "topaz_n": ds.topaz_n, "topaz_radius": int(round(ds.radius))}
+    last = out / "summary.json"
+    if reuse_topaz and last.is_file():
+        old = json.loads(last.read_text())
+        R.update({k: old[k] for k in ("topaz_train_s", "topaz_train_load", "topaz_model", "topaz_pretrained", "topaz_trained")})
+        R["topaz_measured"] = old.get("topaz_measured", old["started"])
     else:
-        kw = {"n": 600, "num_epochs": 1, "epoch_size": 5} if a.quick else {}
-        load = os.getloadavg()[0]
-        tmodel, R["topaz_train_s"] = train_topaz(topaz, mics["labeled"], DATA / "coords", out / "topaz_train", **kw)
-        R["topaz_train_load"] = [load, os.getloadavg()[0]]
+        _measure_topaz(ds, R, mics, test, out, quick)
+        R["topaz_measured"] = R["started"]
+    return _measure_cryopick(ds, R, mics, test, out, cryopick_runs, quick)
+
+
+def _measure_topaz(ds: DataSet, R: dict[str, Any], mics: dict[str, list[Path]], test: list[Path], out: Path, quick: bool) -> None:
+    """Topaz: train on `labeled`, pick `test` with the pretrained and the trained model."""
+    topaz = ensure_topaz_venv()
+    kw = {"n": ds.topaz_n, "num_epochs": 1, "epoch_size": 5} if quick else {"n": ds.topaz_n}
+    load = os.getloadavg()[0]
+    tmodel, R["topaz_train_s"] = train_topaz(topaz, mics["labeled"], ds.data / "coords", out / "topaz_train", **kw)
+    R["topaz_train_load"] = [load, os.getloadavg()[0]]
     R["topaz_model"] = str(tmodel)
     for key, model in (("topaz_pretrained", None), ("topaz_trained", str(tmodel))):
         load = os.getloadavg()[0]
-        res = run_topaz(topaz, test, out / key, model=model)
+        res = run_topaz(topaz, test, out / key, model=model, radius=R["topaz_radius"])
         res["load_before"] = load
         res["s_per_mic"] = (res["preprocess_s"] + res["extract_s"]) / len(test)
-        res["score"] = score(out / key)
+        res["score"] = score(ds, out / key)
         R[key] = res
-        print(key, json.dumps(res["score"]), flush=True)
+        print(ds.name, key, json.dumps(res["score"]), flush=True)
 
-    # --- cryopick: train on the same 5 micrographs with the current defaults (or reuse a run)
+
+def _measure_cryopick(ds: DataSet, R: dict[str, Any], mics: dict[str, list[Path]], test: list[Path], out: Path,
+                      cryopick_runs: Path | None, quick: bool) -> dict[str, Any]:
+    """cryopick: train on the same micrographs with the current defaults (or reuse picker_empiar's run), pick `test`."""
+    from cryopick.config import ModelConfig, TrainConfig
+
     defaults = {"model": dataclasses.asdict(ModelConfig()), "train": dataclasses.asdict(TrainConfig())}
-    if a.cryopick_model:
-        run_dir, R["cryopick_train_s"] = a.cryopick_model.resolve(), None
+    reuse = cryopick_runs / ds.name / "run" if cryopick_runs else None
+    if reuse is not None and (reuse / "config.json").is_file() and not quick:
+        run_dir, R["cryopick_train_s"] = reuse.resolve(), None
+        timed = reuse.parent / "summary.json"  # picker_empiar.py's record of that run
+        if timed.is_file():
+            R["cryopick_train_s_elsewhere"] = json.loads(timed.read_text())["train_s"]
     else:
         run_dir = out / "cryopick_train"
         shutil.rmtree(run_dir, ignore_errors=True)
-        cmd = ["cryopick", "train", "--micrographs", *map(str, mics["labeled"]), "--coords", str(DATA / "coords"),
-               "--diameter", str(DIAMETER), "--out", str(run_dir), "--quiet"] + (["--steps", "20", "--val-every", "10"] if a.quick else [])
+        cmd = ["cryopick", "train", "--micrographs", *map(str, mics["labeled"]), "--coords", str(ds.data / "coords"),
+               "--diameter", str(ds.diameter), "--out", str(run_dir), "--quiet"] + (["--steps", "20", "--val-every", "10"] if quick else [])
         load = os.getloadavg()[0]
         R["cryopick_train_s"], R["cryopick_train_rss_gb"], _ = run_measured(cmd)
         R["cryopick_train_load"] = [load, os.getloadavg()[0]]
@@ -169,32 +191,89 @@ def main() -> None:
     stored = float(config["result"]["threshold"])
     # timed as a user runs it (stored threshold), then with weak picks kept for the PR sweep
     R["cryopick"] = cryopick_pick(run_dir, test, out / "cryopick_default", [])
-    low = cryopick_pick(run_dir, test, out / "cryopick_low", ["--threshold", str(LOW_THRESHOLD)])
-    R["cryopick"]["score"] = score(out / "cryopick_low", stored)
-    R["cryopick"]["score_default_files"] = score(out / "cryopick_default")
-    R["cryopick_low"] = low
+    R["cryopick_low"] = cryopick_pick(run_dir, test, out / "cryopick_low", ["--threshold", str(LOW_THRESHOLD)])
+    R["cryopick"]["score"] = score(ds, out / "cryopick_low", stored)
     R["cryopick_bf16"] = cryopick_pick(run_dir, test, out / "cryopick_bf16", ["--amp"])
-    bf16_low = cryopick_pick(run_dir, test, out / "cryopick_bf16_low", ["--amp", "--threshold", str(LOW_THRESHOLD)])
-    R["cryopick_bf16"]["score"] = score(out / "cryopick_bf16_low", stored)
-    R["cryopick_bf16_low"] = bf16_low
-    banded_scores(R, out)
+    R["cryopick_bf16_low"] = cryopick_pick(run_dir, test, out / "cryopick_bf16_low", ["--amp", "--threshold", str(LOW_THRESHOLD)])
+    R["cryopick_bf16"]["score"] = score(ds, out / "cryopick_bf16_low", stored)
+    banded_scores(ds, R, out)
     R["finished"] = time.strftime("%H:%M:%S")
-    (out / "summary.json").write_text(json.dumps(R, indent=1, default=str) + "\n")
-    body = render(R)
+    return R
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--datasets", nargs="+", default=[n for n in DATASETS if (SHARED / n).is_dir()], choices=list(DATASETS))
+    p.add_argument("--cryopick-runs", type=Path, help="reuse ROOT/NAME/run (`picker_empiar.py`'s runs) instead of training")
+    p.add_argument("--out", type=Path, default=OUT)
+    p.add_argument("--quick", action="store_true", help="1 test micrograph, tiny training: checks the script")
+    p.add_argument("--no-doc", action="store_true")
+    p.add_argument("--section", default="topaz-compare")
+    p.add_argument("--render", action="store_true", help="rebuild the section from the saved summaries (no measuring)")
+    p.add_argument("--reuse-topaz", action="store_true", help="keep Topaz's figures from the last run, measure cryopick again")
+    a = p.parse_args()
+    results = []
+    for name in a.datasets:
+        ds, out = DATASETS[name], a.out.resolve() / ("quick" if a.quick else "run") / name
+        if a.render:
+            R = json.loads((out / "summary.json").read_text())
+        else:
+            R = measure(ds, out, a.cryopick_runs, a.quick, a.reuse_topaz)
+            (out / "summary.json").write_text(json.dumps(R, indent=1, default=str) + "\n")
+        results.append(R)
+    if a.render:
+        sys.argv = results[0].get("argv", sys.argv)  # the doc names the command that measured
+    body = render(results)
     print(body)
     if not a.no_doc:
         update_section(a.section, TITLE, body)
 
 
-def render(R: dict[str, Any]) -> str:
+def summary_row(R: dict[str, Any]) -> list[str]:
+    """The side-by-side table's rows for one data set: picker, best F1, F1 at stored threshold, s / mic, training."""
+    ds, t_tr = DATASETS[R["dataset"]], R["topaz_trained"]
     c = R["cryopick_config"]
+    minutes = lambda s: "–" if s is None else f"{s / 60:.1f}"  # noqa: E731
+    elsewhere = R.get("cryopick_train_s_elsewhere")
+    cp_train = minutes(R["cryopick_train_s"]) if R["cryopick_train_s"] is not None or elsewhere is None else f"{minutes(elsewhere)}*"
+    cp, tp, tt = R["cryopick"], R["topaz_pretrained"], R["topaz_trained"]
+    return [
+        f"| {ds.title} | Topaz pretrained resnet16 | {tp['score']['best_f1']:.3f} | – | {tp['s_per_mic']:.2f} | – |",
+        f"| {ds.title} | Topaz trained on {R['n_labeled']} `labeled` | {tt['score']['best_f1']:.3f} | – | {t_tr['s_per_mic']:.2f} | {minutes(R['topaz_train_s'])} |",
+        f"| {ds.title} | cryopick width {c['model']['base_width']} (bin {c['preprocess']['bin']:g}) | **{cp['score']['best_f1']:.3f}** | "
+        f"**{cp['score']['f1']:.3f}** | {cp['s_per_mic']:.2f} | {cp_train} |",
+    ]
+
+
+def render(results: list[dict[str, Any]]) -> str:
+    out = ["Each picker is its command-line tool, one process over a data set's `test` micrographs (1024², expert picks): "
+           "*s / mic* = that wall time ÷ micrographs, process start-up included (Topaz: `topaz preprocess -s 1` + "
+           "`topaz extract -r R -d -1`, R = the particle radius, default threads). Both tools run with "
+           f"`OMP_WAIT_POLICY={results[0].get('omp_wait_policy', 'PASSIVE')}`. F1 at the best threshold for each picker; for "
+           "cryopick also at the threshold stored with its model (Topaz stores none). Match radius: half the diameter. "
+           "*train min*: training wall time (*: the reused run of `picker_empiar.py`, timed there).", "",
+           "| data set | picker | best F1 | F1 at stored threshold | s / mic | train min |", "|---|---|---|---|---|---|"]
+    for R in results:
+        out += summary_row(R)
+    out.append("")
+    for R in results:
+        out += detail(R)
+    return "\n".join(out)
+
+
+def detail(R: dict[str, Any]) -> list[str]:
+    """One data set's full figures: precision / recall, AP, memory, load, bfloat16, edge band."""
+    ds, c = DATASETS[R["dataset"]], R["cryopick_config"]
     tr, md = c["train"], c["model"]
     now = R["defaults_now"]
-    same = tr == now["train"] and md == now["model"]
+    same = tr["steps"] == now["train"]["steps"] and md == now["model"]
     t_tr = R["topaz_trained"]
-    rows = ["| picker | s / micrograph (end to end) | in-process s / mic | peak RSS GB | best F1 (P / R) | threshold | "
+    rows = [f"**{ds.title}** (cryopick measured {R['started']}–{R['finished']}, Topaz from {R.get('topaz_measured', R['started'])}, "
+            f"{R['n_test']} `test` micrographs, match radius "
+            f"{ds.radius:g} px, Topaz `train -n {R['topaz_n']}`, `extract -r {R['topaz_radius']}`)", "",
+            "| picker | s / micrograph (end to end) | in-process s / mic | peak RSS GB | best F1 (P / R) | threshold | "
             "F1 at stored threshold (P / R) | AP | load |", "|---|---|---|---|---|---|---|---|---|"]
-    for key, name in (("topaz_pretrained", "Topaz pretrained resnet16"), ("topaz_trained", "Topaz trained on 5 `labeled`")):
+    for key, name in (("topaz_pretrained", "Topaz pretrained resnet16"), ("topaz_trained", f"Topaz trained on {R['n_labeled']} `labeled`")):
         r, s = R[key], R[key]["score"]
         rows.append(f"| {name} | {r['s_per_mic']:.2f} (preprocess {r['preprocess_s'] / R['n_test']:.2f} + extract "
                     f"{r['extract_s_per_micrograph']:.2f}) | – | {r['extract_peak_rss_gb']:.2f} | **{s['best_f1']:.3f}** "
@@ -207,37 +286,19 @@ def render(R: dict[str, Any]) -> str:
                     f"**{s['f1']:.3f}** ({s['precision']:.3f} / {s['recall']:.3f}) | {s['ap']:.3f} | "
                     f"{r['load_before']:.1f}→{r['load_after']:.1f} |")
     speedup = t_tr["s_per_mic"] / R["cryopick"]["s_per_mic"]
-    speedup_bf16 = t_tr["s_per_mic"] / R["cryopick_bf16"]["s_per_mic"]
     f1s = {k: R[k]["score"]["best_f1"] for k in ("topaz_pretrained", "topaz_trained", "cryopick", "cryopick_bf16")}
-    train_t = "reused run, not timed here" if R["cryopick_train_s"] is None else f"{R['cryopick_train_s'] / 60:.1f} min wall (load {R['cryopick_train_load'][0]:.1f}→{R['cryopick_train_load'][1]:.1f})"
-    topaz_t = "reused model, not timed here" if R["topaz_train_s"] is None else f"{R['topaz_train_s'] / 60:.1f} min (load {R['topaz_train_load'][0]:.1f}→{R['topaz_train_load'][1]:.1f})"
-    out = [f"Measured {R['started']}–{R['finished']} (machine clock), {R['n_test']} `test` micrographs (1024², expert picks), "
-           f"match radius {RADIUS} px. Each picker is its command-line tool, one process over all test micrographs: "
-           "*s / micrograph* = that wall time ÷ micrographs, process start-up included (Topaz: `topaz preprocess -s 1` + "
-           "`topaz extract -r 13 -d -1`, default threads); both tools run with `OMP_WAIT_POLICY="
-           f"{R.get('omp_wait_policy', 'PASSIVE')}`; *in-process* = cryopick's own per-micrograph time "
-           "(read → picks → file, start-up excluded). Peak RSS: `ru_maxrss` of the picking process (Topaz: extract). "
-           "*load*: 1-minute load average before → after (2 cores shared with other work).", "", *rows, "",
-           f"- Training: Topaz {topaz_t}, model `{Path(R['topaz_model']).name}`; cryopick {train_t}: width {md['base_width']}, "
-           f"{tr['steps']} steps × batch {tr['batch_size']} × {tr['patch_size']}², bin {c['preprocess']['bin']}, "
-           f"stored threshold {c['result']['threshold']:.3f}" + ("" if same else " (**not** the current `cryopick train` defaults: "
-           f"{now['model']} / {now['train']})") + ".",
-           f"- Speed: cryopick float32 is **{speedup:.1f}×** faster per micrograph than trained Topaz (target ≥ 3×: "
-           f"{'met' if speedup >= 3 else 'missed'}); with `--amp` {speedup_bf16:.1f}×.",
-           f"- F1: cryopick {f1s['cryopick']:.3f} vs Topaz trained {f1s['topaz_trained']:.3f} and pretrained "
-           f"{f1s['topaz_pretrained']:.3f} (target: higher than both: "
-           f"{'met' if f1s['cryopick'] > max(f1s['topaz_trained'], f1s['topaz_pretrained']) else 'missed'}). "
-           f"bfloat16 autocast changes best F1 by {f1s['cryopick_bf16'] - f1s['cryopick']:+.3f}.",
-           *([f"- Edge band: cryopick drops picks within the {R['edge_band']:.1f} px band its training picks left empty "
-              "(`docs/design.md`); Topaz has no such step. Topaz's picks with that band removed too: pretrained best F1 "
-              f"{R['topaz_pretrained']['score_band']['best_f1']:.3f}, trained "
-              f"**{R['topaz_trained']['score_band']['best_f1']:.3f}** "
-              f"({R['topaz_trained']['score_band']['best_precision']:.3f} / {R['topaz_trained']['score_band']['best_recall']:.3f}) "
-              f"→ cryopick still higher than both: {'yes' if f1s['cryopick'] > max(R['topaz_trained']['score_band']['best_f1'], R['topaz_pretrained']['score_band']['best_f1']) else '**no**'}."]
-             if "edge_band" in R else []),
-           "- Reference from the issue (Topaz as a new user runs it, earlier): pretrained 22.6 s / mic, 8.9 GB, F1 0.55; "
-           "trained 7.6 s / mic, 3.4 GB, F1 0.84."]
-    return "\n".join(out)
+    train_t = "reused `picker_empiar.py` run (timed there)" if R["cryopick_train_s"] is None else f"{R['cryopick_train_s'] / 60:.1f} min wall"
+    band = R["topaz_trained"]["score_band"]
+    rows += ["",
+             f"- Training: Topaz {R['topaz_train_s'] / 60:.1f} min, model `{Path(R['topaz_model']).name}`; cryopick {train_t}: "
+             f"width {md['base_width']}, {tr['steps']} steps × batch {tr['batch_size']} × {tr['patch_size']}², bin {c['preprocess']['bin']:g}, "
+             f"stored threshold {c['result']['threshold']:.3f}" + ("" if same else " (**not** the current `cryopick train` defaults)") + ".",
+             f"- cryopick best F1 {f1s['cryopick']:.3f} vs Topaz trained {f1s['topaz_trained']:.3f} and pretrained {f1s['topaz_pretrained']:.3f}: "
+             f"{'higher than both' if f1s['cryopick'] > max(f1s['topaz_trained'], f1s['topaz_pretrained']) else '**not higher than both**'}; "
+             f"{speedup:.1f}× faster per micrograph than trained Topaz; bfloat16 changes best F1 by {f1s['cryopick_bf16'] - f1s['cryopick']:+.3f}.",
+             f"- Edge band: cryopick drops picks within the {R['edge_band']:.1f} px band its training picks left empty; Topaz's picks "
+             f"with that band removed too: trained best F1 {band['best_f1']:.3f}, pretrained {R['topaz_pretrained']['score_band']['best_f1']:.3f}.", ""]
+    return rows
 
 
 if __name__ == "__main__":

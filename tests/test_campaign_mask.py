@@ -23,7 +23,7 @@ ON = MaskConfig(enabled=True)
 
 def test_mask_flags_the_carbon_side_of_an_edge_and_keeps_the_ice() -> None:
     image, xy, edge = carbon_edge()
-    binned = preprocess(image, PreprocessConfig(), 4.0)
+    binned = preprocess(image, PreprocessConfig(bin=2.0), 4.0)
     mask = micrograph_mask(binned, 24.0, ON)
     cols = np.arange(mask.shape[1]) * binned.scale[1]
     assert mask[:, cols > edge + 24].mean() > 0.98  # carbon
@@ -32,7 +32,7 @@ def test_mask_flags_the_carbon_side_of_an_edge_and_keeps_the_ice() -> None:
     assert keep[xy[:, 0] < edge - 72].mean() > 0.97  # true particles in the ice survive
     assert not keep[xy[:, 0] > edge + 24].any()  # particles under carbon are dropped
     clean, _ = simulate_micrograph(SimSpec(size=512, particles=150, seed=1), 5)
-    assert micrograph_mask(preprocess(clean, PreprocessConfig(), 4.0), 24.0, ON).mean() < 0.03
+    assert micrograph_mask(preprocess(clean, PreprocessConfig(bin=2.0), 4.0), 24.0, ON).mean() < 0.03
 
 
 def test_mask_never_flags_more_than_max_fraction() -> None:

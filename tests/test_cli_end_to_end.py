@@ -30,7 +30,7 @@ def sim_run(sim_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small model trained by `cryopick train` on two simulated micrographs (binned 2x)."""
     run = tmp_path_factory.mktemp("sim_run")
     mics = mic_paths(sim_data, ["sim_0000", "sim_0001"])
-    assert cli(["train", "--micrographs", *mics, "--coords", sim_data / "coords", "--diameter", 24, "--out", run,
+    assert cli(["train", "--micrographs", *mics, "--coords", sim_data / "coords", "--diameter", 24, "--out", run, "--bin", 2,
                 "--width", 8, "--steps", 150, "--patch-size", 64, "--val-every", 50, "--quiet", "--seed", 1]) == 0
     return run
 

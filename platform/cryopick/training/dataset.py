@@ -20,7 +20,7 @@ from cryopick.errors import CryopickError
 from cryopick.io.coords import check_inside, drop_duplicate_picks, duplicate_distance, find_coords_file, read_coords
 from cryopick.io.micrograph import read_micrograph
 from cryopick.preprocessing.labels import IGNORE, LABEL_RADIUS_FRACTION, circle_mask
-from cryopick.preprocessing.binning import Binned, preprocess
+from cryopick.preprocessing.binning import Binned, preprocess, resolve_binning
 
 
 @dataclass
@@ -78,7 +78,8 @@ def coords_for(mic: Path, coords_dir: Path) -> Path:
 def load_labeled(
     mic: Path, coords_dir: Path, diameter: float, pre: PreprocessConfig, pixel_size: float | None = None
 ) -> LabeledMicrograph:
-    """Read, check and preprocess one micrograph and its expert picks."""
+    """Read, check and preprocess one micrograph and its expert picks (binned by ``pre``, resolved for ``diameter``)."""
+    pre = resolve_binning(pre, diameter)
     m = read_micrograph(mic, pixel_size)
     if diameter >= min(m.shape):
         raise CryopickError(f"particle diameter {diameter:g} px is larger than the {m.shape[1]}x{m.shape[0]} micrograph", mic)
