@@ -104,3 +104,15 @@ def test_campaign_config_resolves_binning_and_patch_from_the_diameter(tmp_path: 
     shipped = Path(__file__).resolve().parents[1] / "pipelines" / "configs" / "tiny_cpu.yaml"
     tiny = load_config(shipped, {"out": str(tmp_path), "data.diameter": 56.0})
     assert tiny.preprocess.bin == 2.0 and tiny.train.patch_size == 64  # explicit settings are kept
+
+
+def test_a_resumed_campaign_keeps_the_binning_it_started_with(tmp_path: Path) -> None:
+    """A campaign begun with bin 2 and 128-px patches (the defaults before binning followed the particle) resumes
+    with them when the rerun leaves both unset."""
+    from cryopick.selftrain.config import load_config
+
+    (tmp_path / "campaign.json").write_text(json.dumps({"preprocess": {"bin": 2.0}, "train": {"patch_size": 128}}))
+    cfg = load_config(None, {"out": str(tmp_path), "data.diameter": 56.0})
+    assert cfg.preprocess.bin == 2.0 and cfg.train.patch_size == 128
+    fresh = load_config(None, {"out": str(tmp_path / "new"), "data.diameter": 56.0})
+    assert fresh.preprocess.bin == 4.0 and fresh.train.patch_size == 96

@@ -232,8 +232,22 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
 
 
 def resolve_campaign_geometry(cfg: SelftrainConfig) -> SelftrainConfig:
-    """Binning and patch edge from the particle diameter where the config leaves them to the defaults."""
+    """Binning and patch edge from the particle diameter where the config leaves them to the defaults.
+
+    A campaign being resumed keeps the binning and patch edge it started with (also one started before
+    binning followed the diameter), so leaving them unset never turns a resume into a changed setting.
+    """
     from cryopick.training.patches import resolve_geometry
+
+    stored_file = cfg.campaign_dir / "campaign.json" if cfg.out else None
+    if stored_file is not None and stored_file.is_file():
+        import json
+
+        stored = json.loads(stored_file.read_text())
+        if cfg.preprocess.bin is None and cfg.preprocess.target_pixel_size is None:
+            cfg.preprocess.bin = (stored.get("preprocess") or {}).get("bin")
+        if cfg.train.patch_size is None:
+            cfg.train.patch_size = (stored.get("train") or {}).get("patch_size")
 
     pixel_size = cfg.data.pixel_size
     if cfg.preprocess.target_pixel_size is not None and pixel_size is None and cfg.data.labeled:
