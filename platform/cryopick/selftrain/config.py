@@ -252,9 +252,9 @@ def resolve_campaign_geometry(cfg: SelftrainConfig) -> SelftrainConfig:
     pixel_size = cfg.data.pixel_size
     if cfg.preprocess.target_pixel_size is not None and pixel_size is None and cfg.data.labeled:
         from cryopick.io.manifest import resolve_micrographs
-        from cryopick.io.micrograph import read_micrograph
+        from cryopick.io.micrograph import read_pixel_size
 
-        pixel_size = read_micrograph(resolve_micrographs(cfg.data.labeled)[0]).pixel_size
+        pixel_size = read_pixel_size(resolve_micrographs(cfg.data.labeled)[0])
     cfg.preprocess, cfg.train = resolve_geometry(cfg.preprocess, cfg.train, cfg.data.diameter, pixel_size, 2**cfg.model.depth)
     return cfg
 
