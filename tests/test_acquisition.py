@@ -15,6 +15,7 @@ from cryopick.config import ModelConfig
 from cryopick.inference.picker import PickerMeta, save_picker
 from cryopick.model.unet import build_unet
 from cryopick.selftrain.acquisition import Box, rank, region_boxes, score_views
+from cryopick.selftrain.labels import import_labels
 from cryopick.selftrain.state import CampaignState
 from conftest import mic_paths
 
@@ -113,5 +114,9 @@ def test_suggest_cli_writes_the_ranking_into_the_latest_round(sim_data: Path, tm
     assert main(["suggest", "--campaign", str(campaign), "-n", "5", "--whole", "--quiet"]) == 0
     rows = list(csv.DictReader(open(campaign / "round_001" / "suggestions.csv")))
     assert len(rows) == 2 and {r["region"] for r in rows} == {"whole"}  # only 2 micrographs to suggest
+    import_labels(campaign, [sim_data / "coords" / "sim_0001.star"], [Path(p) for p in unlabeled])
+    assert main(["suggest", "--campaign", str(campaign), "-n", "5", "--whole", "--quiet"]) == 0
+    rows = list(csv.DictReader(open(campaign / "round_001" / "suggestions.csv")))
+    assert [r["micrograph"] for r in rows] == ["sim_0002"]  # a micrograph labeled since is not suggested again
     assert main(["suggest", "--campaign", str(tmp_path / "nothing")]) == 2
     assert "not a campaign directory" in capsys.readouterr().err

@@ -22,6 +22,7 @@ from cryopick.inference.tiling import predict_views
 from cryopick.io.micrograph import read_micrograph
 from cryopick.preprocessing.binning import preprocess
 from cryopick.selftrain.acquisition import Scored, rank, region_boxes, score_views
+from cryopick.selftrain.labels import read_labels
 from cryopick.selftrain.outputs import write_csv
 from cryopick.selftrain.state import CAMPAIGN_FILE, CampaignState, round_dir
 
@@ -82,7 +83,8 @@ def suggest(campaign: Path, n: int = 10, strategy: str = "combined", region_size
     campaign = Path(campaign)
     rnd = latest_round(campaign)
     stored = json.loads((campaign / CAMPAIGN_FILE).read_text())
-    mics = [Path(p) for p in stored["resolved"]["unlabeled"]]
+    labeled = read_labels(campaign)  # labeled since the campaign started: nothing left to suggest there
+    mics = [Path(p) for p in stored["resolved"]["unlabeled"] if Path(p).stem not in labeled]
     if not mics:
         raise CryopickError("the campaign has no unlabeled micrographs to suggest from", campaign / CAMPAIGN_FILE)
     if region_size == -1:
