@@ -39,7 +39,7 @@ def crop_set(empiar: Path, split: dict[str, list[str]], out: Path) -> dict[str, 
 TINY = {
     "preprocess.bin": 2.0, "model.base_width": 8, "model.depth": 3,
     "train.steps": 20, "train.batch_size": 8, "train.patch_size": 48, "train.val_every": 10, "train.val_fraction": 0.25,
-    "selftrain.rounds": 2, "selftrain.patches_per_epoch": 64,
+    "selftrain.rounds": 2, "selftrain.patches_per_epoch": 64, "selftrain.method": "offline",  # teacher: test_teacher_round
     "selftrain.min_pseudo_share": 0.0,  # a 20-step model finds few confident particles; round 1 must still train here
     "tune.thresholds": [0.3, 0.6], "tune.min_distance_fractions": [0.5, 0.75],
     "ray.num_workers": 2, "ray.cpu_per_worker": 0.5, "ray.use_gpu": "false",
@@ -227,6 +227,44 @@ def test_a_round_without_pseudo_labeled_particles_keeps_the_model_and_stops(camp
     again: list[str] = []
     assert [m["round"] for m in run_campaign(cfg, progress=False, log=again.append).rounds] == [0, 1]
     assert "nothing to do" in again[-1]
+
+
+@pytest.mark.timeout(240)
+def test_teacher_round_trains_online_against_an_ema_teacher_with_sparse_labels(campaign: dict[str, Any], tmp_path: Path) -> None:
+    """Round 1 with the default method: no offline pseudo-labels; 2 DDP workers train a student against the EMA
+    teacher's labels of the unlabeled patches and of the unpicked pixels of the (sparse) labeled micrograph; the
+    round writes everything a round writes, and what the teacher labeled is logged."""
+    from mlflow.tracking import MlflowClient
+
+    from cryopick.distributed.orchestrator import run_campaign
+    from cryopick.selftrain.config import load_config
+
+    source = campaign["dir"] / "round_000"
+    over = {k: v for k, v in campaign["cfg"].as_dict()["data"].items() if v}
+    cfg = load_config(None, {**{f"data.{k}": v for k, v in over.items()}, **TINY, "selftrain.method": "teacher",
+                             "selftrain.labels": "sparse", "selftrain.positive": 0.5, "selftrain.negative": 0.2,
+                             "selftrain.round0_model": str(source), "out": str(tmp_path / "teacher")})
+    result = run_campaign(cfg, progress=False, log=lambda s: None)
+    camp = cfg.campaign_dir
+    assert [m["round"] for m in result.rounds] == [0, 1] and result.stopped is not None
+    rdir = camp / "round_001"
+    trained = json.loads((rdir / "config.json").read_text())
+    assert trained["result"]["method"] == "teacher" and trained["result"]["sparse_labels"] is True
+    assert not (rdir / "pseudo").exists() and not (rdir / "pseudo_labels.json").exists()  # nothing predicted offline
+    history = list(csv.DictReader(open(rdir / "history.csv")))
+    taught = [r for r in history if r.get("teacher_positive")]
+    assert [int(r["step"]) for r in taught] == [10, 20]
+    pos, neg = float(taught[-1]["teacher_positive"]), float(taught[-1]["teacher_negative"])
+    assert 0.0 <= pos <= 1.0 and 0.0 <= neg <= 1.0 and pos + neg > 0.0  # a 20-step model is sure of some pixels at 0.5 / 0.2
+    m = json.loads((rdir / "metrics.json").read_text())
+    assert m["pseudo_positive"] == pytest.approx(pos) and m["pseudo_negative"] == pytest.approx(neg)
+    for name in ("model.pt", "tune.csv", "pr_curve.csv", "suggestions.csv", "calibration.json"):
+        assert (rdir / name).is_file(), name
+    state = json.loads((camp / "state.json").read_text())
+    run = MlflowClient(state["tracking_uri"]).search_runs(
+        [MlflowClient(state["tracking_uri"]).get_run(state["mlflow_parent_run_id"]).info.experiment_id],
+        filter_string=f"tags.`mlflow.parentRunId` = '{state['mlflow_parent_run_id']}' and tags.`cryopick.round` = '1'")[0]
+    assert run.data.metrics["pseudo_positive"] == pytest.approx(pos)
 
 
 def test_labels_imported_after_a_round_join_the_labeled_set_from_the_next_round(

@@ -127,10 +127,11 @@ class SimSplit(TypedDict):
     pixel_size: float
 
 
-def simulate_dataset(out: str | Path, n_micrographs: int = 8, spec: SimSpec | None = None) -> SimSplit:
+def simulate_dataset(out: str | Path, n_micrographs: int = 8, spec: SimSpec | None = None,
+                     n_labeled: int | None = None) -> SimSplit:
     """Write ``out/micrographs/*.mrc``, ``out/coords/*.star`` and ``out/split.json``.
 
-    The split mirrors the shared EMPIAR set: a quarter labeled, half unlabeled, a quarter test.
+    The split mirrors the shared EMPIAR set: a quarter labeled (or ``n_labeled``), a quarter test, the rest unlabeled.
     """
     spec = spec or SimSpec()
     out = Path(out)
@@ -139,7 +140,7 @@ def simulate_dataset(out: str | Path, n_micrographs: int = 8, spec: SimSpec | No
         image, xy = simulate_micrograph(spec, spec.seed * 100_003 + i)
         write_mrc(out / "micrographs" / f"{name}.mrc", image, spec.pixel_size)
         write_coords(out / "coords" / f"{name}.star", xy)
-    n_lab = max(1, n_micrographs // 4)
+    n_lab = n_labeled if n_labeled is not None else max(1, n_micrographs // 4)
     n_test = max(1, n_micrographs // 4)
     split: SimSplit = {
         "labeled": names[:n_lab],

@@ -40,7 +40,7 @@ FLAGS = {  # argparse dest -> dotted config key
     "labeled": "data.labeled", "unlabeled": "data.unlabeled", "validation": "data.validation", "test": "data.test",
     "rounds": "selftrain.rounds", "positive": "selftrain.positive", "negative": "selftrain.negative",
     "labeled_fraction": "selftrain.labeled_fraction", "round0_model": "selftrain.round0_model",
-    "min_pseudo_share": "selftrain.min_pseudo_share",
+    "min_pseudo_share": "selftrain.min_pseudo_share", "method": "selftrain.method", "labels": "selftrain.labels",
     "steps": "train.steps", "batch_size": "train.batch_size",
     "patch_size": "train.patch_size", "bin": "preprocess.bin", "width": "model.base_width",
     "workers": "ray.num_workers", "cpu_per_worker": "ray.cpu_per_worker", "use_gpu": "ray.use_gpu",
@@ -60,9 +60,16 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--coords", help="directory of expert pick files, matched by stem")
     g.add_argument("--diameter", help="particle diameter: original px (180) or ångström (150A, pixel size from the header or --pixel-size)")
     g.add_argument("--pixel-size", type=float, help="Å/px, overriding MRC headers")
-    g.add_argument("--simulate", type=int, default=8, metavar="N", help="micrographs to simulate when none are given (default 8)")
+    g.add_argument("--simulate", type=int, default=12, metavar="N",
+                   help="micrographs to simulate when none are given (default 12: 1 labeled, 8 unlabeled, 3 test)")
     g = parser.add_argument_group("self-training")
     g.add_argument("--rounds", type=int, help="total rounds including round 0 (default 3)")
+    g.add_argument("--labels", choices=("auto", "complete", "sparse"),
+                   help="are all particles of the labeled micrographs picked (complete) or only some (sparse)? "
+                        "default auto: judged from round 0's picks, with a message")
+    g.add_argument("--method", choices=("teacher", "offline"),
+                   help="teacher (default): each round trains a student online against an EMA teacher; "
+                        "offline: pseudo-labels predicted once per round by the previous model")
     g.add_argument("--positive", type=float, help="pseudo-label particle threshold (default 0.95)")
     g.add_argument("--negative", type=float, help="pseudo-label background threshold (default 0.05)")
     g.add_argument("--labeled-fraction", type=float, help="share of patches from labeled micrographs in rounds >= 1")
@@ -110,7 +117,8 @@ def simulate_into(campaign: Path, n: int) -> dict[str, Any]:
 
     data = campaign / "data"
     split_file = data / "split.json"
-    split = json.loads(split_file.read_text()) if split_file.is_file() else simulate_dataset(data, n, SimSpec(seed=7))
+    # few labels, many unlabeled micrographs: where self-training has something to add
+    split = json.loads(split_file.read_text()) if split_file.is_file() else simulate_dataset(data, n, SimSpec(seed=7), n_labeled=1)
     mic = lambda names: [str(data / "micrographs" / f"{s}.mrc") for s in names]  # noqa: E731
     return {"data.labeled": mic(split["labeled"]), "data.unlabeled": mic(split["unlabeled"]), "data.test": mic(split["test"]),
             "data.coords": str(data / "coords"), "data.diameter": float(split["diameter"])}

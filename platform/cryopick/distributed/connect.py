@@ -21,6 +21,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from typing import Any
 from pathlib import Path
 
 from cryopick.runtime import CPU_ENV
@@ -105,15 +106,81 @@ def _watch(session: str) -> None:
 
 @contextlib.contextmanager
 def ray_session(address: str | None = None, num_cpus: int | None = None, *, quiet: bool = False) -> Iterator[bool]:
-    """``with ray_session(...):`` connect for the block; shut Ray down after it if the block's connect started it."""
+    """``with ray_session(...):`` connect for the block; shut Ray down after it if the block's connect started it.
+
+    ``quiet``: besides the workers' output, the lines Ray's C++ core writes to this process's stderr
+    (actor-restart notices of Ray Data's actor pools, shutdown notices) and the raylet's warnings Ray prints
+    on stdout go to ``driver_stderr.log`` in the Ray session's log directory for the block; Python
+    exceptions still reach the terminal after it.
+    """
     started = connect(address, num_cpus, quiet=quiet)
     try:
-        yield started
+        with _stderr_to_session_log(quiet):
+            yield started
     finally:
         if started:
             import ray
 
-            ray.shutdown()
+            with _stderr_to_session_log(quiet):
+                ray.shutdown()
+
+
+@contextlib.contextmanager
+def _stderr_to_session_log(quiet: bool) -> Iterator[None]:
+    """Point file descriptor 2 at the Ray session's ``logs/driver_stderr.log`` for the block (when ``quiet``)."""
+    import ray
+
+    log_dir = None
+    if quiet and ray.is_initialized():
+        try:
+            log_dir = Path(_session_dir()) / "logs"
+        except Exception:  # noqa: BLE001 - no session directory known: leave stderr as it is
+            log_dir = None
+    if log_dir is None or not log_dir.is_dir():
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(log_dir / "driver_stderr.log", "ab") as fh:
+        os.dup2(fh.fileno(), 2)
+    stdout = sys.stdout
+    aside = _RayLinesAside(stdout, sys.stderr)
+    sys.stdout = aside  # a TextIO stand-in (write, flush, the rest passed through)
+    try:
+        yield
+    finally:
+        sys.stdout = stdout
+        stdout.write(aside.pending)
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+class _RayLinesAside:
+    """A stdout that passes every line through except those Ray prefixes with ``(raylet)``, which go to ``aside``."""
+
+    def __init__(self, out: Any, aside: Any) -> None:
+        self.out, self.aside, self.pending = out, aside, ""
+
+    def write(self, text: str) -> int:
+        self.pending += text
+        *lines, self.pending = self.pending.split("\n")
+        for line in lines:
+            (self.aside if "(raylet)" in line[:24] else self.out).write(line + "\n")
+        return len(text)
+
+    def flush(self) -> None:
+        self.out.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.out, name)
+
+
+def _session_dir() -> str:
+    """This Ray session's directory on the local node."""
+    import ray
+
+    return str(ray._private.worker.global_worker.node.get_session_dir_path())  # no public accessor in Ray 2.60
 
 
 def cluster_has_gpus() -> bool:

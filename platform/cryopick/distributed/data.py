@@ -26,6 +26,7 @@ from cryopick.io.micrograph import read_micrograph
 from cryopick.selftrain.labels import label_boxes
 from cryopick.training.patches import sample_patches
 from cryopick.preprocessing.binning import preprocess
+from cryopick.preprocessing.labels import IGNORE
 from cryopick.selftrain.pseudo import PseudoLabeler
 from cryopick.runtime import CPU_ENV
 
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
 
     from cryopick.training.dataset import ValItem
 
-LABELED, PSEUDO = "labeled", "pseudo"
+LABELED, PSEUDO, UNLABELED = "labeled", "pseudo", "unlabeled"
 
 
 @dataclass
@@ -43,7 +44,8 @@ class MicrographRow:
 
     Attributes:
         path: the micrograph file.
-        kind: ``labeled`` (``label`` = coordinate file) or ``pseudo`` (``label`` = heatmap .npz).
+        kind: ``labeled`` (``label`` = coordinate file), ``pseudo`` (``label`` = heatmap .npz) or ``unlabeled``
+            (no label: every pixel ignored, for a teacher to fill on the training worker).
         n_patches: patches to cut from it per epoch.
         hold_back: ignore the bottom ``val_fraction`` of rows (kept for validation).
     """
@@ -64,6 +66,7 @@ class StageParams:
     val_fraction: float
     pseudo: dict[str, Any]  # PseudoLabeler fields
     pixel_size: float | None = None
+    sparse: bool = False  # expert picks are some of the particles: unpicked pixels ignored, not background
 
 
 def node_id() -> str:
@@ -81,12 +84,12 @@ def node_id() -> str:
 def load_micrographs(batch: dict[str, np.ndarray], params: dict[str, Any]) -> dict[str, Any]:
     """Stage 1: read, preprocess and build the target mask of each micrograph row.
 
-    Returns a batch with ``image`` (h, w) float32, ``mask`` (h, w) int8 in {-1, 0, 1}, ``name``,
+    Returns a batch with ``image`` (h, w) float32, ``mask`` (h, w) int8 in {-2, -1, 0, 1}, ``name``, ``kind``,
     ``n_patches`` and ``node`` (the Ray node that did the work) per row.
     """
     p = StageParams(**params)
     pre = from_dict(PreprocessConfig, p.preprocess, "preprocess")
-    out: dict[str, list[Any]] = {"name": [], "image": [], "mask": [], "n_patches": [], "node": []}
+    out: dict[str, list[Any]] = {"name": [], "kind": [], "image": [], "mask": [], "n_patches": [], "node": []}
     for path, kind, label, n, hold in zip(batch["path"], batch["kind"], batch["label"], batch["n_patches"], batch["hold_back"]):
         path = Path(str(path))
         if kind == LABELED:
@@ -94,8 +97,11 @@ def load_micrographs(batch: dict[str, np.ndarray], params: dict[str, Any]) -> di
             boxes = label_boxes(Path(str(label)))  # regions labeled in the campaign: the rest is ignored
             h = lm.binned.image.shape[0]
             rows = hold_rows(h, p.val_fraction) if hold and boxes is None else None
-            item = make_train_item(lm, label_radius(p.diameter, lm.binned.mean_scale), rows, boxes)
+            item = make_train_item(lm, label_radius(p.diameter, lm.binned.mean_scale), rows, boxes, sparse=p.sparse)
             image, mask, name = item.image, item.mask, item.name
+        elif kind == UNLABELED:
+            image = preprocess(read_micrograph(path, p.pixel_size).data, pre, p.pixel_size).image
+            mask, name = np.full(image.shape, IGNORE, dtype=np.int8), path.stem
         else:
             b = preprocess(read_micrograph(path, p.pixel_size).data, pre, p.pixel_size)
             with np.load(str(label)) as z:
@@ -105,6 +111,7 @@ def load_micrographs(batch: dict[str, np.ndarray], params: dict[str, Any]) -> di
             labeler = PseudoLabeler(**p.pseudo)
             image, mask, name = b.image, labeler.mask(heatmap, p.diameter, b.mean_scale), path.stem
         out["name"].append(name)
+        out["kind"].append(str(kind))
         out["image"].append(image)
         out["mask"].append(mask)
         out["n_patches"].append(int(n))
@@ -124,7 +131,8 @@ def cut_patches(
 ) -> dict[str, np.ndarray]:
     """Stage 2: ``n_patches`` random augmented patches from each micrograph (``intensity``: see ``sample_patches``).
 
-    The generator is fresh per call (``seed`` None), so every epoch sees new patches.
+    The generator is fresh per call (``seed`` None), so every epoch sees new patches. Patches of unlabeled
+    micrographs are the teacher's weak view: flipped and rotated, no intensity jitter.
 
     Returns:
         image: (N, P, P) float32; mask: (N, P, P) int8; name, patch_id, node: (N,) str.
@@ -133,11 +141,13 @@ def cut_patches(
 
     rng = np.random.default_rng(seed)
     images, masks, names, ids, nodes = [], [], [], [], []
-    for name, image, mask, n, node in zip(batch["name"], batch["image"], batch["mask"], batch["n_patches"], batch["node"]):
+    kinds = batch.get("kind", np.full(len(batch["name"]), LABELED))
+    for name, kind, image, mask, n, node in zip(batch["name"], kinds, batch["image"], batch["mask"], batch["n_patches"], batch["node"]):
         item = TrainItem(str(name), np.asarray(image, np.float32), np.asarray(mask, np.int8))
-        if not (item.mask >= 0).any() or int(n) < 1:
+        unlabeled = str(kind) == UNLABELED
+        if int(n) < 1 or not (unlabeled or (item.mask >= 0).any()):
             continue  # nothing to learn from (fully ignored pseudo-labels)
-        im, mk = sample_patches([item], int(n), patch_size, rng, intensity=intensity)
+        im, mk = sample_patches([item], int(n), patch_size, rng, intensity=0.0 if unlabeled else intensity, weighted=not unlabeled)
         images.append(im[:, 0])
         masks.append(mk[:, 0])
         names += [str(name)] * int(n)
@@ -157,12 +167,14 @@ def training_rows(
     n_labeled: int,
     n_pseudo: int,
     hold_back: bool,
+    unlabeled: Sequence[Path] = (),
 ) -> list[MicrographRow]:
-    """Rows for labeled micrographs (with their coordinate files: ``coords`` is their directory or a lookup) and
-    pseudo-labeled ones (with heatmaps)."""
+    """Rows for labeled micrographs (with their coordinate files: ``coords`` is their directory or a lookup),
+    pseudo-labeled ones (with heatmaps) and unlabeled ones (for an online teacher; ``n_pseudo`` patches each)."""
     lookup = _lookup(coords)
     rows = [MicrographRow(str(m), LABELED, str(lookup(m)), n_labeled, hold_back) for m in labeled]
     rows += [MicrographRow(str(m), PSEUDO, str(h), n_pseudo, False) for m, h in pseudo]
+    rows += [MicrographRow(str(m), UNLABELED, "", n_pseudo, False) for m in unlabeled]
     return rows
 
 

@@ -1,8 +1,11 @@
 """The self-training campaign on Ray: rounds of [pseudo-label -> train -> predict -> Tune -> score -> log].
 
-Round 0 trains on the labeled micrographs. Round r >= 1 predicts the unlabeled micrographs with
-round r-1's model, turns the heatmaps into pseudo-labels (:mod:`cryopick.selftrain.pseudo`) and
-retrains on labeled + pseudo-labeled patches. Every round then predicts the validation and test
+Round 0 trains on the labeled micrographs. Round r >= 1 (``selftrain.method: teacher``) warm-starts
+from round r-1's model and trains a student on labeled and unlabeled patches against an EMA teacher's
+confident pixels, online in the DDP loop (:mod:`cryopick.training.teacher`); the teacher is the round's
+model. With ``method: offline`` it instead predicts the unlabeled micrographs with round r-1's model,
+turns the heatmaps into pseudo-labels (:mod:`cryopick.selftrain.pseudo`) and retrains on labeled +
+pseudo-labeled patches. Every round then predicts the validation and test
 micrographs, lets Ray Tune pick the threshold and peak distance on validation, scores the test set
 and writes the round directory of docs/dev/contracts.md, ``metrics.json`` last.
 
@@ -44,11 +47,12 @@ from cryopick.selftrain.config import TUNE_TOLERANCE, WARM_LR_SCALE, ResolvedDat
 from cryopick.selftrain.outputs import write_tune_csv
 from cryopick.selftrain.pseudo import PseudoLabeler
 from cryopick.selftrain.reuse import adopt_picker, keep_previous
-from cryopick.selftrain.scoring import load_heatmap, score_and_write
+from cryopick.selftrain.scoring import best_trial, load_heatmap, picked_share, score_and_write, sparse_trials
 from cryopick.selftrain.state import METRICS_FILE, CampaignState, campaign_stop, completed_rounds_on_disk, patch_counts, round_dir
 from cryopick.selftrain.labels import read_labels
 from cryopick.selftrain.suggest import SUGGESTIONS_FILE, round_suggestions
 from cryopick.training.loop import INTENSITY_AUGMENT, write_history
+from cryopick.training.teacher import TeacherConfig
 
 Hook = Callable[[int, str], None]
 
@@ -193,7 +197,8 @@ def run_round(cfg: SelftrainConfig, data: ResolvedData, campaign: Path, rnd: int
     use_gpu = cfg.ray.use_gpu == "true" or (cfg.ray.use_gpu == "auto" and cluster_has_gpus())
     r = _Round(cfg, data, campaign, rnd, use_gpu, progress, log)
     r.dir.mkdir(parents=True, exist_ok=True)
-    labeler = stages.round_labeler(cfg, r.prev) if rnd >= 1 and data.unlabeled else None
+    offline = cfg.selftrain.method == "offline"
+    labeler = stages.round_labeler(cfg, r.prev) if rnd >= 1 and data.unlabeled and offline else None
     pseudo = _pseudo_stage(r, labeler)
     if pseudo is not None:
         hook(rnd, "pseudo")
@@ -277,14 +282,20 @@ def _tune_stage(r: _Round, val_items: list[Any], count_items: list[Any]) -> tupl
         tolerance=TUNE_TOLERANCE, quiet=not r.progress,
     )
     write_tune_csv(r.dir / "tune.csv", trials)
+    share = picked_share(trials)
+    sparse = stages.sparse_labels(c, r.campaign, share if r.rnd == 0 else None)
+    if sparse:  # unpicked particles are not false picks: rescore the trials with the estimated particle count
+        best = best_trial(sparse_trials(trials), TUNE_TOLERANCE)
+        if r.rnd == 0 and c.selftrain.labels == "auto":
+            r.log(f"round 0: {stages.sparse_note(share)}")
     val_threshold = best["threshold"]
-    best["threshold"], note = stages.choose_threshold(best, count_items, r.data)
+    best["threshold"], note = stages.choose_threshold(best, count_items, r.data, share if sparse else 1.0)
     if note:
         r.log(f"round {r.rnd}: {note}")
     model, meta = load_picker(r.dir, "cpu")
     meta.threshold, meta.min_distance, meta.val_f1 = best["threshold"], best["min_distance"], best["f1"]
     save_picker(r.dir, model, meta)
-    stages.write_calibration(r.dir, val_items, c, best)
+    stages.write_calibration(r.dir, val_items, c, best, share)
     r.timings["time_tune_s"] = time.monotonic() - t0
     return best, val_threshold
 
@@ -302,10 +313,17 @@ def _train(r: _Round, pseudo_pairs: list[tuple[Path, Path]], labeler: PseudoLabe
     """Distributed training of the round; writes model.pt, history.csv and config.json."""
     cfg, data = r.cfg, r.data
     hold = not data.validation and cfg.train.val_fraction > 0
-    patches = patch_counts(len(data.labeled), len(pseudo_pairs), cfg.selftrain.patches_per_epoch, cfg.selftrain.labeled_fraction)
+    st = cfg.selftrain
+    teacher = None
+    if r.rnd >= 1 and st.method == "teacher":  # the campaign's pseudo-label rule, calibrated on round r-1's validation
+        teacher = TeacherConfig(st.positive, st.negative, labeler=asdict(stages.round_labeler(cfg, r.prev)),
+                                diameter=cfg.data.diameter, scale=float(cfg.preprocess.bin or 1.0))
+    unlabeled = data.unlabeled if teacher is not None else []
+    patches = patch_counts(len(data.labeled), len(pseudo_pairs) + len(unlabeled), st.patches_per_epoch, st.labeled_fraction)
     params = StageParams(diameter=cfg.data.diameter, preprocess=asdict(cfg.preprocess), val_fraction=cfg.train.val_fraction,
-                         pseudo=asdict(labeler or PseudoLabeler()), pixel_size=cfg.data.pixel_size)
-    rows = training_rows(data.labeled, data.coords_file, pseudo_pairs, *patches, hold)
+                         pseudo=asdict(labeler or PseudoLabeler()), pixel_size=cfg.data.pixel_size,
+                         sparse=teacher is not None and stages.sparse_labels(cfg, r.campaign))
+    rows = training_rows(data.labeled, data.coords_file, pseudo_pairs, *patches, hold, unlabeled)
     ds = build_train_dataset(rows, params, cfg.train.patch, cfg.ray.data_cpus, INTENSITY_AUGMENT)
     val = [asdict(v) for v in validation_specs(data.validation, data.validating, data.coords_file, cfg.train.val_fraction)]
     init = str(r.prev / MODEL_FILE) if r.rnd >= 1 and cfg.selftrain.warm_start else None
@@ -314,7 +332,7 @@ def _train(r: _Round, pseudo_pairs: list[tuple[Path, Path]], labeler: PseudoLabe
     train = cfg.train
     if init is not None:  # fine-tune: restarting at the full rate first undoes what round r-1 learned
         train = dataclasses.replace(train, lr=train.lr * WARM_LR_SCALE)
-    out = fit(ds, loop_config(train, cfg.model, params, val, init, stages.SMOOTH_SIGMA), spec)
+    out = fit(ds, loop_config(train, cfg.model, params, val, init, stages.SMOOTH_SIGMA, teacher), spec)
     model = build_unet(cfg.model)
     model.load_state_dict(out.best_state)
     meta = PickerMeta(diameter=cfg.data.diameter, preprocess=cfg.preprocess, model=cfg.model, smooth_sigma=stages.SMOOTH_SIGMA,
@@ -323,6 +341,11 @@ def _train(r: _Round, pseudo_pairs: list[tuple[Path, Path]], labeler: PseudoLabe
     write_history(r.dir / "history.csv", out.history)
     losses = [h["loss"] for h in out.history if np.isfinite(h.get("loss", np.nan))]
     result = {"best_step": out.best_step, "best_val_f1_in_training": out.best_val_f1, "train_seconds": out.seconds,
-              "resumed_from_step": out.start_step, "final_loss": losses[-1] if losses else None}
+              "resumed_from_step": out.start_step, "final_loss": losses[-1] if losses else None,
+              "method": "teacher" if teacher is not None else "supervised" if not pseudo_pairs else "offline",
+              "sparse_labels": params.sparse}
+    taught = [h for h in out.history if "teacher_positive" in h]
+    if taught:  # what the teacher labeled over the last validation interval
+        result.update(teacher_positive=taught[-1]["teacher_positive"], teacher_negative=taught[-1]["teacher_negative"])
     ray_info = {"num_workers": spec.num_workers, "use_gpu": r.use_gpu, "cpu_per_worker": spec.cpu_per_worker}
     write_json(r.dir / "config.json", stages.training_record(cfg, data, r.rnd, pseudo_pairs, train, init, patches, ray_info, result))

@@ -27,8 +27,11 @@ from cryopick.config import ModelConfig, TrainConfig, from_dict
 from cryopick.distributed.data import StageParams, load_val_items
 from cryopick.model.unet import build_unet
 from cryopick.runtime import CPU_ENV
+from cryopick.selftrain.pseudo import PseudoLabeler
 from cryopick.training.checkpoint import CheckpointRule
+from cryopick.preprocessing.labels import IGNORE
 from cryopick.training.loop import WEIGHT_DECAY, ValResult, evaluate, lr_at, train_step
+from cryopick.training.teacher import TeacherConfig, ema_update, make_teacher, strong_view, teacher_targets
 
 STATE_FILE = "train_state.pt"
 SHUFFLE_BUFFER_BATCHES = 8  # local shuffle mixes patches of several micrographs in a batch
@@ -71,7 +74,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     ``config`` keys: ``train`` / ``model`` (config dicts), ``stage`` (:class:`StageParams` dict),
     ``val`` (ValSpec dicts), ``init_state`` (path to a warm-start model.pt or None),
-    ``smooth_sigma`` and ``threads``.
+    ``smooth_sigma``, ``threads`` and ``teacher`` (:class:`TeacherConfig` dict, or None: the patches' masks as
+    they come). With a teacher, every ignored pixel of a batch gets the teacher's confident label, the
+    student learns them from a strong view, and the teacher (an EMA of the student) is what is validated
+    and kept.
     """
     import ray.train
     import ray.train.torch
@@ -87,18 +93,23 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     state = _load_state(ray.train.get_checkpoint())
     step, history, rule, best_step, best_state = _resume(state, core, opt)
+    tcfg = TeacherConfig(**config["teacher"]) if config.get("teacher") else None
+    teacher = _teacher(core, state, device) if tcfg else None
+    kept: nn.Module = teacher if teacher is not None else core  # the weights validated and written
+    gen = torch.Generator().manual_seed(tc.seed * 7919 + rank * 104729 + step)
     start_step = step
     val_items = load_val_items(config["val"], params) if rank == 0 and config["val"] else []
     if state is None and config.get("init_state") and val_items:
         # a warm start competes as step 0 and is the floor: a round keeps its starting weights unless
         # a checkpoint scores at least as high on the validation picks (CheckpointRule.start)
-        res = evaluate(core, val_items, params.diameter, config.get("smooth_sigma", 1.0), fractions=(0.6,))
+        res = evaluate(kept, val_items, params.diameter, config.get("smooth_sigma", 1.0), fractions=(0.6,))
         rule.start(res.f1)
-        best_step, best_state = 0, _cpu_copy(core)
+        best_step, best_state = 0, _cpu_copy(kept)
         history.append({"step": 0, "loss": float("nan"), "seconds": 0.0, "val_f1": res.f1, "val_ap": res.average_precision})
 
     shard = ray.train.get_dataset_shard("train")
     t0, running, reported_at = time.monotonic(), [], -1
+    taught = np.zeros(3)  # teacher-labeled pixels since the last report: particle, background, all it was asked
     while step < tc.steps:
         seen = 0
         batches = shard.iter_batches(
@@ -111,25 +122,79 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 group["lr"] = lr_at(step, tc.steps, tc.lr)
             images = torch.from_numpy(np.ascontiguousarray(batch["image"][:, None], dtype=np.float32)).to(device)
             masks = torch.from_numpy(np.ascontiguousarray(batch["mask"][:, None], dtype=np.int8)).to(device)
+            if teacher is not None and tcfg is not None:
+                images, masks = _teach(teacher, images, masks, tcfg, gen, taught)
             running.append(train_step(model, opt, images, masks))
+            if teacher is not None and tcfg is not None:
+                ema_update(teacher, core, tcfg.ema)
             step += 1
             if step % tc.val_every == 0 or step == tc.steps:
                 row = {"step": step, "loss": _mean_across_ranks(float(np.mean(running))), "seconds": time.monotonic() - t0}
+                if teacher is not None:
+                    row.update(_taught_shares(taught))
+                    taught[:] = 0
                 running = []
                 if rank == 0:
-                    keep = _validate(core, val_items, params.diameter, config.get("smooth_sigma", 1.0), rule, row)
+                    keep = _validate(kept, val_items, params.diameter, config.get("smooth_sigma", 1.0), rule, row)
                     if keep or best_state is None:
-                        best_step, best_state = step, _cpu_copy(core)
+                        best_step, best_state = step, _cpu_copy(kept)
                     history.append(row)
                     print(f"[cryopick train] step {step}/{tc.steps} loss {row['loss']:.4f} val_f1 {row.get('val_f1', float('nan')):.3f}", flush=True)
-                _report(rank, row, step, start_step, core, opt, history, rule, best_step, best_state)
+                _report(rank, row, step, start_step, core, opt, history, rule, best_step, best_state, teacher)
                 reported_at = step
             if step >= tc.steps:
                 break
         if seen == 0:
             raise RuntimeError("the training Dataset shard yielded no full batch: raise selftrain.patches_per_epoch")
     if reported_at != step:  # resumed at the end: report the finished state once more
-        _report(rank, {"step": step, "loss": float("nan")}, step, start_step, core, opt, history, rule, best_step, best_state)
+        _report(rank, {"step": step, "loss": float("nan")}, step, start_step, core, opt, history, rule, best_step, best_state, teacher)
+
+
+def _teacher(core: nn.Module, state: dict[str, Any] | None, device: torch.device) -> nn.Module:
+    """The EMA teacher: the student's starting weights, or the teacher of the checkpoint being resumed."""
+    teacher = make_teacher(core)
+    if state is not None and state.get("teacher") is not None:
+        teacher.load_state_dict(state["teacher"])
+    return teacher.to(device)
+
+
+def _teach(teacher: nn.Module, images: torch.Tensor, masks: torch.Tensor, cfg: TeacherConfig, gen: torch.Generator,
+           taught: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """The batch the student trains on: patches with ignored pixels get the teacher's labels and a strong view.
+
+    ``taught`` accumulates (particle, background, asked) pixel counts of the teacher's labels.
+    """
+    open_ = (masks == IGNORE).flatten(1).any(1)
+    if not bool(open_.any()):
+        return images, masks
+    idx = open_.nonzero().flatten()
+    asked = masks[idx] == IGNORE
+    if cfg.labeler is not None:
+        filled = _labeler_targets(teacher, images[idx], masks[idx], cfg)
+    else:
+        filled = teacher_targets(teacher, images[idx], masks[idx], cfg.positive, cfg.negative)
+    taught += [float((filled[asked] == 1).sum()), float((filled[asked] == 0).sum()), float(asked.sum())]
+    strong, filled = strong_view(images[idx], filled, gen, cfg.strength)
+    images, masks = images.clone(), masks.clone()
+    images[idx], masks[idx] = strong, filled
+    return images, masks
+
+
+@torch.no_grad()
+def _labeler_targets(teacher: nn.Module, images: torch.Tensor, masks: torch.Tensor, cfg: TeacherConfig) -> torch.Tensor:
+    """The teacher's heatmaps of a batch through the campaign's pseudo-label rule, patch by patch; expert labels win."""
+    labeler = PseudoLabeler(**(cfg.labeler or {}))
+    heat = teacher(images)[:, 0].float().cpu().numpy()
+    guess = np.stack([labeler.mask(h, cfg.diameter, cfg.scale) for h in heat])[:, None]
+    guess_t = torch.from_numpy(guess).to(masks.device)
+    return torch.where(masks == IGNORE, guess_t, masks)
+
+
+def _taught_shares(taught: np.ndarray) -> dict[str, float]:
+    """Shares of the pixels the teacher was asked about that it labeled particle / background (mean over ranks)."""
+    asked = max(_mean_across_ranks(float(taught[2])), 1.0)
+    return {"teacher_positive": _mean_across_ranks(float(taught[0])) / asked,
+            "teacher_negative": _mean_across_ranks(float(taught[1])) / asked}
 
 
 def _initial_model(config: dict[str, Any], seed: int) -> nn.Module:
@@ -173,6 +238,7 @@ def _n_true(res: ValResult) -> int:
 def _report(
     rank: int, row: dict[str, float], step: int, start_step: int, core: torch.nn.Module, opt: torch.optim.Optimizer,
     history: list[dict[str, float]], rule: CheckpointRule, best_step: int, best_state: dict[str, torch.Tensor] | None,
+    teacher: nn.Module | None = None,
 ) -> None:
     """All ranks report; rank 0 attaches the checkpoint (the others must still call report)."""
     import ray.train
@@ -186,6 +252,7 @@ def _report(
             "model": {k: v.detach().cpu() for k, v in core.state_dict().items()},
             "optimizer": copy.deepcopy(opt.state_dict()), "step": step, "history": history,
             "best_f1": rule.kept_f1, "top_f1": rule.top_f1, "floor": rule.floor, "best_step": best_step, "best_state": best_state,
+            "teacher": _cpu_copy(teacher) if teacher is not None else None,
         })
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
@@ -247,7 +314,7 @@ def fit(
 
 
 def loop_config(train: TrainConfig, model: ModelConfig, stage: StageParams, val: list[dict[str, Any]],
-                init_state: str | None, smooth_sigma: float = 1.0) -> dict[str, Any]:
+                init_state: str | None, smooth_sigma: float = 1.0, teacher: TeacherConfig | None = None) -> dict[str, Any]:
     """The ``train_loop_config`` dict (plain data only, so it pickles to any node)."""
     return {"train": asdict(train), "model": asdict(model), "stage": asdict(stage), "val": val,
-            "init_state": init_state, "smooth_sigma": smooth_sigma}
+            "init_state": init_state, "smooth_sigma": smooth_sigma, "teacher": asdict(teacher) if teacher else None}

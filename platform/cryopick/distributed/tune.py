@@ -73,7 +73,7 @@ def tune_picking(
         if result.error is not None:
             raise RuntimeError(f"a Tune trial failed: {result.error}")
         m = result.metrics
-        trials.append({k: float(m[k]) for k in ("threshold", "min_distance", "f1", "precision", "recall")})
+        trials.append({k: float(m[k]) for k in ("threshold", "min_distance", "f1", "precision", "recall", "n_picks", "n_matched")})
     trials.sort(key=lambda t: (t["min_distance"], t["threshold"]))
     return best_trial(trials, tolerance), trials
 

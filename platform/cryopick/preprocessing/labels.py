@@ -1,6 +1,7 @@
 """Particle centres -> label masks (expert circles, pseudo-label thresholds) and their coverage.
 
-Mask values: 1 = particle, 0 = background, -1 = ignore (no gradient).
+Mask values: 1 = particle, 0 = background, -1 = ignore (no gradient; a teacher may fill it),
+-2 = held back for validation (never a target, not even the teacher's).
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 IGNORE = -1
+HELD = -2
 # circle radius of a labeled particle, as a share of the particle radius: the centre, not the whole
 # particle, is what the network learns to mark (chosen on EMPIAR-10017 dev; docs/design.md)
 LABEL_RADIUS_FRACTION = 0.35

@@ -22,6 +22,8 @@ from cryopick.errors import CryopickError
 #               label disks, unsure peaks ignored, background class-balanced (docs/selftrain.md)
 #   plain:      the bare rule on raw heatmap values (p > positive particle, p < negative background)
 PSEUDO_RULES = ("calibrated", "plain")
+METHODS = ("teacher", "offline")
+LABEL_KINDS = ("auto", "complete", "sparse")
 WARM_LR_SCALE = 0.3  # learning rate of a warm-started round, as a share of train.lr (fine-tuning)
 TUNE_TOLERANCE = 0.01  # within this F1 of the best Tune trial, the lowest threshold wins (scoring.best_trial)
 COUNT_MICROGRAPHS = 5  # unlabeled micrographs each round predicts to match the pick count (count_matched_threshold)
@@ -54,17 +56,23 @@ class RoundsSection:
     RETIRED: ClassVar[dict[str, str]] = {
         "calibrate": _RULE, "positive_disks": _RULE, "ignore_unsure_peaks": _RULE, "balance": _RULE,
         "warm_lr_scale": f"was removed: a warm-started round trains at {WARM_LR_SCALE:g} x train.lr",
+        "min_improvement": "was removed: any gain in validation F1 counts (selftrain.patience: rounds without one before stopping)",
     }
 
     rounds: int = 3  # total rounds including round 0 (labeled only)
+    # teacher: every round >= 1 trains a student online against an EMA teacher's confident pixels
+    # (training/teacher.py); offline: pseudo-labels predicted once per round by the previous model
+    method: str = "teacher"
+    # complete: every particle of a labeled micrograph is picked; sparse: some are (unpicked pixels are
+    # not background: the teacher labels them, thresholds are set for sparse picks); auto: from round 0's picks
+    labels: str = "auto"
     positive: float = 0.95  # pseudo-label: p > positive -> particle
     negative: float = 0.05  # pseudo-label: p < negative -> background, else ignored
-    pseudo_rule: str = "calibrated"  # calibrated | plain (see PSEUDO_RULES)
+    pseudo_rule: str = "calibrated"  # calibrated | plain (see PSEUDO_RULES; method offline)
     warm_start: bool = True  # start each round from the previous round's weights
     labeled_fraction: float = 0.5  # share of training patches cut from labeled micrographs (rounds >= 1)
     patches_per_epoch: int = 512  # patches one pass over the training Dataset yields (all workers)
     patience: int = 1  # stop after this many rounds without a val F1 gain
-    min_improvement: float = 0.0  # a gain must exceed this to count
     round0_model: str | None = None  # an existing picker (run dir, round dir, model.pt) used as round 0 instead of training
     # a round trains only if its pseudo-labels mark at least this share of the particle pixels the expert
     # labels mark (as shares of their pixels); otherwise it keeps the previous model and the campaign stops
@@ -82,6 +90,10 @@ class RoundsSection:
             raise CryopickError(f"{where}.labeled_fraction must be in (0, 1], got {self.labeled_fraction}")
         if self.patches_per_epoch < 1:
             raise CryopickError(f"{where}.patches_per_epoch must be >= 1, got {self.patches_per_epoch}")
+        if self.method not in METHODS:
+            raise CryopickError(f"{where}.method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        if self.labels not in LABEL_KINDS:
+            raise CryopickError(f"{where}.labels must be one of {', '.join(LABEL_KINDS)}, got {self.labels!r}")
         if self.pseudo_rule not in PSEUDO_RULES:
             raise CryopickError(f"{where}.pseudo_rule must be one of {', '.join(PSEUDO_RULES)}, got {self.pseudo_rule!r}")
         if self.patience < 1:

@@ -194,3 +194,43 @@ def count_matched_threshold(items: Sequence[ScoredHeatmap], picks_per_true: floa
     return float(ranked[k - 1]), k
 
 
+
+
+SPARSE_MIN_MATCHED = 10  # trials with fewer matched picks say too little about the particle count
+
+
+def estimated_particles(trials: Sequence[dict[str, float]]) -> float:
+    """Particles on the validation picks' area, estimated from the picks themselves (0: too few matches).
+
+    If the expert picked a random share of the particles, recall against those picks estimates the
+    true recall, so picks / recall >= the particle count at every setting (no setting is more than
+    100 % precise); the smallest such bound, over trials with enough matches, is the estimate. It is
+    reached where the model is most precise.
+    """
+    bounds = [t["n_picks"] / t["recall"] for t in trials if t.get("n_matched", 0) >= SPARSE_MIN_MATCHED and t["recall"] > 0]
+    return min(bounds) if bounds else 0.0
+
+
+def picked_share(trials: Sequence[dict[str, float]]) -> float:
+    """Share of the particles the expert picked on the validation picks' area (1.0 when it cannot be estimated)."""
+    n_true = max((t["n_matched"] / t["recall"] for t in trials if t["recall"] > 0), default=0.0)
+    est = estimated_particles(trials)
+    return min(1.0, n_true / est) if est > 0 and n_true > 0 else 1.0
+
+
+def sparse_trials(trials: Sequence[dict[str, float]]) -> list[dict[str, float]]:
+    """Tune trials rescored for sparse picks: precision = recall × estimated particles / picks (at most 1).
+
+    Against sparse picks every unpicked particle counts as a false pick, so the plain F1 prefers too
+    high a threshold; with the particle count estimated (:func:`estimated_particles`) precision is
+    what it would be against complete picks.
+    """
+    est = estimated_particles(trials)
+    if est <= 0:
+        return [dict(t) for t in trials]
+    out = []
+    for t in trials:
+        p = min(1.0, t["recall"] * est / t["n_picks"]) if t["n_picks"] > 0 else 0.0
+        f1 = 2 * p * t["recall"] / (p + t["recall"]) if p + t["recall"] > 0 else 0.0
+        out.append({**t, "precision": p, "f1": f1})
+    return out

@@ -28,11 +28,14 @@ from cryopick.preprocessing.labels import circle_mask
 from cryopick.selftrain.config import COUNT_MICROGRAPHS, ResolvedData, SelftrainConfig
 from cryopick.selftrain.pseudo import PseudoLabeler, fit_calibration, fit_peak_calibration, no_particles_note, pseudo_summary
 from cryopick.selftrain.scoring import RoundScore, ScoredHeatmap, count_matched_threshold, load_heatmap, picks_per_true
-from cryopick.selftrain.state import CAMPAIGN_FILE, config_mismatch, too_few_pseudo_particles
+from cryopick.selftrain.state import CAMPAIGN_FILE, config_mismatch, round_dir, too_few_pseudo_particles
 from cryopick.training.dataset import hold_rows, label_radius
 
 SMOOTH_SIGMA = 1.0  # binned px, as single-process training
 CALIBRATION_FILE = "calibration.json"
+# selftrain.labels auto: labels are sparse when round 0 estimates that the expert picked less than this
+# share of the particles on the validation strips (scoring.picked_share)
+SPARSE_SHARE = 0.6
 
 
 def expert_labels(data: ResolvedData) -> list[tuple[np.ndarray, tuple[int, int]]]:
@@ -155,8 +158,31 @@ def scored_item(mic: Path, npz: Path, data: ResolvedData, border: float, held_ba
     return sh
 
 
-def choose_threshold(best: dict[str, float], count_items: list[ScoredHeatmap], data: ResolvedData) -> tuple[float, str]:
+def sparse_labels(cfg: SelftrainConfig, campaign: Path, share: float | None = None) -> bool:
+    """Whether the campaign's expert picks are sparse: ``selftrain.labels``, or for auto round 0's estimate.
+
+    ``share``: the picked share estimated in round 0 itself (before its calibration.json exists).
+    """
+    if cfg.selftrain.labels != "auto":
+        return cfg.selftrain.labels == "sparse"
+    if share is None:
+        share = float(read_calibration(round_dir(campaign, 0)).get("picked_share", 1.0))
+    return share < SPARSE_SHARE
+
+
+def sparse_note(share: float) -> str:
+    """What a user is told when auto decides the labels are sparse."""
+    return (f"the expert picks look sparse: about {share:.0%} of the particles the model finds on the validation strips "
+            "are picked; unpicked areas are left to the teacher and the threshold is set for sparse picks "
+            "(--labels complete if every particle was picked)")
+
+
+def choose_threshold(best: dict[str, float], count_items: list[ScoredHeatmap], data: ResolvedData,
+                     share: float = 1.0) -> tuple[float, str]:
     """The threshold a round stores: Tune's, or matched to the expected pick count on unlabeled micrographs.
+
+    ``share``: the share of the particles the expert picked (sparse labels: the expected count is the
+    picks' density / share).
 
     Returns:
         (threshold, a log line; '' when Tune's threshold stands).
@@ -164,14 +190,16 @@ def choose_threshold(best: dict[str, float], count_items: list[ScoredHeatmap], d
     if not count_items:
         return best["threshold"], ""
     per_true = picks_per_true(best)
-    threshold, k = count_matched_threshold(count_items, per_true, expert_density(data), best["min_distance"], SMOOTH_SIGMA)
+    threshold, k = count_matched_threshold(count_items, per_true, expert_density(data) / max(share, 1e-3), best["min_distance"],
+                                           SMOOTH_SIGMA)
     return threshold, (f"threshold {threshold:.3f}, the score of the {k}th best peak on {len(count_items)} unlabeled "
                        f"micrograph(s) ({per_true:.2f} picks per expected particle, as {best['threshold']:.2f} keeps on the "
                        "validation strips)")
 
 
-def write_calibration(rdir: Path, val_items: list[ScoredHeatmap], cfg: SelftrainConfig, best: dict[str, float]) -> None:
-    """Fit the next round's pseudo-label calibration on this round's validation heatmaps."""
+def write_calibration(rdir: Path, val_items: list[ScoredHeatmap], cfg: SelftrainConfig, best: dict[str, float],
+                      picked_share: float = 1.0) -> None:
+    """Fit the next round's pseudo-label calibration on this round's validation heatmaps (and record the picked share)."""
     heatmaps, masks = [], []
     for sh in val_items:
         xy = sh.true_xy / np.array([sh.scale[1], sh.scale[0]])
@@ -184,13 +212,17 @@ def write_calibration(rdir: Path, val_items: list[ScoredHeatmap], cfg: Selftrain
     peak = fit_peak_calibration(val_items, best["min_distance"], cfg.data.diameter, SMOOTH_SIGMA)
     labeled = np.concatenate([m[m >= 0] for m in masks]) if masks else np.zeros(0)
     share = float((labeled == 1).mean()) if labeled.size else 0.0  # particle share of expert-labeled pixels
-    write_json(rdir / CALIBRATION_FILE, {"pixel": pixel, "peak": peak, "min_distance": best["min_distance"], "positive_share": share})
+    write_json(rdir / CALIBRATION_FILE, {"pixel": pixel, "peak": peak, "min_distance": best["min_distance"], "positive_share": share,
+                                         "picked_share": picked_share})
 
 
 def round_metrics(rnd: int, score: RoundScore, best: dict[str, float], val_threshold: float, pseudo: PseudoOutcome | None,
                   train_result: dict[str, Any], timings: dict[str, float]) -> dict[str, Any]:
     """The numbers a round logs to MLflow (all floats; ``round`` aside), see docs/dev/contracts.md."""
     stats = pseudo.stats if pseudo else {"positive": 0.0, "negative": 0.0, "ignored": 0.0}
+    if pseudo is None and train_result.get("teacher_positive") is not None:  # the online teacher's last labels
+        pos, neg = float(train_result["teacher_positive"]), float(train_result["teacher_negative"])
+        stats = {"positive": pos, "negative": neg, "ignored": max(0.0, 1.0 - pos - neg)}
     return {
         "round": rnd, "precision": score.precision, "recall": score.recall, "f1": score.f1,
         "average_precision": score.average_precision, "threshold": best["threshold"], "val_threshold": val_threshold,

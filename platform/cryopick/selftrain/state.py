@@ -26,7 +26,7 @@ STATE_FILE = "state.json"
 METRICS_FILE = "metrics.json"
 
 # Keys that may change when a campaign is resumed; anything else must match campaign.json.
-RESUMABLE_KEYS = ("selftrain.rounds", "selftrain.patience", "selftrain.min_improvement", "ray", "tracking")
+RESUMABLE_KEYS = ("selftrain.rounds", "selftrain.patience", "ray", "tracking")
 
 
 def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -130,7 +130,7 @@ def campaign_stop(history: list[dict[str, Any]], cfg: SelftrainConfig) -> str | 
     """
     if history and history[-1].get("stop"):
         return f"round {history[-1]['round']}: {history[-1]['stop']}"
-    return stop_reason([m["val_f1"] for m in history], cfg.selftrain.rounds, cfg.selftrain.patience, cfg.selftrain.min_improvement)
+    return stop_reason([m["val_f1"] for m in history], cfg.selftrain.rounds, cfg.selftrain.patience, 0.0)
 
 
 def too_few_pseudo_particles(pseudo_share: float, expert_share: float, min_share: float) -> bool:

@@ -19,7 +19,7 @@ from cryopick.config import PreprocessConfig
 from cryopick.errors import CryopickError
 from cryopick.io.coords import check_inside, drop_duplicate_picks, duplicate_distance, find_coords_file, read_coords
 from cryopick.io.micrograph import read_micrograph
-from cryopick.preprocessing.labels import IGNORE, LABEL_RADIUS_FRACTION, circle_mask
+from cryopick.preprocessing.labels import HELD, IGNORE, LABEL_RADIUS_FRACTION, circle_mask
 from cryopick.preprocessing.binning import Binned, preprocess, resolve_binning
 
 
@@ -107,15 +107,18 @@ def hold_rows(height: int, val_fraction: float) -> tuple[int, int]:
 
 
 def make_train_item(lm: LabeledMicrograph, radius: float, hold_rows: tuple[int, int] | None = None,
-                    regions: Sequence[tuple[float, float, float, float]] | None = None) -> TrainItem:
-    """Circle mask for ``lm``; rows in ``hold_rows`` are ignored (kept for validation).
+                    regions: Sequence[tuple[float, float, float, float]] | None = None, sparse: bool = False) -> TrainItem:
+    """Circle mask for ``lm``; rows in ``hold_rows`` are held back for validation (never a target).
 
     ``regions``: boxes (x0, y0, x1, y1) in ORIGINAL px that were labeled completely; everything outside
     them is ignored, so the particles nobody picked there are not taught as background.
+    ``sparse``: the picks are some of the particles, so unpicked pixels are ignored (left to a teacher), not background.
     """
     mask = circle_mask(lm.binned.image.shape, lm.xy, radius)
+    if sparse:
+        mask[mask == 0] = IGNORE
     if hold_rows is not None:
-        mask[hold_rows[0] : hold_rows[1]] = IGNORE
+        mask[hold_rows[0] : hold_rows[1]] = HELD
     if regions is not None:
         inside = np.zeros(mask.shape, dtype=bool)
         sy, sx = lm.binned.scale

@@ -71,15 +71,15 @@ def jitter_intensity(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 def sample_patches(
     items: Sequence[TrainItem], n: int, size: int, rng: np.random.Generator, augment_patches: bool = True,
-    intensity: float = 0.0,
+    intensity: float = 0.0, weighted: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``n`` random patches, micrographs chosen in proportion to their labeled area.
+    """``n`` random patches, micrographs chosen in proportion to their labeled area (``weighted``) or to their area.
 
     Returns:
         images: (n, 1, size, size) float32.
         masks: (n, 1, size, size) int8 in {-1, 0, 1}.
     """
-    weights = np.array([float((it.mask >= 0).sum()) for it in items])
+    weights = np.array([float((it.mask >= 0).sum() if weighted else it.mask.size) for it in items])
     if weights.sum() == 0:
         raise ValueError("no labeled pixels to train on")
     weights /= weights.sum()

@@ -1,0 +1,217 @@
+"""Label efficiency: what self-training gains at each labeling budget, against the ceiling and Topaz.
+
+For one data set and seed (run per data set / seed / budget / arm; every result is cached under
+``benchmarks/out/label_efficiency/`` and ``--merge`` turns the cache into one table and a PNG):
+
+* budgets: ``1`` (the first ``labeled`` micrograph, every particle picked), ``5`` (every ``labeled``
+  micrograph; EMPIAR-10028 has 3), ``s10`` / ``s30`` (a seeded 10 % / 30 % of the picks of those);
+* arm ``selftrain``: a campaign through ``run_campaign`` (the code behind ``cryopick selftrain``) with
+  the defaults: round 0 on the budget's picks, then teacher–student rounds over every other non-test
+  micrograph, unlabeled; ``selftrain.labels`` is left on auto, as a new user would;
+* arm ``offline``: the same round 0 (adopted, not retrained), then ``selftrain.method: offline``;
+* arm ``variant``: the same round 0, then the rounds with the ``--set`` settings (``--tag`` names it);
+* arm ``ceiling``: one round on every non-test micrograph with its expert picks, for the campaign's total steps;
+* arm ``topaz``: Topaz 0.3.20 trained on the budget's picks (``benchmarks/topaz_runner.py``).
+
+Every arm is scored on the ``test`` micrographs (``--score-on dev``: on the ``labeled`` micrographs outside
+the budget, with ``unlabeled`` as the pool, to choose settings) at the threshold it stored, and at the best threshold (a diagnosis). The gap closed is
+(self-trained − round 0) / (ceiling − round 0), in best-threshold F1.
+
+    python benchmarks/label_efficiency.py --data empiar10017 --seed 0 --budget 1 --arm selftrain
+    python benchmarks/label_efficiency.py --merge
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("CRYOPICK_DATA_ROOT", REPO.parent / "shared" / "data"))
+OUT = REPO / "benchmarks" / "out" / "label_efficiency"
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+DIAMETERS = {"empiar10017": 27.0, "empiar10028": 56.0}  # px, as the data sets' READMEs
+TOPAZ_N = {"empiar10017": 600, "empiar10028": 90}  # Topaz's expected particles per micrograph (topaz_compare.py)
+BUDGETS = ("1", "5", "s10", "s30")
+ARMS = ("selftrain", "offline", "variant", "ceiling", "topaz")
+
+
+def split_of(data: str) -> dict[str, list[str]]:
+    return json.loads((DATA / data / "split.json").read_text())
+
+
+def mics(data: str, names: list[str]) -> list[str]:
+    return [str(DATA / data / "micrographs" / f"{n}.mrc") for n in names]
+
+
+def budget_picks(data: str, budget: str, seed: int, out: Path) -> tuple[list[str], Path, int]:
+    """(labeled micrograph stems, directory of their pick CSVs, labeled particles) of a budget."""
+    labeled = split_of(data)["labeled"]
+    names = labeled[:1] if budget == "1" else labeled
+    coords = DATA / data / "coords"
+    if not budget.startswith("s"):
+        return names, coords, sum(_n_picks(coords / f"{n}.csv") for n in names)
+    share = int(budget[1:]) / 100
+    dest = out / f"coords_{budget}"
+    dest.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(1000 + seed)
+    total = 0
+    for n in names:
+        rows = (coords / f"{n}.csv").read_text().splitlines()
+        body = rows[1:]
+        keep = sorted(rng.choice(len(body), size=max(1, round(share * len(body))), replace=False))
+        (dest / f"{n}.csv").write_text("\n".join([rows[0], *[body[i] for i in keep]]) + "\n")
+        total += len(keep)
+    return names, dest, total
+
+
+def _n_picks(path: Path) -> int:
+    return max(0, len(path.read_text().splitlines()) - 1)
+
+
+def scored_names(args: argparse.Namespace, budget_names: list[str]) -> list[str]:
+    """The micrographs an arm is scored on: ``test``, or for dev the ``labeled`` ones outside the budget."""
+    split = split_of(args.data)
+    if args.score_on == "test":
+        return split["test"]
+    dev = [n for n in split["labeled"] if n not in budget_names]
+    if not dev:
+        raise SystemExit(f"--score-on dev needs labeled micrographs outside budget {args.budget}: use budget 1")
+    return dev
+
+
+def settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The campaign settings of every arm: defaults, with the steps and width a 2-core machine affords."""
+    return {"model.base_width": args.width, "train.steps": args.steps, "train.val_every": args.val_every,
+            "train.batch_size": args.batch_size,
+            "selftrain.rounds": args.rounds, "selftrain.patience": args.rounds, "train.seed": args.seed,
+            "ray.num_workers": 2, "ray.cpu_per_worker": 0.5, "ray.use_gpu": "false", **dict(args.set)}
+
+
+def campaign(args: argparse.Namespace, arm: str, out: Path) -> dict[str, Any]:
+    """Run one campaign arm (resumes if interrupted) and return its per-round rows."""
+    from cryopick.distributed.orchestrator import run_campaign
+    from cryopick.selftrain.config import load_config
+
+    split = split_of(args.data)
+    names, coords, n_labeled = budget_picks(args.data, args.budget, args.seed, out.parent)
+    scored = scored_names(args, names)
+    pool = [n for n in split["labeled"] + split["unlabeled"] if n not in names and n not in scored]
+    over = {**settings(args), "out": str(out), "name": f"{args.data}-{args.budget}-{arm}-s{args.seed}",
+            "data.labeled": mics(args.data, names), "data.unlabeled": mics(args.data, pool), "data.test": mics(args.data, scored),
+            "data.coords": str(coords), "data.diameter": DIAMETERS[args.data]}
+    if arm in ("offline", "variant"):
+        over["selftrain.round0_model"] = str(out.parent / "selftrain" / "round_000")
+    if arm == "offline":
+        over["selftrain.method"] = "offline"
+    if arm == "ceiling":
+        every = [n for n in split["labeled"] + split["unlabeled"] if n not in scored]
+        over.update({"data.labeled": mics(args.data, every), "data.unlabeled": [], "data.coords": str(DATA / args.data / "coords"),
+                     "selftrain.rounds": 1, "train.steps": args.steps * args.rounds})
+        n_labeled = sum(_n_picks(DATA / args.data / "coords" / f"{n}.csv") for n in every)
+    cfg = load_config(None, over)
+    t0 = time.monotonic()
+    result = run_campaign(cfg, progress=False, verbose=False, log=lambda s: print(f"[{arm}] {s}", flush=True))
+    rows = [round_row(out, int(m["round"]), m) for m in result.rounds]
+    return {"arm": arm, "n_labeled": n_labeled, "rounds": rows, "minutes": (time.monotonic() - t0) / 60}
+
+
+def round_row(cdir: Path, rnd: int, m: dict[str, Any]) -> dict[str, Any]:
+    """A round's figures: F1 at its stored threshold, best F1 over thresholds, time, what the teacher labeled."""
+    rdir = cdir / f"round_{rnd:03d}"
+    with open(rdir / "pr_curve.csv") as fh:
+        pr = [(float(r["precision"]), float(r["recall"])) for r in csv.DictReader(fh)]
+    best = max((2 * p * r / (p + r) for p, r in pr if p + r > 0), default=0.0)
+    cal = json.loads((rdir / "calibration.json").read_text()) if (rdir / "calibration.json").is_file() else {}
+    result = json.loads((rdir / "config.json").read_text()).get("result", {})
+    return {"round": rnd, "f1": m["f1"], "best_f1": best, "threshold": m["threshold"], "seconds": m.get("time_total_s"),
+            "train_seconds": m.get("time_train_s"), "picked_share": cal.get("picked_share"),
+            "sparse": result.get("sparse_labels"), "teacher_positive": result.get("teacher_positive"),
+            "teacher_negative": result.get("teacher_negative"), "kept_step": result.get("best_step")}
+
+
+def topaz(args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    """Topaz 0.3.20 trained on the budget's picks, scored like cryopick (its best threshold; it stores none)."""
+    from topaz_compare import DATASETS, score
+    from topaz_runner import ensure_topaz_venv, run_topaz, train_topaz
+
+    names, coords, n_labeled = budget_picks(args.data, args.budget, args.seed, out.parent)
+    exe = ensure_topaz_venv()
+    model, train_s = train_topaz(exe, [Path(m) for m in mics(args.data, names)], coords, out / "train", n=TOPAZ_N[args.data])
+    scored = scored_names(args, names)
+    ds = DATASETS[args.data]
+    run_topaz(exe, [Path(m) for m in mics(args.data, scored)], out / "picks", model=str(model), radius=int(round(ds.radius)))
+    s = score(ds, out / "picks")
+    return {"arm": "topaz", "n_labeled": n_labeled, "train_seconds": train_s, "best_f1": s["best_f1"], "score": s}
+
+
+def run_arm(args: argparse.Namespace) -> None:
+    root = OUT / args.data / args.score_on / f"seed{args.seed}"
+    arm = f"variant-{args.tag}" if args.arm == "variant" else args.arm
+    dest = root / "ceiling" if args.arm == "ceiling" else root / args.budget / arm  # the ceiling serves every budget
+    summary = dest / "summary.json"
+    if summary.is_file() and not args.again:
+        print(f"{summary} exists (--again to rerun)")
+        return
+    if args.again and dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    if args.arm == "topaz":
+        R = topaz(args, dest)
+    else:
+        from cryopick.distributed.connect import connect, shutdown
+
+        connect(num_cpus=2, quiet=True)
+        try:
+            R = campaign(args, args.arm, dest)
+        finally:
+            shutdown()
+        R["arm"], R["settings"] = arm, dict(args.set)
+    R.update(data=args.data, seed=args.seed, budget=args.budget, score_on=args.score_on, argv=sys.argv, finished=time.strftime("%F %T"))
+    (summary.with_suffix(".tmp")).write_text(json.dumps(R, indent=1))
+    summary.with_suffix(".tmp").replace(summary)
+    print(json.dumps(R, indent=1))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", choices=sorted(DIAMETERS), default="empiar10017")
+    p.add_argument("--seed", type=int, default=0, help="train.seed and the sparse subsample")
+    p.add_argument("--budget", choices=BUDGETS, default="1")
+    p.add_argument("--arm", choices=ARMS, default="selftrain")
+    p.add_argument("--score-on", choices=("test", "dev"), default="test",
+                   help="dev: score on the labeled micrographs outside the budget (unlabeled pool: `unlabeled`), to choose settings")
+    p.add_argument("--steps", type=int, default=300, help="training steps per round and worker")
+    p.add_argument("--batch-size", type=int, default=8, help="patches per step and worker")
+    p.add_argument("--rounds", type=int, default=3, help="rounds including round 0")
+    p.add_argument("--width", type=int, default=16, help="U-Net base width")
+    p.add_argument("--val-every", type=int, default=100)
+    p.add_argument("--set", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"), type=str,
+                   help="another campaign setting (YAML value), e.g. --set selftrain.ema 0.999")
+    p.add_argument("--tag", default="x", help="name of a --arm variant")
+    p.add_argument("--again", action="store_true", help="rerun even if cached")
+    p.add_argument("--merge", action="store_true", help="merge every cached result into docs/benchmarks.md and a PNG")
+    args = p.parse_args()
+    import yaml
+
+    args.set = [(k, yaml.safe_load(v)) for k, v in args.set]
+    if args.merge:
+        from label_efficiency_report import merge
+
+        merge(OUT)
+        return
+    run_arm(args)
+
+
+if __name__ == "__main__":
+    main()

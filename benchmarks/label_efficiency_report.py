@@ -1,0 +1,116 @@
+"""Merge the cached label-efficiency results into one table (docs/benchmarks.md) and a PNG.
+
+Called by ``python benchmarks/label_efficiency.py --merge``; reads every
+``benchmarks/out/label_efficiency/<data>/<test|dev>/seed<k>/<budget>/<arm>/summary.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from _report import REPO, update_section
+
+PNG = REPO / "docs" / "img" / "label_efficiency.png"
+BUDGET_NAMES = {"1": "1 micrograph, complete", "5": "all labeled, complete", "s10": "10 % sparse", "s30": "30 % sparse"}
+
+
+def load(root: Path) -> list[dict[str, Any]]:
+    return [json.loads(p.read_text()) for p in sorted(root.glob("*/*/seed*/**/summary.json"))]
+
+
+def ms(values: list[float]) -> str:
+    """mean ± sd (n) of the values, or the one value."""
+    v = [x for x in values if x is not None]
+    if not v:
+        return "–"
+    if len(v) == 1:
+        return f"{v[0]:.3f} (1)"
+    return f"{np.mean(v):.3f} ± {np.std(v, ddof=1):.3f} ({len(v)})"
+
+
+def table(results: list[dict[str, Any]], data: str, score_on: str) -> tuple[str, dict[str, Any]]:
+    """Markdown rows of one data set, and the points of its plot."""
+    mine = [r for r in results if r["data"] == data and r["score_on"] == score_on]
+    by: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for r in mine:
+        by[(r["budget"] if r["arm"] != "ceiling" else "*", r["arm"])].append(r)
+    ceil = by.get(("*", "ceiling"), [])
+    ceil_best = [c["rounds"][0]["best_f1"] for c in ceil]
+    lines = [f"**{data}**, scored on `{score_on}`; ceiling (every non-test micrograph expert-labeled, "
+             f"{ceil[0]['n_labeled'] if ceil else '?'} particles): best F1 {ms(ceil_best)}, at its threshold "
+             f"{ms([c['rounds'][0]['f1'] for c in ceil])}", "",
+             "| budget | labeled particles | round 0 best F1 | self-trained best F1 | round 0 F1 at its threshold | "
+             "self-trained F1 at its threshold | gap closed | offline self-training best F1 | Topaz best F1 | s per round (self-training) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    points: dict[str, Any] = {"ceiling": float(np.mean(ceil_best)) if ceil_best else None}
+    for budget in BUDGET_NAMES:
+        st = by.get((budget, "selftrain"), [])
+        if not st:
+            continue
+        r0 = [s["rounds"][0] for s in st]
+        last = [s["rounds"][-1] for s in st]
+        gaps = [(b["best_f1"] - a["best_f1"]) / (c - a["best_f1"]) for a, b, c in zip(r0, last, ceil_best * len(st))
+                if c - a["best_f1"] > 1e-6] if ceil_best else []
+        per_round = [x["seconds"] for s in st for x in s["rounds"][1:] if x.get("seconds")]
+        off = [s["rounds"][-1]["best_f1"] for s in by.get((budget, "offline"), [])]
+        topaz = [t["best_f1"] for t in by.get((budget, "topaz"), [])]
+        n = st[0]["n_labeled"]
+        lines.append(f"| {BUDGET_NAMES[budget]} | {n} | {ms([a['best_f1'] for a in r0])} | {ms([b['best_f1'] for b in last])} | "
+                     f"{ms([a['f1'] for a in r0])} | {ms([b['f1'] for b in last])} | {ms(gaps)} | {ms(off)} | {ms(topaz)} | "
+                     f"{ms(per_round)} |")
+        points[budget] = {"n": n, "round0": np.mean([a["best_f1"] for a in r0]), "self": np.mean([b["best_f1"] for b in last]),
+                          "topaz": np.mean(topaz) if topaz else None}
+    return "\n".join(lines), points
+
+
+def plot(points: dict[str, dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(points), figsize=(5.5 * len(points), 4.2), squeeze=False)
+    for ax, (data, pts) in zip(axes[0], points.items()):
+        budgets = [b for b in BUDGET_NAMES if b in pts]
+        budgets.sort(key=lambda b: pts[b]["n"])
+        n = [pts[b]["n"] for b in budgets]
+        ax.plot(n, [pts[b]["round0"] for b in budgets], "o--", label="round 0 (labels only)")
+        ax.plot(n, [pts[b]["self"] for b in budgets], "o-", label="self-trained")
+        tz = [(pts[b]["n"], pts[b]["topaz"]) for b in budgets if pts[b]["topaz"] is not None]
+        if tz:
+            ax.plot(*zip(*tz), "s:", label="Topaz 0.3.20, same picks")
+        if pts.get("ceiling") is not None:
+            ax.axhline(pts["ceiling"], color="k", lw=0.8, label="ceiling (all expert picks)")
+        for b, x in zip(budgets, n):
+            ax.annotate(b, (x, pts[b]["self"]), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        ax.set_xscale("log")
+        ax.set_xlabel("labeled particles")
+        ax.set_ylabel("best F1 on test")
+        ax.set_title(data)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+
+
+def merge(root: Path, score_on: str = "test") -> None:
+    results = load(root)
+    datas = sorted({r["data"] for r in results if r["score_on"] == score_on})
+    parts, points = [], {}
+    for data in datas:
+        text, pts = table(results, data, score_on)
+        parts.append(text)
+        points[data] = pts
+    if points:
+        plot(points, PNG)
+    body = "\n\n".join(parts) + (
+        "\n\nBest F1: the best any threshold reaches on the scored micrographs (a diagnosis); F1 at its threshold: at the "
+        "threshold the campaign stored (what a user gets). Self-trained: the campaign's last round. Gap closed: "
+        "(self-trained − round 0) / (ceiling − round 0), best F1, per seed. Cells: mean ± sd (number of seeds). "
+        f"![F1 against labeled particles](img/{PNG.name})")
+    update_section("label-efficiency", "Label efficiency: self-training against round 0, the ceiling and Topaz", body)

@@ -1,0 +1,121 @@
+"""Teacher–student pieces without Ray: the teacher's targets, its EMA, the student's strong view,
+unlabeled and sparse rows of the training Dataset, and thresholds for sparse picks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from cryopick.preprocessing.labels import HELD, IGNORE
+from cryopick.training.teacher import ema_update, make_teacher, strong_view, teacher_targets
+
+
+class Constant(nn.Module):
+    """A 'model' whose probability map is given: lets the thresholds be checked exactly."""
+
+    def __init__(self, p: torch.Tensor) -> None:
+        super().__init__()
+        self.p = p
+        self.w = nn.Parameter(torch.zeros(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.p
+
+
+def test_teacher_fills_only_ignored_pixels_with_its_confident_labels() -> None:
+    p = torch.tensor([0.99, 0.5, 0.01, 0.99, 0.01, 0.97]).reshape(1, 1, 2, 3)
+    masks = torch.tensor([IGNORE, IGNORE, IGNORE, 0, 1, HELD], dtype=torch.int8).reshape(1, 1, 2, 3)
+    out = teacher_targets(Constant(p), torch.zeros(1, 1, 2, 3), masks, 0.95, 0.05)
+    # confident -> 1 / 0, unsure -> ignored; expert labels win over the teacher; held-back pixels stay held back
+    assert out.flatten().tolist() == [1, IGNORE, 0, 0, 1, HELD]
+    assert out.dtype == torch.int8
+
+
+def test_ema_moves_the_teacher_towards_the_student_and_copies_batchnorm_statistics() -> None:
+    torch.manual_seed(0)
+    student = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2))
+    teacher = make_teacher(student)
+    assert not any(p.requires_grad for p in teacher.parameters()) and not teacher.training
+    before = [p.clone() for p in teacher.parameters()]
+    with torch.no_grad():
+        for p in student.parameters():
+            p.add_(1.0)
+        student[1].running_mean.fill_(3.0)
+    ema_update(teacher, student, 0.75)
+    for t, b, s in zip(teacher.parameters(), before, student.parameters()):
+        assert torch.allclose(t, 0.75 * b + 0.25 * s)
+    assert torch.equal(teacher[1].running_mean, student[1].running_mean)
+    ema_update(teacher, student, 0.0)  # decay 0: the teacher is the student
+    assert all(torch.equal(t, s) for t, s in zip(teacher.parameters(), student.parameters()))
+
+
+def test_strong_view_perturbs_images_and_ignores_what_the_cut_out_hides() -> None:
+    torch.manual_seed(1)
+    images = torch.randn(6, 1, 32, 32)
+    masks = torch.zeros(6, 1, 32, 32, dtype=torch.int8)
+    a, ma = strong_view(images, masks, torch.Generator().manual_seed(5))
+    b, mb = strong_view(images, masks, torch.Generator().manual_seed(5))
+    assert torch.equal(a, b) and torch.equal(ma, mb)  # reproducible from the generator
+    assert a.shape == images.shape and ma.shape == masks.shape and not torch.allclose(a, images)
+    hidden = ma == IGNORE
+    side = 8  # a quarter of the patch edge
+    assert (hidden.flatten(1).sum(1) == side * side).all()  # one square per patch
+    assert (a[hidden] == 0).all() and (masks == 0).all()  # the input masks are not modified
+    same, msame = strong_view(images, masks, torch.Generator(), strength=0.0)
+    assert same is images and msame is masks
+
+
+def test_unlabeled_rows_become_fully_ignored_patches_and_sparse_rows_leave_background_to_the_teacher(
+    empiar: Path, split: dict[str, list[str]]) -> None:
+    from dataclasses import asdict
+
+    from cryopick.config import PreprocessConfig
+    from cryopick.distributed.data import LABELED, UNLABELED, StageParams, cut_patches, load_micrographs
+
+    m = split["labeled"][0]
+    params = asdict(StageParams(diameter=27.0, preprocess=asdict(PreprocessConfig(bin=4.0)), val_fraction=0.25, pseudo={},
+                                sparse=True))
+    batch = {"path": np.array([str(empiar / "micrographs" / f"{m}.mrc")] * 2), "kind": np.array([LABELED, UNLABELED]),
+             "label": np.array([str(empiar / "coords" / f"{m}.star"), ""]), "n_patches": np.array([3, 4]),
+             "hold_back": np.array([True, False])}
+    out = load_micrographs(batch, params)
+    sparse, unlabeled = out["mask"][0], out["mask"][1]
+    assert set(np.unique(sparse)) == {HELD, IGNORE, 1}  # picked disks, held-back strip, the rest for the teacher
+    h = sparse.shape[0]
+    assert (sparse[h - h // 4 + 1:] == HELD).all()
+    assert (unlabeled == IGNORE).all() and list(out["kind"]) == [LABELED, UNLABELED]
+    patches = cut_patches(out, 32, seed=0, intensity=1.0)
+    names = list(patches["name"])
+    assert names.count(m) == 7  # both rows keep their patches, the fully ignored one too
+    assert (patches["mask"][3:] == IGNORE).all()
+
+
+def _trials(n_particles: int, picked: float) -> list[dict[str, float]]:
+    """Tune trials of a model that finds particles in score order, then false picks, against sparse picks."""
+    rows = []
+    for t, (tp, fp) in zip((0.9, 0.7, 0.5, 0.3, 0.1), ((50, 0), (80, 4), (95, 20), (100, 60), (100, 200))):
+        n_picks = tp + fp
+        matched = tp * picked  # a random share of the particles is picked
+        recall = tp / n_particles
+        rows.append({"threshold": t, "min_distance": 10.0, "n_picks": float(n_picks), "n_matched": matched,
+                     "recall": recall, "precision": matched / n_picks, "f1": 2 * recall * (matched / n_picks) / (recall + matched / n_picks)})
+    return rows
+
+
+def test_sparse_picks_are_recognised_and_their_threshold_is_the_complete_picks_one() -> None:
+    from cryopick.selftrain.scoring import best_trial, estimated_particles, picked_share, sparse_trials
+
+    complete, sparse = _trials(100, 1.0), _trials(100, 0.2)
+    assert estimated_particles(complete) == pytest.approx(100) and picked_share(complete) == pytest.approx(1.0)
+    assert estimated_particles(sparse) == pytest.approx(100) and picked_share(sparse) == pytest.approx(0.2)
+    plain = best_trial(sparse)["threshold"]
+    fixed = best_trial(sparse_trials(sparse))["threshold"]
+    truth = best_trial(complete)["threshold"]
+    assert plain > truth and fixed == truth == 0.5  # against sparse picks every unpicked particle looked like a false pick
+    assert sparse_trials(sparse)[2]["precision"] == pytest.approx(complete[2]["precision"])
+    few = [dict(t, n_matched=3.0) for t in sparse]  # too few matches to estimate anything: trials unchanged
+    assert picked_share(few) == 1.0 and sparse_trials(few) == few
