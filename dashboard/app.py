@@ -20,7 +20,8 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from cryopick.dashboard import data, figures
+from cryopick.dashboard import data, figures, labeling
+from cryopick.errors import CryopickError
 
 TABLE_FORMATS = {  # per-round table: column -> (label, printf format)
     "precision": ("precision", "%.3f"), "recall": ("recall", "%.3f"), "f1": ("F1", "%.3f"),
@@ -106,6 +107,77 @@ def suggestions_section(uri: str, rounds: pd.DataFrame, camp: data.Campaign) -> 
                f"Other strategies or whole micrographs: `cryopick suggest --campaign {where} --strategy random --whole`.")
 
 
+@st.cache_data(show_spinner="Picking with the latest round's model ...", max_entries=16)
+def model_picks(model_dir: str, micrograph: str, stamp: float) -> tuple[list[list[float]], float]:
+    """The round's picks on a micrograph (original px) and the particle diameter (``stamp``: the model's mtime)."""
+    from cryopick.config import PickConfig
+    from cryopick.inference.picker import load_picker, pick_micrograph
+    from cryopick.io.micrograph import read_micrograph
+
+    model, meta = load_picker(Path(model_dir), "cpu")
+    picked = pick_micrograph(model, meta, read_micrograph(Path(micrograph)), PickConfig())
+    return picked.xy.tolist(), float(meta.diameter)
+
+
+@st.cache_data(max_entries=16)
+def micrograph_view(micrograph: str, box: tuple[float, float, float, float] | None) -> labeling.View:
+    from cryopick.io.micrograph import read_micrograph
+
+    return labeling.make_view(read_micrograph(Path(micrograph)).data, box)
+
+
+def labeling_section(camp: data.Campaign) -> None:
+    """Label a suggested region (or any unlabeled micrograph): click a pick to remove it, empty space to add one, save."""
+    import numpy as np
+    from streamlit_image_coordinates import streamlit_image_coordinates
+
+    from cryopick.selftrain.state import CampaignState, round_dir
+
+    if camp.campaign_dir is None or not (camp.campaign_dir / "campaign.json").is_file():
+        raise data.MissingArtifact("labeling needs the campaign directory on this machine")
+    campaign = camp.campaign_dir
+    if st.session_state.get("label_saved"):
+        st.success(st.session_state["label_saved"])
+    waiting = labeling.waiting_labels(campaign)
+    if waiting:
+        st.info(f"{len(waiting)} micrograph(s) labeled here and waiting for the next round ({', '.join(waiting[:5])}"
+                f"{' ...' if len(waiting) > 5 else ''}). Train it with:")
+        st.code(labeling.next_round_command(campaign), language="bash")
+    todo = labeling.targets(campaign)
+    if not todo:
+        st.info("Every micrograph of this campaign is labeled.")
+        return
+    target = st.selectbox("Label", todo, format_func=lambda t: t.title, key="label_target") or todo[0]
+    state = CampaignState.load(campaign)
+    rdir = round_dir(campaign, state.completed_rounds[-1])
+    xy, diameter = model_picks(str(rdir), str(target.micrograph), (rdir / "model.pt").stat().st_mtime)
+    key = f"label_picks::{target.title}"
+    if key not in st.session_state:  # start from the model's picks: the user corrects its errors
+        st.session_state[key] = labeling.inside(np.asarray(xy), target.box)
+    view = micrograph_view(str(target.micrograph), target.box)
+    click = streamlit_image_coordinates(labeling.draw(view, st.session_state[key], diameter / 2), key=f"label_click::{target.title}",
+                                        width=int(view.image.shape[1]), cursor="crosshair")
+    seen = f"label_seen::{target.title}"
+    if click and click.get("unix_time") != st.session_state.get(seen):  # each click once, whatever reruns follow
+        st.session_state[seen] = click.get("unix_time")
+        shrink = view.image.shape[1] / max(1, int(click.get("width") or view.image.shape[1]))  # the browser may show it narrower
+        at = view.to_original(click["x"] * shrink, click["y"] * shrink)
+        st.session_state[key] = labeling.toggle(st.session_state[key], at, diameter / 2)
+        st.rerun(scope="fragment")
+    picks = st.session_state[key]
+    st.caption(f"{len(picks)} picks ({len(labeling.inside(np.asarray(xy), target.box))} from round {state.completed_rounds[-1]}'s model); "
+               f"shown at {view.zoom:g} micrograph px per screen px. Click a pick to remove it, empty space to add one.")
+    replace = st.checkbox("Replace labels saved earlier for this micrograph", key="label_replace")
+    if st.button("Save labels", key="label_save", type="primary"):
+        try:
+            path = labeling.save(campaign, target, picks, replace=replace)
+        except CryopickError as err:
+            st.error(str(err))
+        else:
+            st.session_state["label_saved"] = f"Saved {len(labeling.inside(picks, target.box))} picks to {path}"
+            st.rerun(scope="fragment")
+
+
 def coverage_section(rounds: pd.DataFrame) -> None:
     cov = data.coverage_table(rounds)
     st.altair_chart(figures.coverage_chart(cov), width="stretch")
@@ -172,7 +244,7 @@ def campaign_page(uri: str) -> None:
         return
     campaign_header(camp, rounds)
     guarded("Metrics per round", rounds_section, rounds)
-    tabs = st.tabs(["PR curves", "Tune search", "Pseudo-labels", "Micrographs", "Timing", "Label next"])
+    tabs = st.tabs(["PR curves", "Tune search", "Pseudo-labels", "Micrographs", "Timing", "Label next", "Label"])
     with tabs[0]:
         guarded("PR curves", pr_section, uri, rounds, camp)
     with tabs[1]:
@@ -185,6 +257,8 @@ def campaign_page(uri: str) -> None:
         guarded("Timing", timing_section, rounds)
     with tabs[5]:
         guarded("Labeling suggestions", suggestions_section, uri, rounds, camp)
+    with tabs[6]:
+        guarded("Labeling", labeling_section, camp)
 
 
 def main() -> None:
