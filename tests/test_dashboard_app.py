@@ -55,7 +55,7 @@ def test_per_round_table_holds_logged_numbers(monkeypatch: pytest.MonkeyPatch, c
     assert metrics["Rounds completed"] == str(len(campaign.rounds))
     assert metrics["Best F1"] == f"{max(m['f1'] for m in campaign.rounds.values()):.3f}"
     assert any(" → ".join(f"{m['f1']:.3f}" for m in campaign.rounds.values()) in c for c in texts(at, "caption"))
-    assert [t.label for t in at.tabs] == ["PR curves", "Tune search", "Pseudo-labels", "Micrographs", "Timing", "Label next"]
+    assert [t.label for t in at.tabs] == ["PR curves", "Tune search", "Pseudo-labels", "Micrographs", "Timing", "Label next", "Label"]
     # Every section drew its content (no "not logged" notes): 5 charts, coverage table, viewer image.
     assert not at.info
     assert len(at.get("vega_lite_chart")) == 5
