@@ -23,14 +23,14 @@ def load(root: Path) -> list[dict[str, Any]]:
     return [json.loads(p.read_text()) for p in sorted(root.glob("*/*/seed*/**/summary.json"))]
 
 
-def ms(values: list[float]) -> str:
+def ms(values: list[float], digits: int = 3) -> str:
     """mean ± sd (n) of the values, or the one value."""
     v = [x for x in values if x is not None]
     if not v:
         return "–"
     if len(v) == 1:
-        return f"{v[0]:.3f} (1)"
-    return f"{np.mean(v):.3f} ± {np.std(v, ddof=1):.3f} ({len(v)})"
+        return f"{v[0]:.{digits}f} (1)"
+    return f"{np.mean(v):.{digits}f} ± {np.std(v, ddof=1):.{digits}f} ({len(v)})"
 
 
 def table(results: list[dict[str, Any]], data: str, score_on: str) -> tuple[str, dict[str, Any]]:
@@ -62,7 +62,7 @@ def table(results: list[dict[str, Any]], data: str, score_on: str) -> tuple[str,
         n = st[0]["n_labeled"]
         lines.append(f"| {BUDGET_NAMES[budget]} | {n} | {ms([a['best_f1'] for a in r0])} | {ms([b['best_f1'] for b in last])} | "
                      f"{ms([a['f1'] for a in r0])} | {ms([b['f1'] for b in last])} | {ms(gaps)} | {ms(off)} | {ms(topaz)} | "
-                     f"{ms(per_round)} |")
+                     f"{ms(per_round, 0)} |")
         points[budget] = {"n": n, "round0": np.mean([a["best_f1"] for a in r0]), "self": np.mean([b["best_f1"] for b in last]),
                           "topaz": np.mean(topaz) if topaz else None}
     return "\n".join(lines), points

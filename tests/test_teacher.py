@@ -119,3 +119,25 @@ def test_sparse_picks_are_recognised_and_their_threshold_is_the_complete_picks_o
     assert sparse_trials(sparse)[2]["precision"] == pytest.approx(complete[2]["precision"])
     few = [dict(t, n_matched=3.0) for t in sparse]  # too few matches to estimate anything: trials unchanged
     assert picked_share(few) == 1.0 and sparse_trials(few) == few
+
+
+def test_a_pr_curve_against_sparse_picks_is_rescored_to_the_complete_picks_threshold() -> None:
+    """`cryopick train --labels sparse`: the curve's precision against the estimated particle count."""
+    from cryopick.evaluation.metrics import PRCurve, best_threshold, for_sparse_picks, picked_share
+
+    rng = np.random.default_rng(0)
+    n = 200  # particles; the model ranks 180 of them first (with 10 false picks among them), then 300 false picks
+    is_particle = np.r_[np.ones(90), np.zeros(5), np.ones(90), np.zeros(5), np.zeros(300)].astype(bool)
+    scores = np.linspace(1.0, 0.01, len(is_particle))
+    for share in (1.0, 0.2):
+        picked = is_particle & (rng.random(len(is_particle)) < share)
+        n_true = int(round(share * n))
+        tp = np.cumsum(picked)
+        curve = PRCurve(scores, tp / np.arange(1, len(tp) + 1), tp / n_true, tp, n_true)
+        est = picked_share(curve)
+        assert est == pytest.approx(share, abs=0.12)
+        _, thr = best_threshold(for_sparse_picks(curve) if share < 1 else curve)
+        assert scores[190] - 0.02 <= thr <= scores[170] + 0.02  # where the particles end, for both
+    # against 20 % of the picks the plain precision at the particles' end is about 0.2 x the true one; rescored, it is the true one
+    assert curve.precision[189] == pytest.approx(0.2 * 180 / 190, abs=0.05)
+    assert for_sparse_picks(curve).precision[189] == pytest.approx(180 / 190, abs=0.1)

@@ -25,6 +25,9 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--val-micrographs", nargs="+", default=[], help="separate validation micrographs")
     parser.add_argument("--config", type=Path, help="YAML with preprocess/model/train sections (flags override it)")
     parser.add_argument("--pixel-size", type=float, help="Å/px, overriding the MRC header")
+    parser.add_argument("--labels", choices=("auto", "complete", "sparse"), default="auto",
+                        help="are all particles of the micrographs picked (complete) or only some (sparse)? sets how the "
+                             "stored threshold is chosen; default auto: judged from the validation picks, with a message")
     g = parser.add_argument_group("preprocessing")
     g.add_argument("--bin", type=float, help="Fourier-crop factor (default: diameter / --target-diameter)")
     g.add_argument("--target-pixel-size", type=float, help="bin to this Å/px instead of --bin")
@@ -89,7 +92,7 @@ def main(args: argparse.Namespace) -> int:
     val = resolve_micrographs(args.val_micrographs) if args.val_micrographs else []
     result = train_from_files(
         mics, args.coords, diameter, args.out, pre, model_cfg, train_cfg, val, args.pixel_size, not args.quiet,
-        device=args.device or "auto", amp=args.amp, threads=args.threads, max_minutes=args.max_minutes,
+        device=args.device or "auto", amp=args.amp, threads=args.threads, max_minutes=args.max_minutes, labels=args.labels,
     )
     m = result.meta
     f1 = "n/a" if m.val_f1 is None else f"{m.val_f1:.3f}"

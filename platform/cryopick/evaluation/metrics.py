@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
+from numpy.typing import ArrayLike
 from scipy.spatial import cKDTree
 
 CANDIDATE_FLOOR = 0.02  # weakest peak kept as a candidate for PR curves and average precision
@@ -157,3 +158,40 @@ def pooled_curve(per_micrograph: list[tuple[np.ndarray, np.ndarray, np.ndarray]]
     if not scores:
         return curve_from_hits(np.zeros(0), np.zeros(0, dtype=bool), n_true)
     return curve_from_hits(np.concatenate(scores), np.concatenate(hits), n_true)
+
+
+SPARSE_MIN_MATCHED = 10  # cut points with fewer matched picks say too little about the particle count
+# labels are judged sparse when the expert is estimated to have picked less than this share of the particles
+SPARSE_SHARE = 0.6
+
+
+def estimated_count(n_picks: ArrayLike, n_matched: ArrayLike, recall: ArrayLike) -> float:
+    """Particles where the expert picked, estimated from the picks themselves (0: too few matches).
+
+    If the expert picked a random share of the particles, recall against those picks estimates the true
+    recall, so picks / recall >= the particle count at every setting (no setting is more than 100 %
+    precise); the smallest bound over settings with at least :data:`SPARSE_MIN_MATCHED` matches is the
+    estimate. It is reached where the model is most precise.
+    """
+    picks, matched, rec = (np.asarray(a, dtype=np.float64) for a in (n_picks, n_matched, recall))
+    ok = (matched >= SPARSE_MIN_MATCHED) & (rec > 0)
+    return float((picks[ok] / rec[ok]).min()) if ok.any() else 0.0
+
+
+def picked_share(curve: PRCurve) -> float:
+    """Share of the particles the expert picked, estimated along the PR curve (1.0 when it cannot be estimated)."""
+    est = estimated_count(np.arange(1, len(curve.tp) + 1), curve.tp, curve.recall)
+    return min(1.0, curve.n_true / est) if est > 0 and curve.n_true > 0 else 1.0
+
+
+def for_sparse_picks(curve: PRCurve) -> PRCurve:
+    """The curve with precision against the estimated particle count: recall × count / picks (at most 1).
+
+    Against sparse picks every unpicked particle the model finds counts as a false pick, so the F1-best
+    threshold is too high; rescored, precision is what it would be against complete picks.
+    """
+    est = estimated_count(np.arange(1, len(curve.tp) + 1), curve.tp, curve.recall)
+    if est <= 0:
+        return curve
+    picks = np.arange(1, len(curve.tp) + 1, dtype=np.float64)
+    return PRCurve(curve.thresholds, np.minimum(1.0, curve.recall * est / picks), curve.recall, curve.tp, curve.n_true)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cryopick.evaluation.metrics import CANDIDATE_FLOOR, PRCurve, average_precision, pooled_curve, score_at
+from cryopick.evaluation.metrics import CANDIDATE_FLOOR, PRCurve, average_precision, estimated_count, pooled_curve, score_at
 from cryopick.inference.border import outside_band
 from cryopick.inference.peaks import find_peaks
 from cryopick.io.coords import write_coords
@@ -196,19 +196,9 @@ def count_matched_threshold(items: Sequence[ScoredHeatmap], picks_per_true: floa
 
 
 
-SPARSE_MIN_MATCHED = 10  # trials with fewer matched picks say too little about the particle count
-
-
 def estimated_particles(trials: Sequence[dict[str, float]]) -> float:
-    """Particles on the validation picks' area, estimated from the picks themselves (0: too few matches).
-
-    If the expert picked a random share of the particles, recall against those picks estimates the
-    true recall, so picks / recall >= the particle count at every setting (no setting is more than
-    100 % precise); the smallest such bound, over trials with enough matches, is the estimate. It is
-    reached where the model is most precise.
-    """
-    bounds = [t["n_picks"] / t["recall"] for t in trials if t.get("n_matched", 0) >= SPARSE_MIN_MATCHED and t["recall"] > 0]
-    return min(bounds) if bounds else 0.0
+    """Particles on the validation picks' area, estimated from Tune's trials (:func:`estimated_count`; 0: too few matches)."""
+    return estimated_count([t["n_picks"] for t in trials], [t.get("n_matched", 0.0) for t in trials], [t["recall"] for t in trials])
 
 
 def picked_share(trials: Sequence[dict[str, float]]) -> float:
@@ -219,12 +209,7 @@ def picked_share(trials: Sequence[dict[str, float]]) -> float:
 
 
 def sparse_trials(trials: Sequence[dict[str, float]]) -> list[dict[str, float]]:
-    """Tune trials rescored for sparse picks: precision = recall × estimated particles / picks (at most 1).
-
-    Against sparse picks every unpicked particle counts as a false pick, so the plain F1 prefers too
-    high a threshold; with the particle count estimated (:func:`estimated_particles`) precision is
-    what it would be against complete picks.
-    """
+    """Tune trials rescored for sparse picks, as :func:`cryopick.evaluation.metrics.for_sparse_picks` rescores a curve."""
     est = estimated_particles(trials)
     if est <= 0:
         return [dict(t) for t in trials]

@@ -20,6 +20,7 @@ import numpy as np
 
 from cryopick import __version__
 from cryopick.errors import CryopickError
+from cryopick.evaluation.metrics import SPARSE_SHARE
 from cryopick.inference.border import learn_border
 from cryopick.io.atomic import atomic_write, write_json
 from cryopick.io.coords import read_coords
@@ -33,9 +34,6 @@ from cryopick.training.dataset import hold_rows, label_radius
 
 SMOOTH_SIGMA = 1.0  # binned px, as single-process training
 CALIBRATION_FILE = "calibration.json"
-# selftrain.labels auto: labels are sparse when round 0 estimates that the expert picked less than this
-# share of the particles on the validation strips (scoring.picked_share)
-SPARSE_SHARE = 0.6
 
 
 def expert_labels(data: ResolvedData) -> list[tuple[np.ndarray, tuple[int, int]]]:

@@ -25,7 +25,9 @@ from cryopick.training.dataset import TrainItem, ValItem
 from cryopick.io.atomic import atomic_write
 from cryopick.training.checkpoint import CheckpointRule
 from cryopick.training.loss import masked_bce
-from cryopick.evaluation.metrics import CANDIDATE_FLOOR, PRCurve, average_precision, best_threshold, pooled_curve
+from cryopick.evaluation.metrics import (
+    CANDIDATE_FLOOR, SPARSE_SHARE, PRCurve, average_precision, best_threshold, for_sparse_picks, picked_share, pooled_curve,
+)
 from cryopick.model.unet import build_unet
 from cryopick.training.patches import sample_patches
 from cryopick.runtime import resolve_amp
@@ -99,11 +101,14 @@ def evaluate(
     fractions: Sequence[float] = MIN_DISTANCE_FRACTIONS,
     pick_cfg: PickConfig | None = None,
     border: float = 0.0,
+    sparse: bool = False,
 ) -> ValResult:
     """Pick the validation micrographs and find the best threshold and peak distance.
 
     Matching radius is half the diameter; each item is scored only inside its ``rows``, and
     picks closer than ``border`` original px to the micrograph's edge are dropped, as at picking.
+    ``sparse``: the expert picked some of the particles; precision is taken against the estimated
+    particle count (:func:`cryopick.evaluation.metrics.for_sparse_picks`).
     """
     core = getattr(model, "module", model)
     heatmaps = [predict_heatmap(core, v.image, pick_cfg) for v in val_items]
@@ -120,6 +125,8 @@ def evaluate(
             # score in original pixels so the radius is the user's half diameter
             per_mic.append((xy[keep] * v.scale, s[keep], v.true_xy[tkeep] * v.scale))
         curve = pooled_curve(per_mic, radius=diameter / 2.0)
+        if sparse:
+            curve = for_sparse_picks(curve)
         f1, thr = best_threshold(curve)
         by_md[frac * diameter] = f1
         if best is None or f1 > best.f1:
@@ -171,6 +178,7 @@ def train_picker(
     amp: bool | None = None,
     threads: int | None = None,
     max_minutes: float | None = None,
+    labels: str = "auto",
 ) -> TrainResult:
     """Train a U-Net on patches of ``train_items``; keep a checkpoint by :class:`CheckpointRule`.
 
@@ -183,6 +191,8 @@ def train_picker(
         amp: bfloat16 autocast; None = where the hardware runs bf16 natively.
         threads: torch CPU threads (None: torch's default).
         max_minutes: stop after this wall time (the best checkpoint so far is kept).
+        labels: complete | sparse | auto (sparse when the validation picks look sparse, with a message):
+            how the stored threshold is chosen (:func:`evaluate`'s ``sparse``).
     """
     if threads:
         torch.set_num_threads(threads)
@@ -220,17 +230,28 @@ def train_picker(
             break
     bar.close()
     model.load_state_dict(best_state)
-    val = _choose_picking(model, val_items, meta)
+    val = _choose_picking(model, val_items, meta, labels, progress)
     if out_dir is not None:
         save_picker(Path(out_dir), model, meta)
         write_history(Path(out_dir) / "history.csv", history)
     return TrainResult(meta=meta, val=val, history=history, best_step=best_step, seconds=time.monotonic() - start, model=model)
 
 
-def _choose_picking(model: nn.Module, val_items: Sequence[ValItem], meta: PickerMeta) -> ValResult | None:
-    """Store in ``meta`` the threshold and peak distance that maximise F1 on validation (None: no validation)."""
+def _choose_picking(model: nn.Module, val_items: Sequence[ValItem], meta: PickerMeta, labels: str = "complete",
+                    say: bool = True) -> ValResult | None:
+    """Store in ``meta`` the threshold and peak distance that maximise F1 on validation (None: no validation).
+
+    With sparse labels (``labels``, or ``auto`` and an estimated picked share below ``SPARSE_SHARE``) F1 is
+    taken against the estimated particle count.
+    """
     if not val_items:
         return None
     val = evaluate(model, val_items, meta.diameter, meta.smooth_sigma, border=meta.border)
+    share = picked_share(val.curve) if val.curve is not None else 1.0
+    if labels == "sparse" or (labels == "auto" and share < SPARSE_SHARE):
+        if labels == "auto" and say:
+            print(f"the expert picks look sparse: about {share:.0%} of the particles the model finds on the validation picks "
+                  "are picked; the threshold is set for sparse picks (--labels complete if every particle was picked)")
+        val = evaluate(model, val_items, meta.diameter, meta.smooth_sigma, border=meta.border, sparse=True)
     meta.threshold, meta.min_distance, meta.val_f1 = val.threshold, val.min_distance, val.f1
     return val

@@ -44,13 +44,14 @@ def train_from_files(
     amp: bool | None = None,
     threads: int | None = None,
     max_minutes: float | None = None,
+    labels: str = "auto",
 ) -> TrainResult:
     """Train a picker on labeled micrographs; write model.pt, config.json, history and plots.
 
     The run is built in ``OUT/.partial/`` (its plan, config.json without a result, is there from the start)
     and its files replace the previous run's only when it has finished, config.json last, so ``OUT``
     always describes one run: a killed re-train leaves the previous run as it was. ``device``, ``amp``,
-    ``threads`` and ``max_minutes`` are passed to :func:`train_picker`.
+    ``threads``, ``max_minutes`` and ``labels`` (complete | sparse | auto) are passed to :func:`train_picker`.
     """
     if diameter <= 0:
         raise CryopickError(f"--diameter must be positive, got {diameter:g}")
@@ -68,7 +69,7 @@ def train_from_files(
         shutil.rmtree(work, ignore_errors=True)  # a killed earlier attempt's (the lock says none is running)
         result = _train_into(work, micrographs, coords_dir, diameter, pre, model_cfg, train_cfg, val_micrographs, pixel_size,
                              train_items, val_items, meta, progress, time.monotonic() - t0,
-                             dict(device=device, amp=amp, threads=threads, max_minutes=max_minutes))
+                             dict(device=device, amp=amp, threads=threads, max_minutes=max_minutes, labels=labels))
         _publish(work, Path(out_dir))
     return result
 
@@ -84,11 +85,11 @@ def _train_into(work: Path, micrographs: Sequence[Path], coords_dir: Path, diame
         "cryopick_version": __version__, "command": "train", "micrographs": [str(m) for m in micrographs],
         "val_micrographs": [str(m) for m in val_micrographs], "coords": str(coords_dir), "diameter": diameter,
         "pixel_size": pixel_size, "preprocess": to_dict(pre), "model": to_dict(model_cfg), "train": to_dict(train_cfg),
-        "runtime": {"device": device, "amp": amp, "threads": threads, "max_minutes": max_minutes},
+        "runtime": {"device": device, "amp": amp, "threads": threads, "max_minutes": max_minutes}, "labels": runtime["labels"],
     }
     write_json(out_dir / "config.json", config)  # the plan, before the long part
     result = train_picker(train_items, val_items, meta, train_cfg, out_dir, progress=progress, device=device, amp=amp,
-                          threads=threads, max_minutes=max_minutes)
+                          threads=threads, max_minutes=max_minutes, labels=runtime["labels"])
     m = result.meta
     config["result"] = {
         "threshold": m.threshold, "min_distance": m.min_distance, "border": m.border, "val_f1": m.val_f1,
