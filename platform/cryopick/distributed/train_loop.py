@@ -7,6 +7,11 @@ Each worker reads its shard with ``ray.train.get_dataset_shard("train")`` and ru
 rank 0 attaches a checkpoint holding the current weights, optimizer, step and the best weights so
 far. After a worker dies, ``FailureConfig(max_failures)`` restarts the group and the loop resumes
 from ``ray.train.get_checkpoint()``, the last checkpoint.
+
+A self-training round with a teacher (``selftrain.method: teacher``) keeps an EMA copy of the model on
+every worker: each batch's ignored pixels (patches of unlabeled micrographs, unpicked areas of sparse
+labels) get the teacher's labels before the step, the student sees their strong view, the teacher follows
+the student after it (:mod:`cryopick.training.teacher`), and the teacher is validated, checkpointed and kept.
 """
 
 from __future__ import annotations
