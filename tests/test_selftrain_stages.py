@@ -75,3 +75,18 @@ def test_round_metrics_hold_what_the_contract_lists(tmp_path: Path, sim_data: Pa
                 "val_f1", "n_picks", "pseudo_positive", "pseudo_negative", "pseudo_ignored", "time_train_s"):
         assert key in m, key
     assert (m["round"], m["threshold"], m["val_threshold"], m["pseudo_positive"]) == (2, 0.3, 0.4, 0.0)
+
+
+def test_the_teacher_gets_the_campaign_binning_from_a_factor_or_a_target_pixel_size(tmp_path: Path) -> None:
+    from cryopick.io.micrograph import write_mrc
+    from cryopick.selftrain.config import load_config, resolve_data
+    from cryopick.selftrain.stages import bin_of
+
+    mic = tmp_path / "m.mrc"
+    write_mrc(mic, np.zeros((64, 64), np.float32), 1.5)
+    (tmp_path / "m.star").write_text("data_\n\nloop_\n_rlnCoordinateX #1\n_rlnCoordinateY #2\n10 10\n")
+    base = {"data.labeled": [str(mic)], "data.coords": str(tmp_path), "data.diameter": 28.0, "out": str(tmp_path / "c")}
+    cfg = load_config(None, base)
+    assert bin_of(cfg, resolve_data(cfg)) == pytest.approx(2.0)  # 28 px / 14 px
+    cfg = load_config(None, {**base, "preprocess.target_pixel_size": 4.5})
+    assert bin_of(cfg, resolve_data(cfg)) == pytest.approx(3.0)  # 4.5 Å/px from the header's 1.5

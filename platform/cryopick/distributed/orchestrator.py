@@ -317,7 +317,7 @@ def _train(r: _Round, pseudo_pairs: list[tuple[Path, Path]], labeler: PseudoLabe
     teacher = None
     if r.rnd >= 1 and st.method == "teacher":  # the campaign's pseudo-label rule, calibrated on round r-1's validation
         teacher = TeacherConfig(st.positive, st.negative, labeler=asdict(stages.round_labeler(cfg, r.prev)),
-                                diameter=cfg.data.diameter, scale=float(cfg.preprocess.bin or 1.0))
+                                diameter=cfg.data.diameter, scale=stages.bin_of(cfg, data))
     unlabeled = data.unlabeled if teacher is not None else []
     patches = patch_counts(len(data.labeled), len(pseudo_pairs) + len(unlabeled), st.patches_per_epoch, st.labeled_fraction)
     params = StageParams(diameter=cfg.data.diameter, preprocess=asdict(cfg.preprocess), val_fraction=cfg.train.val_fraction,

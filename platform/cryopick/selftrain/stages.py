@@ -24,7 +24,8 @@ from cryopick.evaluation.metrics import SPARSE_SHARE
 from cryopick.inference.border import learn_border
 from cryopick.io.atomic import atomic_write, write_json
 from cryopick.io.coords import read_coords
-from cryopick.io.micrograph import read_shape
+from cryopick.io.micrograph import read_pixel_size, read_shape
+from cryopick.preprocessing.binning import bin_factor
 from cryopick.preprocessing.labels import circle_mask
 from cryopick.selftrain.config import COUNT_MICROGRAPHS, ResolvedData, SelftrainConfig
 from cryopick.selftrain.pseudo import PseudoLabeler, fit_calibration, fit_peak_calibration, no_particles_note, pseudo_summary
@@ -44,6 +45,14 @@ def expert_labels(data: ResolvedData) -> list[tuple[np.ndarray, tuple[int, int]]
 def expert_border(data: ResolvedData, diameter: float) -> float:
     """Edge band the labeled micrographs' expert picks leave empty."""
     return learn_border(expert_labels(data), diameter)
+
+
+def bin_of(cfg: SelftrainConfig, data: ResolvedData) -> float:
+    """Original px per binned px (a target pixel size needs the pixel size: given, or the first labeled micrograph's)."""
+    pixel_size = cfg.data.pixel_size
+    if cfg.preprocess.target_pixel_size is not None and pixel_size is None:
+        pixel_size = read_pixel_size(data.labeled[0])
+    return bin_factor(cfg.preprocess, pixel_size)
 
 
 def expert_density(data: ResolvedData) -> float:
