@@ -107,6 +107,8 @@ def campaign(args: argparse.Namespace, arm: str, out: Path) -> dict[str, Any]:
     names, coords, n_labeled = budget_picks(args.data, args.budget, args.seed, out.parent)
     scored = scored_names(args, names)
     pool = [n for n in split["labeled"] + split["unlabeled"] if n not in names and n not in scored]
+    for n in scored if coords != DATA / args.data / "coords" else []:  # the scored micrographs' expert picks, complete
+        shutil.copyfile(DATA / args.data / "coords" / f"{n}.csv", coords / f"{n}.csv")
     over = {**settings(args), "out": str(out), "name": f"{args.data}-{args.budget}-{arm}-s{args.seed}",
             "data.labeled": mics(args.data, names), "data.unlabeled": mics(args.data, pool), "data.test": mics(args.data, scored),
             "data.coords": str(coords), "data.diameter": DIAMETERS[args.data]}
