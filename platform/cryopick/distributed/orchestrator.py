@@ -120,7 +120,8 @@ def _run_locked(cfg: SelftrainConfig, data: ResolvedData, progress: bool, hook: 
             state.save(campaign)
             while reason is None:
                 rnd = len(history)
-                metrics = run_round(cfg, data, campaign, rnd, tracker, progress=progress, hook=hook, log=log)
+                metrics = run_round(cfg, data, campaign, rnd, tracker, progress=progress, hook=hook, log=log,
+                                    detail=log if verbose else None)
                 history.append(metrics)
                 state.record(rnd, metrics["val_f1"], metrics["f1"])
                 state.stopped = reason = campaign_stop(history, cfg)
@@ -169,6 +170,7 @@ class _Round:
     use_gpu: bool
     progress: bool
     log: Callable[[str], None]
+    detail: Callable[[str], None]  # lines for --verbose only
     timings: dict[str, float] = field(default_factory=lambda: {"time_predict_s": 0.0})
 
     @property
@@ -190,12 +192,16 @@ class _Round:
 
 
 def run_round(cfg: SelftrainConfig, data: ResolvedData, campaign: Path, rnd: int, tracker: CampaignTracker,
-              *, progress: bool = True, hook: Hook | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run round ``rnd`` to completion and return its metrics (also in round_XXX/metrics.json)."""
+              *, progress: bool = True, hook: Hook | None = None, log: Callable[[str], None] = print,
+              detail: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run round ``rnd`` to completion and return its metrics (also in round_XXX/metrics.json).
+
+    ``log`` gets what a user must see; ``detail`` (None: nowhere) how the round's threshold was set.
+    """
     hook = hook or (lambda r, s: None)
     t_start = time.monotonic()
     use_gpu = cfg.ray.use_gpu == "true" or (cfg.ray.use_gpu == "auto" and cluster_has_gpus())
-    r = _Round(cfg, data, campaign, rnd, use_gpu, progress, log)
+    r = _Round(cfg, data, campaign, rnd, use_gpu, progress, log, detail or (lambda s: None))
     r.dir.mkdir(parents=True, exist_ok=True)
     offline = cfg.selftrain.method == "offline"
     labeler = stages.round_labeler(cfg, r.prev) if rnd >= 1 and data.unlabeled and offline else None
@@ -291,7 +297,7 @@ def _tune_stage(r: _Round, val_items: list[Any], count_items: list[Any]) -> tupl
     val_threshold = best["threshold"]
     best["threshold"], note = stages.choose_threshold(best, count_items, r.data, share if sparse else 1.0)
     if note:
-        r.log(f"round {r.rnd}: {note}")
+        r.detail(f"round {r.rnd}: {note}")  # how the threshold was set: --verbose
     model, meta = load_picker(r.dir, "cpu")
     meta.threshold, meta.min_distance, meta.val_f1 = best["threshold"], best["min_distance"], best["f1"]
     save_picker(r.dir, model, meta)
