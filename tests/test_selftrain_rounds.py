@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from cryopick.distributed.data import LABELED, PSEUDO, StageParams, cut_patches, hold_rows, load_micrographs
-from cryopick.preprocessing.labels import IGNORE, circle_mask, pseudo_label_mask
+from cryopick.preprocessing.labels import HELD, IGNORE, circle_mask, pseudo_label_mask
 from cryopick.inference.peaks import find_peaks
 from cryopick.selftrain.outputs import block_reduce, write_tune_csv
 from cryopick.selftrain.pseudo import (
@@ -152,7 +152,7 @@ def test_data_stages_without_ray(sim_data: Path, tmp_path: Path) -> None:
     out = load_micrographs(batch, params.__dict__)
     assert out["image"].shape == (2, 128, 128) and out["mask"].dtype == np.int8
     r0, _ = hold_rows(128, 0.25)
-    assert (out["mask"][0, r0:] == IGNORE).all() and (out["mask"][0, :r0] == 1).any()
+    assert (out["mask"][0, r0:] == HELD).all() and (out["mask"][0, :r0] == 1).any()  # the held-back strip: never a target
     assert (out["mask"][1] == 0).all()  # p = 0.01 everywhere: all background
     patches = cut_patches(out, patch_size=32)
     assert patches["image"].shape == (5, 32, 32) and len(set(patches["patch_id"])) == 5
