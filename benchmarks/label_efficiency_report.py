@@ -113,6 +113,8 @@ def merge(root: Path, score_on: str = "test") -> None:
         "\n\nEach arm was run by `python benchmarks/label_efficiency.py` with: " + "; ".join(f"`{a}`" for a in runs) + ". "
         "Defaults: U-Net width 16, 300 steps of batch 8 per round on each of 2 DDP workers, 3 rounds (round 0 + 2 "
         "teacher–student rounds), binning and patch edge from the particle diameter; the ceiling trains 900 steps once. "
+        "Seconds per round are wall time of the rounds after round 0, measured while other arms or the test suite "
+        "often shared the 2 cores: upper bounds. –: not measured (yet). "
         "\n\nBest F1: the best any threshold reaches on the scored micrographs (a diagnosis); F1 at its threshold: at the "
         "threshold the campaign stored (what a user gets). Self-trained: the campaign's last round. Gap closed: "
         "(self-trained − round 0) / (ceiling − round 0), best F1, per seed. Cells: mean ± sd (number of seeds). "
