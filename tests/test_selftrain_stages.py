@@ -90,3 +90,25 @@ def test_the_teacher_gets_the_campaign_binning_from_a_factor_or_a_target_pixel_s
     assert bin_of(cfg, resolve_data(cfg)) == pytest.approx(2.0)  # 28 px / 14 px
     cfg = load_config(None, {**base, "preprocess.target_pixel_size": 4.5})
     assert bin_of(cfg, resolve_data(cfg)) == pytest.approx(3.0)  # 4.5 Å/px from the header's 1.5
+
+
+def test_a_campaign_begun_before_teacher_rounds_resumes_only_as_it_began(tmp_path: Path) -> None:
+    """Its campaign.json has no selftrain.method / labels and still a min_improvement: the default refuses with the
+    way out in the message; --method offline --labels complete resumes it."""
+    from cryopick.errors import CryopickError
+    from cryopick.io.micrograph import write_mrc
+
+    mic = tmp_path / "m.mrc"
+    write_mrc(mic, np.zeros((64, 64), np.float32), 1.5)
+    (tmp_path / "m.star").write_text("data_\n\nloop_\n_rlnCoordinateX #1\n_rlnCoordinateY #2\n10 10\n")
+    base = {"data.labeled": [str(mic)], "data.coords": str(tmp_path), "data.diameter": 28.0, "out": str(tmp_path / "c")}
+    cfg = load_config(None, base)
+    camp = stages.prepare_campaign(cfg, resolve_data(cfg))
+    old = json.loads((camp / "campaign.json").read_text())
+    del old["selftrain"]["method"], old["selftrain"]["labels"]
+    old["selftrain"]["min_improvement"] = 0.0
+    (camp / "campaign.json").write_text(json.dumps(old))
+    with pytest.raises(CryopickError, match=r"selftrain\.(labels|method) differs.*--method offline --labels complete"):
+        stages.prepare_campaign(cfg, resolve_data(cfg))
+    legacy = load_config(None, {**base, "selftrain.method": "offline", "selftrain.labels": "complete"})
+    stages.prepare_campaign(legacy, resolve_data(legacy))  # resumes

@@ -34,6 +34,8 @@ from cryopick.selftrain.state import CAMPAIGN_FILE, config_mismatch, round_dir, 
 from cryopick.training.dataset import hold_rows, label_radius
 
 SMOOTH_SIGMA = 1.0  # binned px, as single-process training
+# what campaigns begun before these settings existed did (their campaign.json lacks the keys)
+LEGACY_SELFTRAIN = {"method": "offline", "labels": "complete"}
 CALIBRATION_FILE = "calibration.json"
 
 
@@ -71,12 +73,22 @@ def prepare_campaign(cfg: SelftrainConfig, data: ResolvedData) -> Path:
     if path.is_file():
         stored = json.loads(path.read_text())
         stored.pop("cryopick_version", None)
+        rounds = stored.setdefault("selftrain", {})
+        rounds.pop("min_improvement", None)  # retired: it changed nothing at its default
+        for key, before in LEGACY_SELFTRAIN.items():
+            rounds.setdefault(key, before)
         current = {k: v for k, v in resolved.items() if k != "cryopick_version"}
         bad = config_mismatch(stored, current)
         if bad is not None:
-            raise CryopickError(f"config key {bad} differs from the campaign being resumed; use a new campaign directory", path)
+            hint = (" (a campaign begun before teacher rounds resumes with --method offline --labels complete)"
+                    if bad.split(".")[-1] in LEGACY_SELFTRAIN and bad not in _flat_keys(json.loads(path.read_text())) else "")
+            raise CryopickError(f"config key {bad} differs from the campaign being resumed; use a new campaign directory{hint}", path)
     write_json(path, resolved)
     return campaign
+
+
+def _flat_keys(config: dict[str, Any]) -> set[str]:
+    return {f"{section}.{k}" for section, v in config.items() if isinstance(v, dict) for k in v}
 
 
 def read_calibration(rdir: Path) -> dict[str, Any]:
