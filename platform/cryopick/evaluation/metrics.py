@@ -178,20 +178,31 @@ def estimated_count(n_picks: ArrayLike, n_matched: ArrayLike, recall: ArrayLike)
     return float((picks[ok] / rec[ok]).min()) if ok.any() else 0.0
 
 
-def picked_share(curve: PRCurve) -> float:
-    """Share of the particles the expert picked, estimated along the PR curve (1.0 when it cannot be estimated)."""
-    est = estimated_count(np.arange(1, len(curve.tp) + 1), curve.tp, curve.recall)
-    return min(1.0, curve.n_true / est) if est > 0 and curve.n_true > 0 else 1.0
+def share_picked(n_true: float, n_picks: ArrayLike, n_matched: ArrayLike, recall: ArrayLike) -> float:
+    """Share of the particles the expert picked: its ``n_true`` picks / :func:`estimated_count` (1.0 when not estimable)."""
+    est = estimated_count(n_picks, n_matched, recall)
+    return min(1.0, n_true / est) if est > 0 and n_true > 0 else 1.0
 
 
-def for_sparse_picks(curve: PRCurve) -> PRCurve:
-    """The curve with precision against the estimated particle count: recall × count / picks (at most 1).
+def sparse_precision(n_picks: ArrayLike, n_matched: ArrayLike, recall: ArrayLike) -> np.ndarray | None:
+    """Precision against the estimated particle count: recall × count / picks, at most 1 (None: count not estimable).
 
     Against sparse picks every unpicked particle the model finds counts as a false pick, so the F1-best
     threshold is too high; rescored, precision is what it would be against complete picks.
     """
-    est = estimated_count(np.arange(1, len(curve.tp) + 1), curve.tp, curve.recall)
+    est = estimated_count(n_picks, n_matched, recall)
     if est <= 0:
-        return curve
-    picks = np.arange(1, len(curve.tp) + 1, dtype=np.float64)
-    return PRCurve(curve.thresholds, np.minimum(1.0, curve.recall * est / picks), curve.recall, curve.tp, curve.n_true)
+        return None
+    picks, rec = np.asarray(n_picks, dtype=np.float64), np.asarray(recall, dtype=np.float64)
+    return np.where(picks > 0, np.minimum(1.0, rec * est / np.maximum(picks, 1.0)), 0.0)
+
+
+def picked_share(curve: PRCurve) -> float:
+    """Share of the particles the expert picked, estimated along the PR curve (1.0 when it cannot be estimated)."""
+    return share_picked(curve.n_true, np.arange(1, len(curve.tp) + 1), curve.tp, curve.recall)
+
+
+def for_sparse_picks(curve: PRCurve) -> PRCurve:
+    """The curve with :func:`sparse_precision` (unchanged when the particle count cannot be estimated)."""
+    precision = sparse_precision(np.arange(1, len(curve.tp) + 1), curve.tp, curve.recall)
+    return curve if precision is None else PRCurve(curve.thresholds, precision, curve.recall, curve.tp, curve.n_true)

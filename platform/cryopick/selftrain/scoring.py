@@ -12,7 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from cryopick.evaluation.metrics import CANDIDATE_FLOOR, PRCurve, average_precision, estimated_count, pooled_curve, score_at
+from cryopick.evaluation.metrics import (
+    CANDIDATE_FLOOR, PRCurve, average_precision, estimated_count, pooled_curve, score_at, share_picked, sparse_precision,
+)
 from cryopick.inference.border import outside_band
 from cryopick.inference.peaks import find_peaks
 from cryopick.io.coords import write_coords
@@ -196,26 +198,29 @@ def count_matched_threshold(items: Sequence[ScoredHeatmap], picks_per_true: floa
 
 
 
+def _counts(trials: Sequence[dict[str, float]]) -> tuple[list[float], list[float], list[float]]:
+    """(picks, matched picks, recall) of Tune's trials."""
+    return [t["n_picks"] for t in trials], [t.get("n_matched", 0.0) for t in trials], [t["recall"] for t in trials]
+
+
 def estimated_particles(trials: Sequence[dict[str, float]]) -> float:
     """Particles on the validation picks' area, estimated from Tune's trials (:func:`estimated_count`; 0: too few matches)."""
-    return estimated_count([t["n_picks"] for t in trials], [t.get("n_matched", 0.0) for t in trials], [t["recall"] for t in trials])
+    return estimated_count(*_counts(trials))
 
 
 def picked_share(trials: Sequence[dict[str, float]]) -> float:
     """Share of the particles the expert picked on the validation picks' area (1.0 when it cannot be estimated)."""
     n_true = max((t["n_matched"] / t["recall"] for t in trials if t["recall"] > 0), default=0.0)
-    est = estimated_particles(trials)
-    return min(1.0, n_true / est) if est > 0 and n_true > 0 else 1.0
+    return share_picked(n_true, *_counts(trials))
 
 
 def sparse_trials(trials: Sequence[dict[str, float]]) -> list[dict[str, float]]:
-    """Tune trials rescored for sparse picks, as :func:`cryopick.evaluation.metrics.for_sparse_picks` rescores a curve."""
-    est = estimated_particles(trials)
-    if est <= 0:
+    """Tune trials rescored with :func:`cryopick.evaluation.metrics.sparse_precision`, as a curve is rescored."""
+    precision = sparse_precision(*_counts(trials))
+    if precision is None:
         return [dict(t) for t in trials]
     out = []
-    for t in trials:
-        p = min(1.0, t["recall"] * est / t["n_picks"]) if t["n_picks"] > 0 else 0.0
+    for t, p in zip(trials, precision.tolist()):
         f1 = 2 * p * t["recall"] / (p + t["recall"]) if p + t["recall"] > 0 else 0.0
         out.append({**t, "precision": p, "f1": f1})
     return out
