@@ -152,8 +152,9 @@ def labeling_section(camp: data.Campaign) -> None:
     rdir = round_dir(campaign, state.completed_rounds[-1])
     xy, diameter = model_picks(str(rdir), str(target.micrograph), (rdir / "model.pt").stat().st_mtime)
     key = f"label_picks::{target.title}"
+    start = labeling.inside(np.asarray(xy), target.box)
     if key not in st.session_state:  # start from the model's picks: the user corrects its errors
-        st.session_state[key] = labeling.inside(np.asarray(xy), target.box)
+        st.session_state[key] = start
     view = micrograph_view(str(target.micrograph), target.box)
     click = streamlit_image_coordinates(labeling.draw(view, st.session_state[key], diameter / 2), key=f"label_click::{target.title}",
                                         width=int(view.image.shape[1]), cursor="crosshair")
@@ -165,16 +166,16 @@ def labeling_section(camp: data.Campaign) -> None:
         st.session_state[key] = labeling.toggle(st.session_state[key], at, diameter / 2)
         st.rerun(scope="fragment")
     picks = st.session_state[key]
-    st.caption(f"{len(picks)} picks ({len(labeling.inside(np.asarray(xy), target.box))} from round {state.completed_rounds[-1]}'s model); "
+    st.caption(f"{len(picks)} picks ({len(start)} from round {state.completed_rounds[-1]}'s model); "
                f"shown at {view.zoom:g} micrograph px per screen px. Click a pick to remove it, empty space to add one.")
     replace = st.checkbox("Replace labels saved earlier for this micrograph", key="label_replace")
     if st.button("Save labels", key="label_save", type="primary"):
         try:
-            path = labeling.save(campaign, target, picks, replace=replace)
+            label = labeling.save(campaign, target, picks, replace=replace)
         except CryopickError as err:
             st.error(str(err))
         else:
-            st.session_state["label_saved"] = f"Saved {len(labeling.inside(picks, target.box))} picks to {path}"
+            st.session_state["label_saved"] = f"Saved {label.n_picks} picks to {label.path}"
             st.rerun(scope="fragment")
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cryopick.selftrain.labels import Box, read_labels, write_label
+from cryopick.selftrain.labels import Box, Label, inside_boxes, read_labels, write_label
 from cryopick.selftrain.state import CAMPAIGN_FILE, CampaignState, round_dir
 
 MAX_SIDE = 800  # displayed px: a 4k micrograph is shown binned, a suggested region at full or near-full resolution
@@ -105,11 +105,7 @@ def toggle(picks: np.ndarray, xy: tuple[float, float], radius: float) -> np.ndar
 def inside(picks: np.ndarray, box: Box | None) -> np.ndarray:
     """The picks inside ``box`` (all without one)."""
     picks = np.asarray(picks, dtype=np.float64).reshape(-1, 2)
-    if box is None:
-        return picks
-    x0, y0, x1, y1 = box
-    keep = (picks[:, 0] >= x0) & (picks[:, 0] < x1) & (picks[:, 1] >= y0) & (picks[:, 1] < y1)
-    return picks[keep]
+    return picks if box is None else picks[inside_boxes(picks, [box])]
 
 
 def draw(view: View, picks: np.ndarray, radius: float) -> np.ndarray:
@@ -124,11 +120,10 @@ def draw(view: View, picks: np.ndarray, radius: float) -> np.ndarray:
     return np.asarray(img)
 
 
-def save(campaign: Path, target: Target, picks: np.ndarray, replace: bool = False) -> Path:
-    """Write the target's picks as the campaign's label of that micrograph (the box only, when there is one)."""
-    label = write_label(campaign, target.micrograph, inside(picks, target.box), source="dashboard", replace=replace,
-                        boxes=None if target.box is None else [target.box])
-    return label.path
+def save(campaign: Path, target: Target, picks: np.ndarray, replace: bool = False) -> Label:
+    """Write the target's picks as the campaign's label of that micrograph (``write_label`` keeps the box's only)."""
+    return write_label(campaign, target.micrograph, picks, source="dashboard", replace=replace,
+                       boxes=None if target.box is None else [target.box])
 
 
 def waiting_labels(campaign: Path) -> list[str]:

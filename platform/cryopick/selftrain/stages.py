@@ -73,6 +73,7 @@ def prepare_campaign(cfg: SelftrainConfig, data: ResolvedData) -> Path:
     if path.is_file():
         stored = json.loads(path.read_text())
         stored.pop("cryopick_version", None)
+        had = _flat_keys(stored)
         rounds = stored.setdefault("selftrain", {})
         rounds.pop("min_improvement", None)  # retired: it changed nothing at its default
         for key, before in LEGACY_SELFTRAIN.items():
@@ -81,7 +82,7 @@ def prepare_campaign(cfg: SelftrainConfig, data: ResolvedData) -> Path:
         bad = config_mismatch(stored, current)
         if bad is not None:
             hint = (" (a campaign begun before teacher rounds resumes with --method offline --labels complete)"
-                    if bad.split(".")[-1] in LEGACY_SELFTRAIN and bad not in _flat_keys(json.loads(path.read_text())) else "")
+                    if bad.split(".")[-1] in LEGACY_SELFTRAIN and bad not in had else "")
             raise CryopickError(f"config key {bad} differs from the campaign being resumed; use a new campaign directory{hint}", path)
     write_json(path, resolved)
     return campaign

@@ -50,6 +50,8 @@ class ValResult:
     average_precision: float
     curve: PRCurve | None = None
     by_min_distance: dict[float, float] = field(default_factory=dict)
+    sparse: bool = False  # scored against the estimated particle count (sparse picks)
+    picked_share: float = 1.0  # share of the particles the expert picked, as estimated (labels auto)
 
 
 @dataclass
@@ -101,20 +103,20 @@ def evaluate(
     fractions: Sequence[float] = MIN_DISTANCE_FRACTIONS,
     pick_cfg: PickConfig | None = None,
     border: float = 0.0,
-    sparse: bool = False,
+    labels: str = "complete",
 ) -> ValResult:
     """Pick the validation micrographs and find the best threshold and peak distance.
 
     Matching radius is half the diameter; each item is scored only inside its ``rows``, and
     picks closer than ``border`` original px to the micrograph's edge are dropped, as at picking.
-    ``sparse``: the expert picked some of the particles; precision is taken against the estimated
-    particle count (:func:`cryopick.evaluation.metrics.for_sparse_picks`).
+    ``labels``: ``sparse`` (the expert picked some of the particles) takes precision against the estimated
+    particle count (:func:`cryopick.evaluation.metrics.for_sparse_picks`); ``auto`` does so when the picked
+    share estimated on the best plain curve is below ``SPARSE_SHARE``.
     """
     core = getattr(model, "module", model)
     heatmaps = [predict_heatmap(core, v.image, pick_cfg) for v in val_items]
     allowed = [outside_band(v.image.shape, (v.scale, v.scale), v.original_shape, border) for v in val_items]
-    best: ValResult | None = None
-    by_md: dict[float, float] = {}
+    curves: list[tuple[float, PRCurve]] = []
     for frac in fractions:
         per_mic = []
         for v, hm, ok in zip(val_items, heatmaps, allowed):
@@ -124,13 +126,25 @@ def evaluate(
             tkeep = (v.true_xy[:, 1] >= r0) & (v.true_xy[:, 1] < r1)
             # score in original pixels so the radius is the user's half diameter
             per_mic.append((xy[keep] * v.scale, s[keep], v.true_xy[tkeep] * v.scale))
-        curve = pooled_curve(per_mic, radius=diameter / 2.0)
-        if sparse:
-            curve = for_sparse_picks(curve)
+        curves.append((frac * diameter, pooled_curve(per_mic, radius=diameter / 2.0)))
+    best = _best_of(curves)
+    share = picked_share(best.curve) if best.curve is not None else 1.0
+    if labels == "sparse" or (labels == "auto" and share < SPARSE_SHARE):
+        best = _best_of([(md, for_sparse_picks(c)) for md, c in curves])
+        best.sparse = True
+    best.picked_share = share
+    return best
+
+
+def _best_of(curves: Sequence[tuple[float, PRCurve]]) -> ValResult:
+    """The (peak distance, curve) pair with the highest best-threshold F1 (the first among ties), as a ValResult."""
+    best: ValResult | None = None
+    by_md: dict[float, float] = {}
+    for md, curve in curves:
         f1, thr = best_threshold(curve)
-        by_md[frac * diameter] = f1
+        by_md[md] = f1
         if best is None or f1 > best.f1:
-            best = ValResult(f1, thr, frac * diameter, average_precision(curve), curve)
+            best = ValResult(f1, thr, md, average_precision(curve), curve)
     assert best is not None
     best.by_min_distance = by_md
     return best
@@ -246,12 +260,9 @@ def _choose_picking(model: nn.Module, val_items: Sequence[ValItem], meta: Picker
     """
     if not val_items:
         return None
-    val = evaluate(model, val_items, meta.diameter, meta.smooth_sigma, border=meta.border)
-    share = picked_share(val.curve) if val.curve is not None else 1.0
-    if labels == "sparse" or (labels == "auto" and share < SPARSE_SHARE):
-        if labels == "auto" and say:
-            print(f"the expert picks look sparse: about {share:.0%} of the particles the model finds on the validation picks "
-                  "are picked; the threshold is set for sparse picks (--labels complete if every particle was picked)")
-        val = evaluate(model, val_items, meta.diameter, meta.smooth_sigma, border=meta.border, sparse=True)
+    val = evaluate(model, val_items, meta.diameter, meta.smooth_sigma, border=meta.border, labels=labels)
+    if val.sparse and labels == "auto" and say:
+        print(f"the expert picks look sparse: about {val.picked_share:.0%} of the particles the model finds on the validation "
+              "picks are picked; the threshold is set for sparse picks (--labels complete if every particle was picked)")
     meta.threshold, meta.min_distance, meta.val_f1 = val.threshold, val.min_distance, val.f1
     return val
