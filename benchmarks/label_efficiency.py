@@ -39,6 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("CRYOPICK_DATA_ROOT", REPO.parent / "shared" / "data"))
 OUT = REPO / "benchmarks" / "out" / "label_efficiency"
 sys.path.insert(0, str(REPO / "benchmarks"))
+from _cache import finish, start  # noqa: E402
 
 DIAMETERS = {"empiar10017": 27.0, "empiar10028": 56.0}  # px, as the data sets' READMEs
 TOPAZ_N = {"empiar10017": 600, "empiar10028": 90}  # Topaz's expected particles per micrograph (topaz_compare.py)
@@ -161,13 +162,8 @@ def run_arm(args: argparse.Namespace) -> None:
     root = OUT / args.data / args.score_on / f"seed{args.seed}"
     arm = f"variant-{args.tag}" if args.arm == "variant" else args.arm
     dest = root / "ceiling" if args.arm == "ceiling" else root / args.budget / arm  # the ceiling serves every budget
-    summary = dest / "summary.json"
-    if summary.is_file() and not args.again:
-        print(f"{summary} exists (--again to rerun)")
+    if not start(dest, args.again):
         return
-    if args.again and dest.exists():
-        shutil.rmtree(dest)
-    dest.mkdir(parents=True, exist_ok=True)
     if args.arm == "topaz":
         R = topaz(args, dest)
     else:
@@ -180,8 +176,7 @@ def run_arm(args: argparse.Namespace) -> None:
             shutdown()
         R["arm"], R["settings"] = arm, dict(args.set)
     R.update(data=args.data, seed=args.seed, budget=args.budget, score_on=args.score_on, argv=sys.argv, finished=time.strftime("%F %T"))
-    (summary.with_suffix(".tmp")).write_text(json.dumps(R, indent=1))
-    summary.with_suffix(".tmp").replace(summary)
+    finish(dest, R)
     print(json.dumps(R, indent=1))
 
 

@@ -14,7 +14,7 @@ from cryopick.cli.__main__ import main
 from cryopick.config import ModelConfig
 from cryopick.inference.picker import PickerMeta, save_picker
 from cryopick.model.unet import build_unet
-from cryopick.selftrain.acquisition import Box, rank, region_boxes, score_views
+from cryopick.selftrain.acquisition import Box, open_regions, rank, region_boxes, score_views
 from cryopick.selftrain.labels import import_labels
 from cryopick.selftrain.state import CampaignState
 from conftest import mic_paths
@@ -82,6 +82,9 @@ def test_random_is_a_seeded_permutation_and_regions_tile_the_micrograph() -> Non
         assert bx.x1 - bx.x0 == 256 and bx.y1 - bx.y0 == 256
         cover[bx.y0 : bx.y1, bx.x0 : bx.x1] = True
     assert cover.all() and len(boxes) == 4 * 3
+    # a region is open unless at least half of it is labeled already
+    assert open_regions([Box(0, 0, 100, 100), Box(100, 0, 200, 100)], [(0, 0, 140, 100)]) == [Box(100, 0, 200, 100)]
+    assert open_regions([Box(0, 0, 100, 100)], [(0, 0, 100, 49)]) == [Box(0, 0, 100, 100)]
     # a region's scores come from its part of the heatmap (binned 2x: region px / 2)
     hm = np.zeros((1, 64, 64), np.float32)
     hm[0] = blobs((64, 64), [(48, 48)], [0.5])
@@ -118,5 +121,11 @@ def test_suggest_cli_writes_the_ranking_into_the_latest_round(sim_data: Path, tm
     assert main(["suggest", "--campaign", str(campaign), "-n", "5", "--whole", "--quiet"]) == 0
     rows = list(csv.DictReader(open(campaign / "round_001" / "suggestions.csv")))
     assert [r["micrograph"] for r in rows] == ["sim_0002"]  # a micrograph labeled since is not suggested again
+    import_labels(campaign, [sim_data / "coords" / "sim_0002.star"], [Path(p) for p in unlabeled], boxes=[(0, 0, 128, 128)])
+    assert main(["suggest", "--campaign", str(campaign), "-n", "8", "--region-size", "128", "--quiet"]) == 0
+    rows = list(csv.DictReader(open(campaign / "round_001" / "suggestions.csv")))
+    # sim_0001 is labeled whole; of sim_0002 the three regions outside its labeled box are still open
+    assert sorted(r["region"] for r in rows) == ["0,128,128,256", "128,0,256,128", "128,128,256,256"]
+    assert {r["micrograph"] for r in rows} == {"sim_0002"}
     assert main(["suggest", "--campaign", str(tmp_path / "nothing")]) == 2
     assert "not a campaign directory" in capsys.readouterr().err

@@ -271,7 +271,7 @@ def test_labels_imported_after_a_round_join_the_labeled_set_from_the_next_round(
         ray_session: Any, empiar: Path, split: dict[str, list[str]], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Round 0, then the user labels a region of the unlabeled micrograph (`cryopick label import --region`); the
     rerun keeps round 0 and trains round 1 with that micrograph labeled (its picks from labels/, the rest of it
-    ignored, no validation strip from it), recorded in state.json and MLflow."""
+    ignored, the bottom of the region held back for validation), recorded in state.json and MLflow."""
     from mlflow import MlflowClient
 
     from cryopick.cli.__main__ import main
@@ -297,8 +297,9 @@ def test_labels_imported_after_a_round_join_the_labeled_set_from_the_next_round(
     trained = json.loads((camp / "round_001" / "config.json").read_text())
     assert str(Path(data["data.unlabeled"][0]).resolve()) in trained["labeled"] and trained["pseudo_labeled"] == []
     assert (camp / "round_001" / "heatmaps" / f"{Path(data['data.labeled'][0]).stem}.npz").is_file()  # validated on
-    assert not (camp / "round_001" / "heatmaps" / f"{stem}.npz").exists()  # a region label gives no validation strip
-    assert not (camp / "round_001" / "suggestions.csv").exists()  # nothing left unlabeled to suggest
+    assert (camp / "round_001" / "heatmaps" / f"{stem}.npz").is_file()  # and on the region's strip
+    with open(camp / "round_001" / "suggestions.csv") as fh:  # of its 270-px regions, those not half labeled yet
+        assert {(r["micrograph"], r["y0"]) for r in csv.DictReader(fh)} == {(stem, "50")}
     state = json.loads((camp / "state.json").read_text())
     assert state["completed_rounds"] == [0, 1] and state["labels"] == {stem: 1}
     assert any(f"join the labeled set from round 1: {stem}" in line for line in lines), lines

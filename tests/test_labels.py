@@ -51,10 +51,12 @@ def test_label_cli_needs_a_campaign(tmp_path: Path, capsys: pytest.CaptureFixtur
 
 def test_region_labels_keep_their_boxes_and_teach_nothing_outside(sim_data: Path, tmp_path: Path) -> None:
     """A region label: picks outside the box are dropped, the sidecar keeps the box, and the training mask built by
-    the campaign's data stage ignores every pixel outside it (particles there were never looked at)."""
+    the campaign's data stage ignores every pixel outside it (particles there were never looked at); the bottom
+    strip of the region is held back, and validation scores exactly that strip."""
     from cryopick.config import PreprocessConfig
-    from cryopick.distributed.data import StageParams, load_micrographs
-    from cryopick.preprocessing.labels import IGNORE
+    from cryopick.distributed.data import StageParams, load_micrographs, load_val_items, validation_specs
+    from cryopick.evaluation.metrics import in_strip
+    from cryopick.preprocessing.labels import HELD, IGNORE
     from cryopick.selftrain.labels import label_boxes
 
     mic = sim_data / "micrographs" / "sim_0001.mrc"
@@ -70,8 +72,14 @@ def test_region_labels_keep_their_boxes_and_teach_nothing_outside(sim_data: Path
     out = load_micrographs(batch, params=asdict(params))
     mask = out["mask"][0]
     assert (mask[64:, :] == IGNORE).all() and (mask[:, 64:] == IGNORE).all()  # outside the box, binned 2x
-    assert (mask[:64, :64] == 1).sum() > 0 and (mask[:64, :64] == 0).sum() > 0  # inside: particles and background
-    assert (mask[:64, :64] != IGNORE).all()  # no held-back strip for a region label
+    assert (mask[:48, :64] == 1).sum() > 0 and (mask[:48, :64] == 0).sum() > 0  # inside: particles and background
+    assert (mask[:48, :64] >= 0).all() and (mask[48:64, :64] == HELD).all()  # the region's bottom quarter: validation
+    specs = validation_specs([], [mic], lambda m: label.path, 0.25, {"sim_0001": [box]})
+    (item,) = load_val_items([asdict(s) for s in specs], params)
+    assert (item.rows, item.cols) == ((48, 64), (0, 64))
+    scored = in_strip(item.true_xy, item.rows, item.cols)
+    in_strip_truth = inside & (truth[:, 1] >= 96)  # original px: rows 48-64 binned 2x
+    assert scored.sum() == in_strip_truth.sum() > 0
 
 
 def test_label_cli_imports_a_region(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

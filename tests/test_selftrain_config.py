@@ -79,6 +79,25 @@ def test_paths_checked_before_any_work(tmp_path: Path, sim_data: Path) -> None:
     assert len(data.labeled) == 1 and len(data.unlabeled) == 2 and len(data.test) == 1
 
 
+def test_a_campaign_may_start_from_region_labels_alone(tmp_path: Path, sim_data: Path) -> None:
+    """No data.labeled: refused, unless the campaign's labels/ holds labels; those micrographs then become the labeled
+    set with their boxes, and the expected pick density is their picks per labeled area."""
+    from cryopick.selftrain.labels import import_labels
+    from cryopick.selftrain.stages import expert_density
+
+    base = {"out": str(tmp_path / "camp"), **_data(sim_data), "data.labeled": []}
+    with pytest.raises(CryopickError, match="data.labeled lists no micrographs"):
+        resolve_data(load_config(None, base))
+    unlabeled = [Path(p) for p in base["data.unlabeled"]]
+    box = (0.0, 0.0, 128.0, 96.0)
+    (label,) = import_labels(tmp_path / "camp", [sim_data / "coords" / f"{unlabeled[0].stem}.star"], unlabeled, boxes=[box])
+    data = resolve_data(load_config(None, base))
+    assert data.labeled == []
+    assert data.take_labels({label.stem: label.path}, {label.stem: (box,)}) == [unlabeled[0].resolve()]
+    assert data.boxes == {label.stem: (box,)} and data.complete == [] and len(data.unlabeled) == 1
+    assert expert_density(data) == pytest.approx(label.n_picks / (128 * 96)) and label.n_picks > 0
+
+
 def test_config_mismatch_allows_only_resumable_keys() -> None:
     a = {"train": {"steps": 5}, "selftrain": {"rounds": 2, "positive": 0.95}, "ray": {"num_workers": 2}}
     b = json.loads(json.dumps(a))

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cryopick.distributed.data import LABELED, PSEUDO, StageParams, cut_patches, hold_rows, load_micrographs
+from cryopick.distributed.data import LABELED, PSEUDO, StageParams, cut_patches, load_micrographs
+from cryopick.training.dataset import hold_rows
 from cryopick.preprocessing.labels import HELD, IGNORE, circle_mask, pseudo_label_mask
 from cryopick.inference.peaks import find_peaks
 from cryopick.selftrain.outputs import block_reduce, write_tune_csv

@@ -13,7 +13,7 @@ The stage functions are plain numpy functions of a batch dict (testable without 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from cryopick.config import PreprocessConfig, from_dict
-from cryopick.training.dataset import coords_for, hold_rows, label_radius, load_labeled, make_train_item, make_val_item
+from cryopick.training.dataset import Box, coords_for, held_strip, label_radius, load_labeled, make_train_item, make_val_item
 from cryopick.io.micrograph import read_micrograph
 from cryopick.selftrain.labels import label_boxes
 from cryopick.training.patches import sample_patches
@@ -95,9 +95,9 @@ def load_micrographs(batch: dict[str, np.ndarray], params: dict[str, Any]) -> di
         if kind == LABELED:
             lm = load_labeled(path, Path(str(label)).parent, p.diameter, pre, p.pixel_size)
             boxes = label_boxes(Path(str(label)))  # regions labeled in the campaign: the rest is ignored
-            h = lm.binned.image.shape[0]
-            rows = hold_rows(h, p.val_fraction) if hold and boxes is None else None
-            item = make_train_item(lm, label_radius(p.diameter, lm.binned.mean_scale), rows, boxes, sparse=p.sparse)
+            shape, scale = lm.binned.image.shape, lm.binned.scale
+            held = [held_strip(shape, scale, p.val_fraction, b) for b in (boxes or [None])] if hold else []
+            item = make_train_item(lm, label_radius(p.diameter, lm.binned.mean_scale), held, boxes, sparse=p.sparse)
             image, mask, name = item.image, item.mask, item.name
         elif kind == UNLABELED:
             image = preprocess(read_micrograph(path, p.pixel_size).data, pre, p.pixel_size).image
@@ -194,22 +194,27 @@ def build_train_dataset(
 
 @dataclass
 class ValSpec:
-    """A validation source the train loop's rank 0 loads itself: a whole micrograph or a held-back strip."""
+    """A validation source the train loop's rank 0 loads itself: a whole micrograph or a held-back strip
+    (of the micrograph, or of ``box``, a region labeled in the campaign, ORIGINAL px)."""
 
     path: str
     coords: str
     held_back: bool
+    box: list[float] | None = None
 
 
 def validation_specs(validation: Sequence[Path], labeled: Sequence[Path], coords: Path | Callable[[Path], Path],
-                     val_fraction: float) -> list[ValSpec]:
-    """Separate validation micrographs if given, else the held-back strip of each labeled one."""
+                     val_fraction: float, boxes: Mapping[str, Sequence[Box]] | None = None) -> list[ValSpec]:
+    """Separate validation micrographs if given, else the held-back strip of each labeled one (of each of its
+    ``boxes``, by stem, where it is labeled in regions only)."""
     lookup = _lookup(coords)
     if validation:
         return [ValSpec(str(m), str(lookup(m)), False) for m in validation]
     if val_fraction <= 0:
         return []
-    return [ValSpec(str(m), str(lookup(m)), True) for m in labeled]
+    boxes = boxes or {}
+    return [ValSpec(str(m), str(lookup(m)), True, None if b is None else list(b))
+            for m in labeled for b in boxes.get(Path(m).stem, [None])]
 
 
 def _lookup(coords: Path | Callable[[Path], Path]) -> Callable[[Path], Path]:
@@ -226,6 +231,10 @@ def load_val_items(specs: Sequence[dict[str, Any]], params: StageParams) -> list
     for s in specs:
         spec = ValSpec(**s)
         lm = load_labeled(Path(spec.path), Path(spec.coords).parent, params.diameter, pre, params.pixel_size)
-        rows = hold_rows(lm.binned.image.shape[0], params.val_fraction) if spec.held_back else None
-        items.append(make_val_item(lm, rows))
+        if not spec.held_back:
+            items.append(make_val_item(lm))
+            continue
+        box = None if spec.box is None else (spec.box[0], spec.box[1], spec.box[2], spec.box[3])
+        rows, cols = held_strip(lm.binned.image.shape, lm.binned.scale, params.val_fraction, box)
+        items.append(make_val_item(lm, rows, cols))
     return items

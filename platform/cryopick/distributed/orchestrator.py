@@ -145,7 +145,7 @@ def take_labels(data: ResolvedData, campaign: Path, state: CampaignState, next_r
     """
     labels = read_labels(campaign)
     moved = data.take_labels({stem: label.path for stem, label in labels.items()},
-                             {stem for stem, label in labels.items() if label.boxes is not None})
+                             {stem: label.boxes for stem, label in labels.items() if label.boxes is not None})
     new = [m.stem for m in moved if m.stem not in state.labels]
     for stem in new:
         state.labels[stem] = next_round
@@ -219,7 +219,8 @@ def run_round(cfg: SelftrainConfig, data: ResolvedData, campaign: Path, rnd: int
     score = score_and_write(r.dir, scored, best["threshold"], best["min_distance"], cfg.data.diameter, stages.SMOOTH_SIGMA)
     r.timings["time_score_s"] = time.monotonic() - t0
     t0 = time.monotonic()
-    round_suggestions(r.dir, data.unlabeled, cfg.predict, cfg.data.pixel_size, cfg.data.diameter, seed=rnd)
+    partial = {m: data.boxes[m.stem] for m in data.labeled if m.stem in data.boxes}  # their other regions stay open
+    round_suggestions(r.dir, data.unlabeled, cfg.predict, cfg.data.pixel_size, cfg.data.diameter, seed=rnd, labeled=partial)
     r.timings["time_suggest_s"] = time.monotonic() - t0
     r.timings["time_total_s"] = time.monotonic() - t_start
     train_result = json.loads((r.dir / "config.json").read_text())["result"]
@@ -272,7 +273,8 @@ def _predict_stage(r: _Round) -> tuple[list[Any], list[Any], list[Any]]:
     _, meta = load_picker(r.dir, "cpu")
     band = meta.border  # scored as `cryopick pick` with this model would pick
     strips = not r.data.validation
-    val = [stages.scored_item(m, npz[m.stem], r.data, band, strips, r.cfg.train.val_fraction) for m in val_mics]
+    val = [stages.scored_item(m, npz[m.stem], r.data, band, strips, r.cfg.train.val_fraction, box)
+           for m in val_mics for box in (r.data.boxes.get(m.stem, [None]) if strips else [None])]
     test = [stages.scored_item(m, npz[m.stem], r.data, band) for m in r.data.test]
     count = [load_heatmap(npz[m.stem], border=band) for m in count_mics]
     return val, test, count
@@ -331,7 +333,7 @@ def _train(r: _Round, pseudo_pairs: list[tuple[Path, Path]], labeler: PseudoLabe
                          sparse=teacher is not None and stages.sparse_labels(cfg, r.campaign))
     rows = training_rows(data.labeled, data.coords_file, pseudo_pairs, *patches, hold, unlabeled)
     ds = build_train_dataset(rows, params, cfg.train.patch, cfg.ray.data_cpus, INTENSITY_AUGMENT)
-    val = [asdict(v) for v in validation_specs(data.validation, data.validating, data.coords_file, cfg.train.val_fraction)]
+    val = [asdict(v) for v in validation_specs(data.validation, data.labeled, data.coords_file, cfg.train.val_fraction, data.boxes)]
     init = str(r.prev / MODEL_FILE) if r.rnd >= 1 and cfg.selftrain.warm_start else None
     spec = TrainSpec(num_workers=cfg.ray.num_workers, use_gpu=r.use_gpu, cpu_per_worker=cfg.ray.cpu_per_worker,
                      max_failures=cfg.ray.max_failures, storage_path=_storage(cfg, r.campaign), name=f"{cfg.name or r.campaign.name}_round_{r.rnd:03d}")

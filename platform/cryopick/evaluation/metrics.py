@@ -147,6 +147,15 @@ def summarize(curve: PRCurve, threshold: float | None = None) -> Score:
     )
 
 
+def in_strip(xy: np.ndarray, rows: tuple[int, int], cols: tuple[int, int] | None = None) -> np.ndarray:
+    """(N,) bool: which (x, y) points (binned px) lie in the scored ``rows`` (and ``cols``; None: every column)."""
+    xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
+    keep = (xy[:, 1] >= rows[0]) & (xy[:, 1] < rows[1])
+    if cols is not None:
+        keep &= (xy[:, 0] >= cols[0]) & (xy[:, 0] < cols[1])
+    return keep
+
+
 def pooled_curve(per_micrograph: list[tuple[np.ndarray, np.ndarray, np.ndarray]], radius: float) -> PRCurve:
     """One PR curve over several micrographs: [(pred_xy, scores, true_xy), ...]."""
     scores, hits, n_true = [], [], 0

@@ -73,6 +73,14 @@ def region_boxes(shape: tuple[int, int], size: int = REGION_SIZE) -> list[Box]:
     return [Box(x, y, min(x + size, w), min(y + size, h)) for y in starts(h) for x in starts(w)]
 
 
+def open_regions(boxes: Sequence[Box], labeled: Sequence[tuple[float, float, float, float]]) -> list[Box]:
+    """The ``boxes`` not already labeled: less than half of each is covered by the ``labeled`` (x0, y0, x1, y1) boxes."""
+    def covered(b: Box) -> float:
+        area = sum(max(0.0, min(b.x1, x1) - max(b.x0, x0)) * max(0.0, min(b.y1, y1) - max(b.y0, y0)) for x0, y0, x1, y1 in labeled)
+        return area / max(1, (b.x1 - b.x0) * (b.y1 - b.y0))
+    return [b for b in boxes if covered(b) < 0.5]
+
+
 def _entropy(p: np.ndarray) -> np.ndarray:
     p = np.clip(p, 1e-6, 1 - 1e-6)
     return -(p * np.log2(p) + (1 - p) * np.log2(1 - p))

@@ -282,8 +282,9 @@ class ResolvedData:
     """Micrograph lists after glob/manifest expansion, checked to exist.
 
     ``labels``: micrographs labeled in the campaign since it started (stem -> ``labels/<stem>.star``);
-    they are in ``labeled``, and their picks come from there instead of ``coords``. ``partial``: those
-    of them labeled in regions only, which neither validate nor say where the edge band is.
+    they are in ``labeled``, and their picks come from there instead of ``coords``. ``boxes``: those of
+    them labeled in regions only (stem -> boxes, ORIGINAL px), which validate on a strip of each region
+    and say nothing about the edge band.
     """
 
     labeled: list[Path]
@@ -292,7 +293,7 @@ class ResolvedData:
     test: list[Path]
     coords: Path
     labels: dict[str, Path] = field(default_factory=dict)
-    partial: set[str] = field(default_factory=set)
+    boxes: dict[str, tuple[tuple[float, float, float, float], ...]] = field(default_factory=dict)
 
     def coords_file(self, mic: Path) -> Path:
         """The pick file of a labeled micrograph: the campaign's own label, else the one in ``coords``."""
@@ -300,22 +301,23 @@ class ResolvedData:
 
         return self.labels.get(Path(mic).stem) or coords_for(Path(mic), self.coords)
 
-    def take_labels(self, labels: dict[str, Path], partial: set[str] | None = None) -> list[Path]:
+    def take_labels(self, labels: dict[str, Path], boxes: dict[str, tuple[tuple[float, float, float, float], ...]] | None = None
+                    ) -> list[Path]:
         """Move the unlabeled micrographs that ``labels`` (stem -> pick file) covers to the labeled set; return them.
 
-        ``partial``: stems whose labels cover regions only.
+        ``boxes``: the regions of those labeled in regions only (stem -> boxes).
         """
         moved = [m for m in self.unlabeled if m.stem in labels]
         self.unlabeled = [m for m in self.unlabeled if m.stem not in labels]
         self.labeled = self.labeled + moved
         self.labels.update({m.stem: labels[m.stem] for m in moved})
-        self.partial |= {m.stem for m in moved} & (partial or set())
+        self.boxes.update({m.stem: (boxes or {})[m.stem] for m in moved if m.stem in (boxes or {})})
         return moved
 
     @property
-    def validating(self) -> list[Path]:
-        """Labeled micrographs whose labels cover them whole: the ones that give validation strips."""
-        return [m for m in self.labeled if m.stem not in self.partial]
+    def complete(self) -> list[Path]:
+        """Labeled micrographs whose labels cover them whole (they say where the edge band is)."""
+        return [m for m in self.labeled if m.stem not in self.boxes]
 
 
 def resolve_data(cfg: SelftrainConfig) -> ResolvedData:
@@ -327,10 +329,12 @@ def resolve_data(cfg: SelftrainConfig) -> ResolvedData:
     """
     from cryopick.training.dataset import coords_for
     from cryopick.io.manifest import resolve_micrographs
+    from cryopick.selftrain.labels import labels_dir
 
     d = cfg.data
-    if not d.labeled:
-        raise CryopickError("data.labeled lists no micrographs (round 0 needs expert picks)")
+    if not d.labeled and not any(labels_dir(cfg.campaign_dir).glob("*.star")):
+        raise CryopickError("data.labeled lists no micrographs (round 0 needs expert picks: list labeled micrographs, "
+                            "or label regions of unlabeled ones into the campaign's labels/ folder)")
     if not d.coords:
         raise CryopickError("data.coords is not set (the directory of expert pick files)")
     coords = Path(d.coords).expanduser().resolve()

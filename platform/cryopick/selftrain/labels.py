@@ -23,9 +23,9 @@ import numpy as np
 from cryopick.errors import CryopickError
 from cryopick.io.atomic import write_json
 from cryopick.io.coords import read_coords, write_coords
+from cryopick.training.dataset import Box
 
 LABELS_DIR = "labels"
-Box = tuple[float, float, float, float]  # x0, y0, x1, y1 in original px
 
 
 @dataclass(frozen=True)

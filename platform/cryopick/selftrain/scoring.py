@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from cryopick.evaluation.metrics import (
-    CANDIDATE_FLOOR, PRCurve, average_precision, estimated_count, pooled_curve, score_at, share_picked, sparse_precision,
+    CANDIDATE_FLOOR, PRCurve, average_precision, estimated_count, in_strip, pooled_curve, score_at, share_picked, sparse_precision,
 )
 from cryopick.inference.border import outside_band
 from cryopick.inference.peaks import find_peaks
@@ -36,6 +36,7 @@ class ScoredHeatmap:
         rows: (r0, r1) binned rows that are scored (a held-back strip or the whole image).
         image: (h, w) binned network input, for previews (optional).
         border: edge band in ORIGINAL px where peaks are dropped (the model's learned band; 0: none).
+        cols: (c0, c1) binned columns that are scored (None: all; a region's held-back strip sets them).
     """
 
     name: str
@@ -45,6 +46,7 @@ class ScoredHeatmap:
     rows: tuple[int, int]
     image: np.ndarray | None = None
     border: float = 0.0
+    cols: tuple[int, int] | None = None
 
     @property
     def mean_scale(self) -> float:
@@ -68,17 +70,16 @@ def load_heatmap(npz: str | Path, true_xy: np.ndarray | None = None, rows: tuple
 
 
 def picks_of(sh: ScoredHeatmap, threshold: float, min_distance: float, smooth_sigma: float) -> tuple[np.ndarray, np.ndarray]:
-    """Peaks of one heatmap inside its scored rows and outside its edge band -> ((N, 2) ORIGINAL px, (N,) scores)."""
+    """Peaks of one heatmap inside its scored strip and outside its edge band -> ((N, 2) ORIGINAL px, (N,) scores)."""
     allowed = outside_band(sh.heatmap.shape, sh.scale, sh.original_shape, sh.border)
     xy, s = find_peaks(sh.heatmap, min_distance / sh.mean_scale, threshold, smooth_sigma, allowed=allowed)
-    keep = (xy[:, 1] >= sh.rows[0]) & (xy[:, 1] < sh.rows[1])
+    keep = in_strip(xy, sh.rows, sh.cols)
     return xy[keep] * np.array([sh.scale[1], sh.scale[0]]), s[keep]
 
 
 def truth_in_rows(sh: ScoredHeatmap) -> np.ndarray:
-    """Expert picks (ORIGINAL px) whose binned row lies in the scored rows."""
-    y = sh.true_xy[:, 1] / sh.scale[0]
-    return sh.true_xy[(y >= sh.rows[0]) & (y < sh.rows[1])]
+    """Expert picks (ORIGINAL px) whose binned position lies in the scored strip."""
+    return sh.true_xy[in_strip(sh.true_xy / np.array([sh.scale[1], sh.scale[0]]), sh.rows, sh.cols)]
 
 
 def pooled(items: Sequence[ScoredHeatmap], threshold: float, min_distance: float, smooth_sigma: float, diameter: float) -> PRCurve:

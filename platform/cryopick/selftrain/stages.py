@@ -31,7 +31,7 @@ from cryopick.selftrain.config import COUNT_MICROGRAPHS, ResolvedData, Selftrain
 from cryopick.selftrain.pseudo import PseudoLabeler, fit_calibration, fit_peak_calibration, no_particles_note, pseudo_summary
 from cryopick.selftrain.scoring import RoundScore, ScoredHeatmap, count_matched_threshold, load_heatmap, picks_per_true
 from cryopick.selftrain.state import CAMPAIGN_FILE, config_mismatch, round_dir, too_few_pseudo_particles
-from cryopick.training.dataset import hold_rows, label_radius
+from cryopick.training.dataset import Box, held_strip, label_radius
 
 SMOOTH_SIGMA = 1.0  # binned px, as single-process training
 # what campaigns begun before these settings existed did (their campaign.json lacks the keys)
@@ -40,8 +40,8 @@ CALIBRATION_FILE = "calibration.json"
 
 
 def expert_labels(data: ResolvedData) -> list[tuple[np.ndarray, tuple[int, int]]]:
-    """(expert picks, (H, W)) of each labeled micrograph (headers and coordinate files only)."""
-    return [(read_coords(data.coords_file(Path(m)))[0], read_shape(m)) for m in data.validating]
+    """(expert picks, (H, W)) of each micrograph labeled whole (headers and coordinate files only)."""
+    return [(read_coords(data.coords_file(Path(m)))[0], read_shape(m)) for m in data.complete]
 
 
 def expert_border(data: ResolvedData, diameter: float) -> float:
@@ -58,9 +58,13 @@ def bin_of(cfg: SelftrainConfig, data: ResolvedData) -> float:
 
 
 def expert_density(data: ResolvedData) -> float:
-    """Expert picks per ORIGINAL px² over the labeled micrographs."""
+    """Expert picks per ORIGINAL px² over the labeled micrographs and regions."""
     labels = expert_labels(data)
-    return sum(len(xy) for xy, _ in labels) / max(1, sum(h * w for _, (h, w) in labels))
+    picks, area = sum(len(xy) for xy, _ in labels), float(sum(h * w for _, (h, w) in labels))
+    for stem, boxes in data.boxes.items():
+        picks += len(read_coords(data.labels[stem])[0])  # a region label holds the picks inside its boxes only
+        area += sum((x1 - x0) * (y1 - y0) for x0, y0, x1, y1 in boxes)
+    return picks / max(1.0, area)
 
 
 def prepare_campaign(cfg: SelftrainConfig, data: ResolvedData) -> Path:
@@ -162,19 +166,20 @@ def scored_micrographs(cfg: SelftrainConfig, data: ResolvedData) -> tuple[list[P
     with strips as validation, a few unlabeled micrographs whose pick count sets the threshold
     (:func:`choose_threshold`). All: those and the test set, each once.
     """
-    val = data.validation or (data.validating if cfg.train.val_fraction > 0 else [])
+    val = data.validation or (data.labeled if cfg.train.val_fraction > 0 else [])
     count = data.unlabeled[:COUNT_MICROGRAPHS] if not data.validation else []
     return val, count, list(dict.fromkeys([*val, *data.test, *count]))
 
 
 def scored_item(mic: Path, npz: Path, data: ResolvedData, border: float, held_back: bool = False,
-                val_fraction: float = 0.0) -> ScoredHeatmap:
-    """A predicted micrograph with its expert picks; ``held_back``: only its validation strip is scored."""
+                val_fraction: float = 0.0, box: Box | None = None) -> ScoredHeatmap:
+    """A predicted micrograph with its expert picks; ``held_back``: only its validation strip (of ``box``, a
+    labeled region, if given) is scored."""
     true_xy, _ = read_coords(data.coords_file(mic))
     sh = load_heatmap(npz, true_xy, border=border)
     sh.name = mic.stem
     if held_back:
-        sh.rows = hold_rows(sh.heatmap.shape[0], val_fraction)
+        sh.rows, sh.cols = held_strip(sh.heatmap.shape, sh.scale, val_fraction, box)
     return sh
 
 
@@ -224,8 +229,10 @@ def write_calibration(rdir: Path, val_items: list[ScoredHeatmap], cfg: Selftrain
     for sh in val_items:
         xy = sh.true_xy / np.array([sh.scale[1], sh.scale[0]])
         mask = circle_mask(sh.heatmap.shape, xy, label_radius(cfg.data.diameter, sh.mean_scale))
-        mask[: sh.rows[0]] = -1
-        mask[sh.rows[1]:] = -1
+        scored = np.zeros(mask.shape, dtype=bool)
+        (r0, r1), (c0, c1) = sh.rows, sh.cols or (0, mask.shape[1])
+        scored[r0:r1, c0:c1] = True
+        mask[~scored] = -1
         heatmaps.append(sh.heatmap)
         masks.append(mask)
     pixel = fit_calibration(heatmaps, masks)

@@ -9,7 +9,7 @@ and writes ``round_NNN/suggestions.csv`` atomically. Plain functions, no Ray.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,8 +21,9 @@ from cryopick.inference.picker import MODEL_FILE, load_picker
 from cryopick.inference.tiling import predict_views
 from cryopick.io.micrograph import read_micrograph
 from cryopick.preprocessing.binning import preprocess
-from cryopick.selftrain.acquisition import Scored, rank, region_boxes, score_views
+from cryopick.selftrain.acquisition import Box, Scored, open_regions, rank, region_boxes, score_views
 from cryopick.selftrain.labels import read_labels
+from cryopick.training.dataset import Box as LabelBox
 from cryopick.selftrain.outputs import write_csv
 from cryopick.selftrain.state import CAMPAIGN_FILE, CampaignState, round_dir
 
@@ -60,16 +61,25 @@ def latest_round(campaign: Path) -> int:
 
 
 def score_micrographs(model_file: Path, mics: Sequence[Path], cfg: HeatmapConfig, pixel_size: float | None,
-                      region_size: int | None, progress: Callable[[str], None] | None = None) -> list[Scored]:
-    """Every candidate (whole micrographs with ``region_size`` None, else their regions) scored by the model in ``model_file``."""
+                      region_size: int | None, progress: Callable[[str], None] | None = None,
+                      labeled: Mapping[str, Sequence[LabelBox]] | None = None) -> list[Scored]:
+    """Every candidate (whole micrographs with ``region_size`` None, else their regions) scored by the model in ``model_file``.
+
+    ``labeled``: regions already labeled (stem -> boxes, ORIGINAL px); the regions they cover are no candidates.
+    """
     model, meta = load_picker(model_file)
+    labeled = labeled or {}
     out: list[Scored] = []
     for i, path in enumerate(mics):
         m = read_micrograph(path, pixel_size)
+        boxes: list[Box | None] = [None]
+        if region_size is not None:
+            boxes = list(open_regions(region_boxes(m.shape, region_size), labeled.get(m.name, ())))
+        if not boxes:
+            continue
         b = preprocess(m.data, meta.preprocess, m.pixel_size)
         views = predict_views(model, b.image, cfg)
         md = meta.resolved_min_distance() / b.mean_scale
-        boxes = [None] if region_size is None else region_boxes(m.shape, region_size)
         out += [score_views(views, b.scale, m.name, meta.threshold, md, b.image, box) for box in boxes]
         if progress is not None:
             progress(f"scored {i + 1}/{len(mics)}: {m.name}")
@@ -83,28 +93,39 @@ def suggest(campaign: Path, n: int = 10, strategy: str = "combined", region_size
     campaign = Path(campaign)
     rnd = latest_round(campaign)
     stored = json.loads((campaign / CAMPAIGN_FILE).read_text())
-    labeled = read_labels(campaign)  # labeled since the campaign started: nothing left to suggest there
-    mics = [Path(p) for p in stored["resolved"]["unlabeled"] if Path(p).stem not in labeled]
+    labels = read_labels(campaign)  # labeled since the campaign started: nothing left to suggest there but other regions
+    regions = {stem: lab.boxes for stem, lab in labels.items() if lab.boxes is not None}
+    mics = [Path(p) for p in stored["resolved"]["unlabeled"] if Path(p).stem not in labels or Path(p).stem in regions]
     if not mics:
         raise CryopickError("the campaign has no unlabeled micrographs to suggest from", campaign / CAMPAIGN_FILE)
     if region_size == -1:
         region_size = default_region_size(float(stored["data"]["diameter"]))
     cfg = from_dict(HeatmapConfig, stored.get("predict") or {}, "predict")
     rdir = round_dir(campaign, rnd)
-    candidates = score_micrographs(rdir / MODEL_FILE, mics, cfg, (stored.get("data") or {}).get("pixel_size"), region_size, progress)
+    if region_size is None:  # a whole micrograph that is labeled in part is no candidate
+        mics = [m for m in mics if m.stem not in regions]
+    candidates = score_micrographs(rdir / MODEL_FILE, mics, cfg, (stored.get("data") or {}).get("pixel_size"), region_size, progress,
+                                   regions)
+    if not candidates:
+        raise CryopickError("every region of the campaign's unlabeled micrographs is labeled", campaign / CAMPAIGN_FILE)
     chosen = rank(candidates, n, strategy, seed=seed)
     write_suggestions(rdir / SUGGESTIONS_FILE, chosen)
     return Suggestions(rnd, rdir / SUGGESTIONS_FILE, chosen, len(candidates))
 
 
 def round_suggestions(rdir: Path, unlabeled: Sequence[Path], cfg: HeatmapConfig, pixel_size: float | None,
-                      diameter: float, seed: int = 0) -> Path | None:
-    """A round's ``suggestions.csv`` from its own model: regions of at most ``ROUND_POOL`` unlabeled micrographs."""
-    if not unlabeled:
+                      diameter: float, seed: int = 0, labeled: Mapping[Path, Sequence[LabelBox]] | None = None) -> Path | None:
+    """A round's ``suggestions.csv`` from its own model: regions of at most ``ROUND_POOL`` unlabeled micrographs, and
+    of the ``labeled`` ones labeled in regions only (micrograph -> its labeled boxes) the regions still open."""
+    mics = list(unlabeled) + list(labeled or {})
+    if not mics:
         return None
     rng = np.random.default_rng(seed)
-    pool = [unlabeled[i] for i in sorted(rng.permutation(len(unlabeled))[:ROUND_POOL])]
-    candidates = score_micrographs(rdir / MODEL_FILE, pool, cfg, pixel_size, default_region_size(diameter))
+    pool = [mics[i] for i in sorted(rng.permutation(len(mics))[:ROUND_POOL])]
+    boxes = {Path(m).stem: b for m, b in (labeled or {}).items()}
+    candidates = score_micrographs(rdir / MODEL_FILE, pool, cfg, pixel_size, default_region_size(diameter), labeled=boxes)
+    if not candidates:
+        return None
     write_suggestions(rdir / SUGGESTIONS_FILE, rank(candidates, ROUND_SUGGESTIONS, "combined", seed=seed))
     return rdir / SUGGESTIONS_FILE
 

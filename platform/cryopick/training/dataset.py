@@ -4,6 +4,7 @@ A :class:`TrainItem` is what patches are cut from; a :class:`ValItem` is what th
 scored on while training. Without separate validation micrographs, the bottom
 ``val_fraction`` of every labeled micrograph is held back: its labels are set to ignore for
 training and its picks are used for scoring, so even one labeled micrograph gets a validation.
+A micrograph labeled in regions only holds back the bottom ``val_fraction`` of each region.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ class ValItem:
         rows: (r0, r1) binned rows that are scored; picks and truth outside are ignored.
         scale: original px per binned px (to report distances in original pixels).
         original_shape: (H, W) of the micrograph as read.
+        cols: (c0, c1) binned columns that are scored (None: all).
     """
 
     name: str
@@ -56,6 +58,7 @@ class ValItem:
     rows: tuple[int, int]
     scale: float
     original_shape: tuple[int, int]
+    cols: tuple[int, int] | None = None
 
 
 @dataclass
@@ -106,9 +109,29 @@ def hold_rows(height: int, val_fraction: float) -> tuple[int, int]:
     return int(round(height * (1.0 - val_fraction))), height
 
 
-def make_train_item(lm: LabeledMicrograph, radius: float, hold_rows: tuple[int, int] | None = None,
-                    regions: Sequence[tuple[float, float, float, float]] | None = None, sparse: bool = False) -> TrainItem:
-    """Circle mask for ``lm``; rows in ``hold_rows`` are held back for validation (never a target).
+Box = tuple[float, float, float, float]  # x0, y0, x1, y1 in ORIGINAL px
+Strip = tuple[tuple[int, int], tuple[int, int]]  # (r0, r1), (c0, c1) binned
+
+
+def box_on_grid(box: Box, scale: tuple[float, float]) -> Strip:
+    """The binned pixels wholly inside ``box``: ((r0, r1), (c0, c1))."""
+    x0, y0, x1, y1 = box
+    sy, sx = scale
+    return (int(np.ceil(y0 / sy)), int(np.floor(y1 / sy))), (int(np.ceil(x0 / sx)), int(np.floor(x1 / sx)))
+
+
+def held_strip(shape: tuple[int, int], scale: tuple[float, float], val_fraction: float, box: Box | None = None) -> Strip:
+    """The binned strip held back for validation: the bottom ``val_fraction`` of the micrograph's rows, or of ``box``'s
+    rows within its columns (a micrograph labeled in regions only)."""
+    if box is None:
+        return hold_rows(shape[0], val_fraction), (0, shape[1])
+    (r0, r1), cols = box_on_grid(box, scale)
+    return (int(round(r1 - (r1 - r0) * val_fraction)), r1), cols
+
+
+def make_train_item(lm: LabeledMicrograph, radius: float, held: Sequence[Strip] = (),
+                    regions: Sequence[Box] | None = None, sparse: bool = False) -> TrainItem:
+    """Circle mask for ``lm``; the ``held`` strips are held back for validation (never a target).
 
     ``regions``: boxes (x0, y0, x1, y1) in ORIGINAL px that were labeled completely; everything outside
     them is ignored, so the particles nobody picked there are not taught as background.
@@ -117,21 +140,22 @@ def make_train_item(lm: LabeledMicrograph, radius: float, hold_rows: tuple[int, 
     mask = circle_mask(lm.binned.image.shape, lm.xy, radius)
     if sparse:
         mask[mask == 0] = IGNORE
-    if hold_rows is not None:
-        mask[hold_rows[0] : hold_rows[1]] = HELD
     if regions is not None:
         inside = np.zeros(mask.shape, dtype=bool)
-        sy, sx = lm.binned.scale
-        for x0, y0, x1, y1 in regions:
-            inside[int(np.ceil(y0 / sy)) : int(np.floor(y1 / sy)), int(np.ceil(x0 / sx)) : int(np.floor(x1 / sx))] = True
+        for box in regions:
+            (r0, r1), (c0, c1) = box_on_grid(box, lm.binned.scale)
+            inside[r0:r1, c0:c1] = True
         mask[~inside] = IGNORE
+    for (r0, r1), (c0, c1) in held:
+        mask[r0:r1, c0:c1] = HELD
     return TrainItem(name=lm.name, image=lm.binned.image, mask=mask)
 
 
-def make_val_item(lm: LabeledMicrograph, rows: tuple[int, int] | None = None) -> ValItem:
+def make_val_item(lm: LabeledMicrograph, rows: tuple[int, int] | None = None, cols: tuple[int, int] | None = None) -> ValItem:
+    """``lm`` scored inside ``rows`` x ``cols`` (binned; None: all)."""
     h = lm.binned.image.shape[0]
     return ValItem(name=lm.name, image=lm.binned.image, true_xy=lm.xy, rows=rows or (0, h), scale=lm.binned.mean_scale,
-                   original_shape=lm.binned.original_shape)
+                   original_shape=lm.binned.original_shape, cols=cols)
 
 
 def split_items(
@@ -149,6 +173,6 @@ def split_items(
             train_items.append(make_train_item(lm, r))
             continue
         rows = hold_rows(lm.binned.image.shape[0], val_fraction)
-        train_items.append(make_train_item(lm, r, hold_rows=rows))
+        train_items.append(make_train_item(lm, r, held=[(rows, (0, lm.binned.image.shape[1]))]))
         val_items.append(make_val_item(lm, rows=rows))
     return train_items, val_items

@@ -26,7 +26,8 @@ from cryopick.io.atomic import atomic_write
 from cryopick.training.checkpoint import CheckpointRule
 from cryopick.training.loss import masked_bce
 from cryopick.evaluation.metrics import (
-    CANDIDATE_FLOOR, SPARSE_SHARE, PRCurve, average_precision, best_threshold, for_sparse_picks, picked_share, pooled_curve,
+    CANDIDATE_FLOOR, SPARSE_SHARE, PRCurve, average_precision, best_threshold, for_sparse_picks, in_strip, picked_share,
+    pooled_curve,
 )
 from cryopick.model.unet import build_unet
 from cryopick.training.patches import sample_patches
@@ -121,9 +122,7 @@ def evaluate(
         per_mic = []
         for v, hm, ok in zip(val_items, heatmaps, allowed):
             xy, s = find_peaks(hm, frac * diameter / v.scale, CANDIDATE_FLOOR, smooth_sigma, allowed=ok)
-            r0, r1 = v.rows
-            keep = (xy[:, 1] >= r0) & (xy[:, 1] < r1)
-            tkeep = (v.true_xy[:, 1] >= r0) & (v.true_xy[:, 1] < r1)
+            keep, tkeep = in_strip(xy, v.rows, v.cols), in_strip(v.true_xy, v.rows, v.cols)
             # score in original pixels so the radius is the user's half diameter
             per_mic.append((xy[keep] * v.scale, s[keep], v.true_xy[tkeep] * v.scale))
         curves.append((frac * diameter, pooled_curve(per_mic, radius=diameter / 2.0)))

@@ -1,0 +1,206 @@
+"""Active learning: F1 against labeled particles when the platform chooses the regions to label, against random regions.
+
+An oracle plays the user: when a strategy asks for a region (a square of ``REGION_DIAMETERS`` particle
+diameters, the campaign's default), the expert picks inside it are revealed and written as the
+campaign's region label (``labels/<stem>.star`` + sidecar, exactly what the dashboard writes); outside
+its regions a micrograph stays unlabeled. For one data set and seed (run per arm; cached under
+``benchmarks/out/active_learning/``; ``--merge`` turns the cache into one table and a PNG):
+
+* ``base``: round 0 of a campaign (``run_campaign``, the code behind ``cryopick selftrain``) labeled with
+  one seeded random region of the non-test micrographs; every arm adopts it (``selftrain.round0_model``);
+* arm ``combined`` (the default strategy): after each round, the next regions are the top rows of
+  that round's ``suggestions.csv``, as the campaign wrote them;
+* arm ``random``: seeded random regions among those not yet labeled;
+* arm ``ceiling``: every non-test micrograph labeled whole, one round with all the arms' training steps
+  (``label_efficiency.py``'s ceiling).
+
+The arms acquire regions until the labeled total reaches each of ``--regions`` (1, 2, 4, 8, 16), one
+teacher–student round (the defaults) after each acquisition, and score every round on the ``test``
+micrographs: F1 at the stored threshold and at the best one, against the labeled particles. The
+labeling cost of an acquired region is the clicks a user makes to correct the round's picks there
+(false picks + missed particles at the stored threshold); the first region is labeled from scratch
+(one click per particle).
+
+    python benchmarks/active_learning.py --data empiar10017 --seed 0 --arm combined
+    python benchmarks/active_learning.py --merge
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+from _cache import finish, start  # noqa: E402
+from label_efficiency import DATA, DIAMETERS, campaign as label_efficiency_campaign, mics, round_row, settings, split_of  # noqa: E402
+
+OUT = REPO / "benchmarks" / "out" / "active_learning"
+ARMS = ("base", "combined", "random", "ceiling")
+Box = tuple[int, int, int, int]
+
+
+def pool_of(data: str) -> list[str]:
+    split = split_of(data)
+    return split["labeled"] + split["unlabeled"]
+
+
+def expert(data: str, stem: str) -> np.ndarray:
+    from cryopick.io.coords import read_coords
+
+    return read_coords(DATA / data / "coords" / f"{stem}.csv")[0]
+
+
+def regions_of(data: str, stem: str) -> list[Box]:
+    """The campaign's candidate regions of a micrograph (original px)."""
+    from cryopick.io.micrograph import read_shape
+    from cryopick.selftrain.acquisition import region_boxes
+    from cryopick.selftrain.suggest import default_region_size
+
+    size = default_region_size(DIAMETERS[data])
+    return [(b.x0, b.y0, b.x1, b.y1) for b in region_boxes(read_shape(DATA / data / "micrographs" / f"{stem}.mrc"), size)]
+
+
+def write_oracle_labels(data: str, cdir: Path, chosen: dict[str, list[Box]]) -> int:
+    """The expert picks inside the chosen regions as the campaign's region labels; returns the labeled particles."""
+    from cryopick.selftrain.labels import write_label
+
+    total = 0
+    for stem, boxes in chosen.items():
+        mic = DATA / data / "micrographs" / f"{stem}.mrc"
+        total += write_label(cdir, mic, expert(data, stem), "oracle", replace=True, boxes=[tuple(map(float, b)) for b in boxes]).n_picks
+    return total
+
+
+def clicks(data: str, model_dir: Path, stem: str, box: Box) -> int:
+    """False picks + missed particles of the model's picks (stored threshold) inside ``box``."""
+    from cryopick.config import PickConfig
+    from cryopick.evaluation.metrics import match
+    from cryopick.inference.picker import load_picker, pick_micrograph
+    from cryopick.io.micrograph import read_micrograph
+    from cryopick.selftrain.labels import inside_boxes
+
+    model, meta = load_picker(model_dir)
+    picked = pick_micrograph(model, meta, read_micrograph(DATA / data / "micrographs" / f"{stem}.mrc"), PickConfig())
+    xy, scores = picked.xy[inside_boxes(picked.xy, [box])], picked.scores[inside_boxes(picked.xy, [box])]
+    truth = expert(data, stem)
+    truth = truth[inside_boxes(truth, [box])]
+    hits = int(match(xy, scores, truth, DIAMETERS[data] / 2).sum())
+    return (len(xy) - hits) + (len(truth) - hits)
+
+
+def next_regions(arm: str, data: str, cdir: Path, rnd: int, chosen: dict[str, list[Box]], k: int, seed: int) -> list[tuple[str, Box]]:
+    """The ``k`` regions an arm labels after round ``rnd``."""
+    if arm == "combined":
+        with open(cdir / f"round_{rnd:03d}" / "suggestions.csv") as fh:
+            rows = [(r["micrograph"], (int(r["x0"]), int(r["y0"]), int(r["x1"]), int(r["y1"]))) for r in csv.DictReader(fh)]
+        rows = [(s, b) for s, b in rows if b not in chosen.get(s, [])]
+        if len(rows) < k:
+            raise SystemExit(f"{cdir}: round {rnd} suggested {len(rows)} new regions, {k} wanted")
+        return rows[:k]
+    from cryopick.selftrain.acquisition import Box as ABox, open_regions
+
+    free = [(s, b) for s in pool_of(data) for b in regions_of(data, s)
+            if open_regions([ABox(*b)], [tuple(map(float, x)) for x in chosen.get(s, [])])]
+    order = np.random.default_rng(10_000 * seed + rnd).permutation(len(free))[:k]
+    return [free[i] for i in order]
+
+
+def run_arm(args: argparse.Namespace) -> dict[str, Any]:
+    """Run (or resume) one arm and return its per-step rows."""
+    from cryopick.distributed.orchestrator import run_campaign
+    from cryopick.selftrain.config import load_config
+
+    root = OUT / args.data / f"seed{args.seed}"
+    cdir = root / args.arm
+    split = split_of(args.data)
+    pool = pool_of(args.data)
+    rng = np.random.default_rng(args.seed)
+    first_stem = pool[int(rng.integers(len(pool)))]
+    first_regions = regions_of(args.data, first_stem)
+    chosen: dict[str, list[Box]] = {first_stem: [first_regions[int(rng.integers(len(first_regions)))]]}
+    base = {**settings(args), "name": f"al-{args.data}-{args.arm}-s{args.seed}", "data.labeled": [],
+            "data.unlabeled": mics(args.data, pool), "data.test": mics(args.data, split["test"]),
+            "data.coords": str(DATA / args.data / "coords"), "data.diameter": DIAMETERS[args.data],
+            "selftrain.patience": len(args.regions) + 1, "out": str(cdir)}
+    if args.arm != "base":
+        base["selftrain.round0_model"] = str(root / "base" / "round_000")
+    steps: list[dict[str, Any]] = []
+    cost = first_clicks = write_oracle_labels(args.data, cdir, chosen)  # from scratch: one click per particle
+    t0 = time.monotonic()
+    for i, target in enumerate(args.regions[: 1 if args.arm == "base" else None]):
+        if i > 0:
+            have = sum(len(b) for b in chosen.values())
+            new = next_regions(args.arm, args.data, cdir, i - 1, chosen, target - have, args.seed)
+            cost += sum(clicks(args.data, cdir / f"round_{i - 1:03d}", s, b) for s, b in new)
+            for s, b in new:
+                chosen.setdefault(s, []).append(b)
+        n_labeled = write_oracle_labels(args.data, cdir, chosen)
+        cfg = load_config(None, {**base, "selftrain.rounds": i + 1})
+        result = run_campaign(cfg, progress=False, verbose=False, log=lambda s: print(f"[{args.arm}] {s}", flush=True))
+        m = next(r for r in result.rounds if int(r["round"]) == i)
+        row = round_row(cdir, i, m)
+        row.update(regions=target, n_labeled=n_labeled, clicks=cost, micrographs=len(chosen))
+        print(f"[{args.arm}] {target} regions, {n_labeled} particles, {cost} clicks: F1 {row['f1']:.3f} (best {row['best_f1']:.3f})",
+              flush=True)
+        steps.append(row)
+    return {"arm": args.arm, "steps": steps, "first_clicks": first_clicks, "regions_chosen": chosen,
+            "minutes": (time.monotonic() - t0) / 60}
+
+
+def run_ceiling(args: argparse.Namespace) -> dict[str, Any]:
+    ns = argparse.Namespace(**{**vars(args), "budget": "1", "score_on": "test", "rounds": len(args.regions)})
+    return label_efficiency_campaign(ns, "ceiling", OUT / args.data / f"seed{args.seed}" / "ceiling")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", choices=sorted(DIAMETERS), default="empiar10017")
+    p.add_argument("--seed", type=int, default=0, help="train.seed, the first region and the random arm's regions")
+    p.add_argument("--arm", choices=ARMS, default="combined")
+    p.add_argument("--regions", default="1,2,4,8,16", help="labeled regions after each acquisition step")
+    p.add_argument("--steps", type=int, default=200, help="training steps per round and worker")
+    p.add_argument("--batch-size", type=int, default=8, help="patches per step and worker")
+    p.add_argument("--width", type=int, default=16, help="U-Net base width")
+    p.add_argument("--val-every", type=int, default=50)
+    p.add_argument("--set", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"), type=str)
+    p.add_argument("--again", action="store_true", help="rerun even if cached")
+    p.add_argument("--merge", action="store_true", help="merge every cached result into docs/benchmarks.md and a PNG")
+    args = p.parse_args()
+    if args.merge:
+        from active_learning_report import merge
+
+        merge(OUT)
+        return
+    import yaml
+
+    args.set = [(k, yaml.safe_load(v)) for k, v in args.set]
+    args.regions = [int(x) for x in args.regions.split(",")]
+    args.rounds = len(args.regions)
+    dest = OUT / args.data / f"seed{args.seed}" / args.arm
+    if args.arm not in ("base", "ceiling") and not (dest.parent / "base" / "summary.json").is_file():
+        raise SystemExit(f"run --arm base for {args.data} seed {args.seed} first")
+    if not start(dest, args.again):
+        return
+    from cryopick.distributed.connect import connect, shutdown
+
+    connect(num_cpus=2, quiet=True)
+    try:
+        R = run_ceiling(args) if args.arm == "ceiling" else run_arm(args)
+    finally:
+        shutdown()
+    R.update(data=args.data, seed=args.seed, settings=dict(args.set), argv=sys.argv, finished=time.strftime("%F %T"),
+             steps_per_round=args.steps, width=args.width)
+    finish(dest, R)
+    print(json.dumps({k: v for k, v in R.items() if k != "steps"}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""Merge the cached active-learning results into one table (docs/benchmarks.md) and a PNG.
+
+Called by ``python benchmarks/active_learning.py --merge``; reads every
+``benchmarks/out/active_learning/<data>/seed<k>/<arm>/summary.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from _report import REPO, update_section
+from label_efficiency_report import ms
+
+PNG = REPO / "docs" / "img" / "active_learning.png"
+STRATEGIES = ("combined", "random")
+
+
+def load(root: Path) -> list[dict[str, Any]]:
+    return [json.loads(p.read_text()) for p in sorted(root.glob("*/seed*/*/summary.json"))]
+
+
+def table(results: list[dict[str, Any]], data: str) -> tuple[str, dict[str, Any]]:
+    """Markdown rows of one data set (one per acquisition step), and the points of its plot."""
+    by: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in results:
+        if r["data"] == data:
+            by[r["arm"]].append(r)
+    ceil = by.get("ceiling", [])
+    ceil_best = [c["rounds"][0]["best_f1"] for c in ceil]
+    ceil_f1 = [c["rounds"][0]["f1"] for c in ceil]
+    lines = [f"**{data}**; ceiling (every non-test micrograph labeled whole, {ceil[0]['n_labeled'] if ceil else '?'} "
+             f"particles): F1 at its threshold {ms(ceil_f1)}, best {ms(ceil_best)}", "",
+             "| regions | strategy | labeled particles | correction clicks | F1 at the stored threshold | best F1 | "
+             "share of the ceiling (stored) | s per round |", "|---|---|---|---|---|---|---|---|"]
+    points: dict[str, Any] = {"ceiling": float(np.mean(ceil_f1)) if ceil_f1 else None}
+    for arm in STRATEGIES:
+        runs = by.get(arm, [])
+        if not runs:
+            continue
+        steps: dict[int, list[dict[str, Any]]] = defaultdict(list)
+        for r in runs:
+            for s in r["steps"]:
+                steps[int(s["regions"])].append(s)
+        pts = []
+        for n_regions in sorted(steps):
+            rows = steps[n_regions]
+            f1 = [s["f1"] for s in rows]
+            share = [s["f1"] / points["ceiling"] for s in rows] if points["ceiling"] else []
+            lines.append(f"| {n_regions} | {arm} | {ms([s['n_labeled'] for s in rows], 0)} | {ms([s['clicks'] for s in rows], 0)} | "
+                         f"{ms(f1)} | {ms([s['best_f1'] for s in rows])} | {ms(share, 2)} | {ms([s['seconds'] for s in rows], 0)} |")
+            pts.append((float(np.mean([s["n_labeled"] for s in rows])), float(np.mean(f1)), float(np.std(f1)) if len(f1) > 1 else 0.0))
+        points[arm] = pts
+    return "\n".join(lines), points
+
+
+def plot(points: dict[str, dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(points), figsize=(5.5 * len(points), 4.2), squeeze=False)
+    for ax, (data, pts) in zip(axes[0], points.items()):
+        for arm, style in zip(STRATEGIES, ("o-", "s--")):
+            if pts.get(arm):
+                n, f1, sd = zip(*pts[arm])
+                ax.errorbar(n, f1, yerr=sd, fmt=style, capsize=3, label=f"{arm} regions")
+        if pts.get("ceiling") is not None:
+            ax.axhline(pts["ceiling"], color="k", lw=0.8, label="ceiling (all expert picks)")
+            ax.axhline(0.97 * pts["ceiling"], color="k", lw=0.6, ls=":", label="97 % of the ceiling")
+        ax.axvline(300, color="grey", lw=0.6, ls=":")
+        ax.set_xscale("log")
+        ax.set_xlabel("labeled particles")
+        ax.set_ylabel("F1 on test at the stored threshold")
+        ax.set_title(data)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+
+
+def merge(root: Path) -> None:
+    results = load(root)
+    datas = sorted({r["data"] for r in results})
+    parts, points = [], {}
+    for data in datas:
+        text, pts = table(results, data)
+        parts.append(text)
+        points[data] = pts
+    if points:
+        plot(points, PNG)
+    runs = sorted({" ".join(r["argv"][1:]) for r in results})
+    body = "\n\n".join(parts) + (
+        "\n\nEach arm was run by `python benchmarks/active_learning.py` with: " + "; ".join(f"`{a}`" for a in runs) + ". "
+        "An oracle reveals the expert picks inside each region a strategy asks for (a square of 10 particle diameters, "
+        "labeled completely, ignored outside); every arm starts from the same seeded random region and round 0, and runs "
+        "one teacher–student round (width 16, the steps per round in its command, batch 8, 2 DDP workers) after each "
+        "acquisition. combined: the round's own `suggestions.csv` (the default strategy); random: seeded random regions. "
+        "Correction clicks: cumulative false picks + missed particles of the round's picks inside each acquired region "
+        "(the first region: one click per particle). F1 on the `test` micrographs. Cells: mean ± sd (number of seeds). "
+        "Seconds per round: wall time, other runs often sharing the 2 cores (upper bounds). "
+        f"![F1 against labeled particles](img/{PNG.name})")
+    update_section("active-learning", "Active learning: suggested regions against random regions", body)
