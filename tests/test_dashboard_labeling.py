@@ -32,6 +32,29 @@ def test_a_view_maps_displayed_pixels_to_micrograph_pixels() -> None:
     assert np.allclose(back, [[10, 20]])
 
 
+def test_a_micrograph_labeled_in_regions_offers_its_open_regions_and_saving_one_adds_it(tmp_path: Path) -> None:
+    from cryopick.selftrain.labels import read_labels, write_label
+    from cryopick.selftrain.state import CampaignState
+
+    camp = tmp_path / "camp"
+    mics = [tmp_path / "m1.mrc", tmp_path / "m2.mrc"]
+    (camp / "round_000").mkdir(parents=True)
+    (camp / "campaign.json").write_text(json.dumps({"resolved": {"unlabeled": [str(m) for m in mics]}}))
+    state = CampaignState()
+    state.record(0, 0.5, 0.5)
+    state.save(camp)
+    (camp / "round_000" / "suggestions.csv").write_text(
+        "rank,micrograph,region,x0,y0,x1,y1\n1,m1,\"0,0,100,100\",0,0,100,100\n2,m1,\"100,0,200,100\",100,0,200,100\n"
+        "3,m2,\"0,0,100,100\",0,0,100,100\n")
+    write_label(camp, mics[0], np.array([[50.0, 50.0]]), "import", boxes=[(0.0, 0.0, 100.0, 100.0)])
+    found = labeling.targets(camp)
+    assert [(t.stem, t.box) for t in found] == [("m1", (100.0, 0.0, 200.0, 100.0)), ("m2", (0.0, 0.0, 100.0, 100.0)), ("m2", None)]
+    labeling.save(camp, found[0], np.array([[150.0, 40.0]]))
+    label = read_labels(camp)["m1"]
+    assert label.boxes == ((0.0, 0.0, 100.0, 100.0), (100.0, 0.0, 200.0, 100.0)) and label.n_picks == 2
+    assert [t.stem for t in labeling.targets(camp)] == ["m2", "m2"]
+
+
 def test_a_click_removes_the_pick_under_it_or_adds_one() -> None:
     picks = np.array([[100.0, 100.0], [200.0, 200.0]])
     fewer = labeling.toggle(picks, (104.0, 97.0), radius=10)

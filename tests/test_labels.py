@@ -82,6 +82,22 @@ def test_region_labels_keep_their_boxes_and_teach_nothing_outside(sim_data: Path
     assert scored.sum() == in_strip_truth.sum() > 0
 
 
+def test_regions_add_up_and_a_region_saved_again_replaces_its_picks(tmp_path: Path) -> None:
+    from cryopick.selftrain.labels import add_region, write_label
+
+    camp, mic = tmp_path / "camp", tmp_path / "mic_1.mrc"
+    a, b = (0.0, 0.0, 100.0, 100.0), (100.0, 0.0, 200.0, 100.0)
+    add_region(camp, mic, np.array([[10.0, 10.0], [150.0, 50.0]]), a, "dashboard")  # the pick outside a is dropped
+    lab = add_region(camp, mic, np.array([[150.0, 50.0], [160.0, 60.0]]), b, "dashboard")
+    assert lab.boxes == (a, b) and lab.n_picks == 3
+    lab = add_region(camp, mic, np.array([[20.0, 20.0]]), a, "dashboard")  # a corrected again: its picks replaced
+    assert lab.boxes == (a, b)
+    assert sorted(read_coords(lab.path)[0].tolist()) == [[20.0, 20.0], [150.0, 50.0], [160.0, 60.0]]
+    write_label(camp, tmp_path / "mic_2.mrc", XY, "import")
+    with pytest.raises(CryopickError, match="labeled whole already"):
+        add_region(camp, tmp_path / "mic_2.mrc", XY, a, "dashboard")
+
+
 def test_label_cli_imports_a_region(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     camp = tmp_path / "camp"
     camp.mkdir()

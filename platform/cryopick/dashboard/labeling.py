@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cryopick.selftrain.labels import Box, Label, inside_boxes, read_labels, write_label
+from cryopick.selftrain.acquisition import Box as Region, open_regions
+from cryopick.selftrain.labels import Box, Label, add_region, inside_boxes, read_labels, write_label
 from cryopick.selftrain.state import CAMPAIGN_FILE, CampaignState, round_dir
 
 MAX_SIDE = 800  # displayed px: a 4k micrograph is shown binned, a suggested region at full or near-full resolution
@@ -41,21 +42,28 @@ class Target:
 
 
 def targets(campaign: Path) -> list[Target]:
-    """The latest round's suggestions (best first), then every other unlabeled micrograph, whole; labeled ones left out."""
+    """The latest round's suggestions (best first), then every other unlabeled micrograph, whole; what is labeled
+    already is left out (of a micrograph labeled in regions, the regions not yet half labeled stay)."""
     stored = json.loads((campaign / CAMPAIGN_FILE).read_text())
     unlabeled = [Path(p) for p in stored.get("resolved", {}).get("unlabeled", [])]
-    done = set(read_labels(campaign))
-    by_stem = {m.stem: m for m in unlabeled if m.stem not in done}
+    labels = read_labels(campaign)
+    by_stem = {m.stem: m for m in unlabeled if m.stem not in labels}
+    partial = {m.stem: m for m in unlabeled if m.stem in labels and labels[m.stem].boxes is not None}
     out: list[Target] = []
     state = CampaignState.load(campaign)
     sug = round_dir(campaign, state.completed_rounds[-1]) / "suggestions.csv" if state.completed_rounds else None
     if sug is not None and sug.is_file():
         with open(sug, newline="") as fh:
             for row in csv.DictReader(fh):
-                if row["micrograph"] not in by_stem:
-                    continue
+                stem = row["micrograph"]
                 box = None if row["region"] == "whole" else tuple(float(row[k]) for k in ("x0", "y0", "x1", "y1"))
-                out.append(Target(by_stem[row["micrograph"]], box, f"suggestion {row['rank']}"))  # type: ignore[arg-type]
+                if stem in partial and box is not None:  # a further region of a micrograph labeled in regions
+                    region = Region(*(int(v) for v in box))
+                    if not open_regions([region], labels[stem].boxes or ()):
+                        continue
+                    out.append(Target(partial[stem], box, f"suggestion {row['rank']}"))  # type: ignore[arg-type]
+                elif stem in by_stem:
+                    out.append(Target(by_stem[stem], box, f"suggestion {row['rank']}"))  # type: ignore[arg-type]
     return out + [Target(m) for m in by_stem.values()]
 
 
@@ -121,7 +129,10 @@ def draw(view: View, picks: np.ndarray, radius: float) -> np.ndarray:
 
 
 def save(campaign: Path, target: Target, picks: np.ndarray, replace: bool = False) -> Label:
-    """Write the target's picks as the campaign's label of that micrograph (``write_label`` keeps the box's only)."""
+    """Write the target's picks as the campaign's label of that micrograph (``write_label`` keeps the box's only);
+    a region of a micrograph labeled in regions before is added to them."""
+    if target.box is not None and not replace:
+        return add_region(campaign, target.micrograph, picks, target.box, source="dashboard")
     return write_label(campaign, target.micrograph, picks, source="dashboard", replace=replace,
                        boxes=None if target.box is None else [target.box])
 

@@ -64,6 +64,25 @@ def write_label(campaign: Path, micrograph: Path, xy: np.ndarray, source: str, r
     return Label(micrograph.stem, star, str(micrograph), source, int(len(xy)), None if boxes is None else tuple(boxes))
 
 
+def add_region(campaign: Path, micrograph: Path, xy: np.ndarray, box: Box, source: str) -> Label:
+    """Label one more region of ``micrograph``: its picks inside ``box`` join those of the regions labeled before.
+
+    Inside ``box`` the new picks replace earlier ones (the latest look wins where regions overlap); a micrograph
+    labeled whole has no region left to add (``write_label(..., replace=True)`` relabels it).
+    """
+    star = labels_dir(campaign) / f"{micrograph.stem}.star"
+    if not star.exists():
+        return write_label(campaign, micrograph, xy, source, boxes=[box])
+    before = label_boxes(star)
+    if before is None:
+        raise CryopickError(f"{micrograph.stem} is labeled whole already: replace its labels to change them", star)
+    old, _ = read_coords(star)
+    xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
+    merged = np.concatenate([old[~inside_boxes(old, [box])], xy[inside_boxes(xy, [box])]])
+    box = (float(box[0]), float(box[1]), float(box[2]), float(box[3]))
+    return write_label(campaign, micrograph, merged, source, replace=True, boxes=[*before, *([box] if box not in before else [])])
+
+
 def inside_boxes(xy: np.ndarray, boxes: Sequence[Box]) -> np.ndarray:
     """(N,) bool: which (x, y) lie in any of ``boxes``."""
     keep = np.zeros(len(xy), dtype=bool)
