@@ -6,6 +6,7 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from cryopick.errors import CryopickError
@@ -81,9 +82,10 @@ def test_paths_checked_before_any_work(tmp_path: Path, sim_data: Path) -> None:
 
 def test_a_campaign_may_start_from_region_labels_alone(tmp_path: Path, sim_data: Path) -> None:
     """No data.labeled: refused, unless the campaign's labels/ holds labels; those micrographs then become the labeled
-    set with their boxes, and the expected pick density is their picks per labeled area."""
+    set with their boxes; with no micrograph labeled whole no pick count is expected, so the threshold stays Tune's."""
     from cryopick.selftrain.labels import import_labels
-    from cryopick.selftrain.stages import expert_density
+    from cryopick.selftrain.scoring import ScoredHeatmap
+    from cryopick.selftrain.stages import choose_threshold
 
     base = {"out": str(tmp_path / "camp"), **_data(sim_data), "data.labeled": []}
     with pytest.raises(CryopickError, match="data.labeled lists no micrographs"):
@@ -95,7 +97,9 @@ def test_a_campaign_may_start_from_region_labels_alone(tmp_path: Path, sim_data:
     assert data.labeled == []
     assert data.take_labels({label.stem: label.path}, {label.stem: (box,)}) == [unlabeled[0].resolve()]
     assert data.boxes == {label.stem: (box,)} and data.complete == [] and len(data.unlabeled) == 1
-    assert expert_density(data) == pytest.approx(label.n_picks / (128 * 96)) and label.n_picks > 0
+    unseen = ScoredHeatmap("u", np.random.default_rng(0).random((64, 64)).astype(np.float32), (4.0, 4.0), np.zeros((0, 2)), (0, 64))
+    best = {"threshold": 0.5, "min_distance": 12.0, "f1": 0.8, "precision": 0.8, "recall": 0.8, "n_picks": 10.0, "n_matched": 8.0}
+    assert choose_threshold(best, [unseen], data) == (0.5, "")
 
 
 def test_config_mismatch_allows_only_resumable_keys() -> None:

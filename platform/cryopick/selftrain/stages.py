@@ -58,13 +58,10 @@ def bin_of(cfg: SelftrainConfig, data: ResolvedData) -> float:
 
 
 def expert_density(data: ResolvedData) -> float:
-    """Expert picks per ORIGINAL px² over the labeled micrographs and regions."""
+    """Expert picks per ORIGINAL px² over the micrographs labeled whole (a labeled region is no sample of a
+    micrograph's area: it was chosen where particles, or doubts, are)."""
     labels = expert_labels(data)
-    picks, area = sum(len(xy) for xy, _ in labels), float(sum(h * w for _, (h, w) in labels))
-    for stem, boxes in data.boxes.items():
-        picks += len(read_coords(data.labels[stem])[0])  # a region label holds the picks inside its boxes only
-        area += sum((x1 - x0) * (y1 - y0) for x0, y0, x1, y1 in boxes)
-    return picks / max(1.0, area)
+    return sum(len(xy) for xy, _ in labels) / max(1, sum(h * w for _, (h, w) in labels))
 
 
 def prepare_campaign(cfg: SelftrainConfig, data: ResolvedData) -> Path:
@@ -212,7 +209,7 @@ def choose_threshold(best: dict[str, float], count_items: list[ScoredHeatmap], d
     Returns:
         (threshold, a log line; '' when Tune's threshold stands).
     """
-    if not count_items:
+    if not count_items or not data.complete:  # no micrograph labeled whole: no density to expect
         return best["threshold"], ""
     per_true = picks_per_true(best)
     threshold, k = count_matched_threshold(count_items, per_true, expert_density(data) / max(share, 1e-3), best["min_distance"],
