@@ -70,12 +70,13 @@ def regions_of(data: str, stem: str) -> list[Box]:
 
 def write_oracle_labels(data: str, cdir: Path, chosen: dict[str, list[Box]]) -> int:
     """The expert picks inside the chosen regions as the campaign's region labels; returns the labeled particles."""
+    from cryopick.io.coords import Box as Region
     from cryopick.selftrain.labels import write_label
 
     total = 0
     for stem, boxes in chosen.items():
         mic = DATA / data / "micrographs" / f"{stem}.mrc"
-        total += write_label(cdir, mic, expert(data, stem), "oracle", replace=True, boxes=[tuple(map(float, b)) for b in boxes]).n_picks
+        total += write_label(cdir, mic, expert(data, stem), "oracle", replace=True, boxes=[Region.of(b) for b in boxes]).n_picks
     return total
 
 
@@ -105,10 +106,11 @@ def next_regions(arm: str, data: str, cdir: Path, rnd: int, chosen: dict[str, li
         if len(rows) < k:
             raise SystemExit(f"{cdir}: round {rnd} suggested {len(rows)} new regions, {k} wanted")
         return rows[:k]
-    from cryopick.selftrain.acquisition import Box as ABox, open_regions
+    from cryopick.io.coords import Box as Region
+    from cryopick.selftrain.acquisition import open_regions
 
     free = [(s, b) for s in pool_of(data) for b in regions_of(data, s)
-            if open_regions([ABox(*b)], [tuple(map(float, x)) for x in chosen.get(s, [])])]
+            if open_regions([Region.of(b)], [Region.of(x) for x in chosen.get(s, [])])]
     order = np.random.default_rng(10_000 * seed + rnd).permutation(len(free))[:k]
     return [free[i] for i in order]
 

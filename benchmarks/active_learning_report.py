@@ -58,6 +58,38 @@ def table(results: list[dict[str, Any]], data: str) -> tuple[str, dict[str, Any]
     return "\n".join(lines), points
 
 
+def _at(pts: list[tuple[float, float, float]], n: float) -> float | None:
+    """An arm's mean F1 at ``n`` labeled particles, linear in log(n) between its steps; None outside them."""
+    xs, ys = np.log([p[0] for p in pts]), [p[1] for p in pts]
+    return float(np.interp(np.log(n), xs, ys)) if xs[0] <= np.log(n) <= xs[-1] else None
+
+
+def goals(pts: dict[str, Any]) -> str:
+    """The issue's three goals for one data set, from the mean curves: the default against random at equal and at
+    twice the labels (after the first acquisition), and its share of the ceiling at 300 labeled particles."""
+    comb, rand, ceil = pts.get("combined"), pts.get("random"), pts.get("ceiling")
+    if not comb or not rand:
+        return "Goals: not measured (an arm is missing)."
+    acquired = comb[1:]  # the first step is the start both arms share
+    equal = [(n, f - r) for n, f, _ in acquired if (r := _at(rand, n)) is not None]
+    double = [(n, f - r) for n, f, _ in acquired if (r := _at(rand, 2 * n)) is not None]
+    worst = min(equal, key=lambda t: t[1])
+    text = [f"never below random at equal labels: worst difference {worst[1]:+.3f} at {worst[0]:.0f} particles "
+            f"({'met' if worst[1] >= 0 else 'missed'})"]
+    if double:
+        lo = min(double, key=lambda t: t[1])
+        text.append(f"as good as random with twice the labels: worst difference {lo[1]:+.3f} at {lo[0]:.0f} particles "
+                    f"({'met' if lo[1] >= 0 else 'missed'})")
+    if ceil:
+        upto = [f for n, f, _ in comb if n <= 300] + ([v] if (v := _at(comb, 300)) is not None else [])
+        share = max(upto) / ceil if upto else float("nan")
+        text.append(f"best share of the ceiling with at most 300 labeled particles: {share:.3f} "
+                    f"({'met' if share >= 0.97 else 'missed'}; goal 0.97)")
+    else:
+        text.append("share of the ceiling: not measured (no ceiling run)")
+    return "Goals (mean curves over seeds, F1 at the stored threshold): " + "; ".join(text) + "."
+
+
 def plot(points: dict[str, dict[str, Any]], path: Path) -> None:
     import matplotlib
 
@@ -90,7 +122,7 @@ def merge(root: Path) -> None:
     parts, points = [], {}
     for data in datas:
         text, pts = table(results, data)
-        parts.append(text)
+        parts.append(text + "\n\n" + goals(pts))
         points[data] = pts
     if points:
         plot(points, PNG)

@@ -22,6 +22,7 @@ import streamlit as st
 
 from cryopick.dashboard import data, figures, labeling
 from cryopick.errors import CryopickError
+from cryopick.io.coords import Box
 
 TABLE_FORMATS = {  # per-round table: column -> (label, printf format)
     "precision": ("precision", "%.3f"), "recall": ("recall", "%.3f"), "f1": ("F1", "%.3f"),
@@ -120,7 +121,7 @@ def model_picks(model_dir: str, micrograph: str, stamp: float) -> tuple[list[lis
 
 
 @st.cache_data(max_entries=16)
-def micrograph_view(micrograph: str, box: tuple[float, float, float, float] | None) -> labeling.View:
+def micrograph_view(micrograph: str, box: Box | None) -> labeling.View:
     from cryopick.io.micrograph import read_micrograph
 
     return labeling.make_view(read_micrograph(Path(micrograph)).data, box)

@@ -14,7 +14,8 @@ from cryopick.cli.__main__ import main
 from cryopick.config import ModelConfig
 from cryopick.inference.picker import PickerMeta, save_picker
 from cryopick.model.unet import build_unet
-from cryopick.selftrain.acquisition import Box, open_regions, rank, region_boxes, score_views
+from cryopick.io.coords import Box
+from cryopick.selftrain.acquisition import open_regions, rank, region_boxes, score_views
 from cryopick.selftrain.labels import import_labels
 from cryopick.selftrain.state import CampaignState
 from conftest import mic_paths

@@ -268,8 +268,8 @@ def test_teacher_round_trains_online_against_an_ema_teacher_with_sparse_labels(c
 
 
 def test_labels_imported_after_a_round_join_the_labeled_set_from_the_next_round(
-        ray_session: Any, empiar: Path, split: dict[str, list[str]], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """Round 0, then the user labels a region of the unlabeled micrograph (`cryopick label import --region`); the
+        campaign: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Round 0 (the fixture's, adopted), then the user labels a region of the unlabeled micrograph (`cryopick label import --region`); the
     rerun keeps round 0 and trains round 1 with that micrograph labeled (its picks from labels/, the rest of it
     ignored, the bottom of the region held back for validation), recorded in state.json and MLflow."""
     from mlflow import MlflowClient
@@ -278,15 +278,16 @@ def test_labels_imported_after_a_round_join_the_labeled_set_from_the_next_round(
     from cryopick.distributed.orchestrator import run_campaign
     from cryopick.selftrain.config import load_config
 
-    data = crop_set(empiar, split, tmp_path / "data")
-    over = {**data, **TINY, "selftrain.rounds": 1, "out": str(tmp_path / "camp")}
+    data = {f"data.{k}": v for k, v in campaign["cfg"].as_dict()["data"].items() if v}
+    over = {**data, **TINY, "selftrain.rounds": 1, "selftrain.round0_model": str(campaign["dir"] / "round_000"),
+            "out": str(tmp_path / "camp")}
     run_campaign(load_config(None, over), progress=False, log=lambda s: None)
     camp = tmp_path / "camp"
     r0 = (camp / "round_000" / "metrics.json").stat().st_mtime_ns
     stem = Path(data["data.unlabeled"][0]).stem
     picks = tmp_path / "relion" / f"{stem}.star"  # the user's manual picks, as RELION writes them
     picks.parent.mkdir()
-    picks.write_bytes((tmp_path / "data" / "coords" / f"{stem}.star").read_bytes())
+    picks.write_bytes((Path(data["data.coords"]) / f"{stem}.star").read_bytes())
     region = ["--region", f"0,0,{CROP},{CROP // 2}"]
     assert main(["label", "import", "--campaign", str(camp), str(picks), *region]) == 0
     assert main(["label", "import", "--campaign", str(camp), str(picks), *region]) == 2  # never silently replaced

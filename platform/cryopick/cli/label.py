@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from cryopick.io.coords import Box
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
@@ -25,14 +29,16 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     sub.add_parser("list", help="list the campaign's labels").add_argument("--campaign", type=Path, required=True)
 
 
-def _box(text: str) -> tuple[float, float, float, float]:
+def _box(text: str) -> Box:
+    from cryopick.io.coords import Box
+
     try:
         x0, y0, x1, y1 = (float(v) for v in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r}: give x0,y0,x1,y1 in micrograph pixels") from None
     if x1 <= x0 or y1 <= y0:
         raise argparse.ArgumentTypeError(f"{text!r}: x1 > x0 and y1 > y0 needed")
-    return x0, y0, x1, y1
+    return Box(x0, y0, x1, y1)
 
 
 def main(args: argparse.Namespace) -> int:

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from cryopick.selftrain.acquisition import Box as Region, open_regions
-from cryopick.selftrain.labels import Box, Label, add_region, inside_boxes, read_labels, write_label
+from cryopick.io.coords import Box
+from cryopick.selftrain.acquisition import open_regions
+from cryopick.selftrain.labels import Label, add_region, inside_boxes, read_labels, write_label
 from cryopick.selftrain.state import CAMPAIGN_FILE, CampaignState, round_dir
 
 MAX_SIDE = 800  # displayed px: a 4k micrograph is shown binned, a suggested region at full or near-full resolution
@@ -56,14 +57,12 @@ def targets(campaign: Path) -> list[Target]:
         with open(sug, newline="") as fh:
             for row in csv.DictReader(fh):
                 stem = row["micrograph"]
-                box = None if row["region"] == "whole" else tuple(float(row[k]) for k in ("x0", "y0", "x1", "y1"))
+                box = None if row["region"] == "whole" else Box.of([row[k] for k in ("x0", "y0", "x1", "y1")])
                 if stem in partial and box is not None:  # a further region of a micrograph labeled in regions
-                    region = Region(*(int(v) for v in box))
-                    if not open_regions([region], labels[stem].boxes or ()):
-                        continue
-                    out.append(Target(partial[stem], box, f"suggestion {row['rank']}"))  # type: ignore[arg-type]
+                    if open_regions([box], labels[stem].boxes or ()):
+                        out.append(Target(partial[stem], box, f"suggestion {row['rank']}"))
                 elif stem in by_stem:
-                    out.append(Target(by_stem[stem], box, f"suggestion {row['rank']}"))  # type: ignore[arg-type]
+                    out.append(Target(by_stem[stem], box, f"suggestion {row['rank']}"))
     return out + [Target(m) for m in by_stem.values()]
 
 

@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from cryopick.config import PreprocessConfig, from_dict
-from cryopick.training.dataset import Box, coords_for, held_strip, label_radius, load_labeled, make_train_item, make_val_item
+from cryopick.io.coords import Box
+from cryopick.training.dataset import coords_for, held_strip, label_radius, load_labeled, make_train_item, make_val_item
 from cryopick.io.micrograph import read_micrograph
 from cryopick.selftrain.labels import label_boxes
 from cryopick.training.patches import sample_patches
@@ -234,7 +235,7 @@ def load_val_items(specs: Sequence[dict[str, Any]], params: StageParams) -> list
         if not spec.held_back:
             items.append(make_val_item(lm))
             continue
-        box = None if spec.box is None else (spec.box[0], spec.box[1], spec.box[2], spec.box[3])
+        box = None if spec.box is None else Box.of(spec.box)
         rows, cols = held_strip(lm.binned.image.shape, lm.binned.scale, params.val_fraction, box)
         items.append(make_val_item(lm, rows, cols))
     return items

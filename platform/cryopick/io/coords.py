@@ -16,9 +16,9 @@ import csv
 import io as _io
 from pathlib import Path
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
@@ -27,6 +27,21 @@ from cryopick.io.atomic import atomic_write, write_text_atomic
 
 if TYPE_CHECKING:
     import pandas as pd
+
+
+class Box(NamedTuple):
+    """A region of a micrograph in ORIGINAL pixels: [x0, x1) × [y0, y1) (a labeled box, a suggested region)."""
+
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+
+    @classmethod
+    def of(cls, values: Sequence[float | str]) -> Box:
+        """A box from any four numbers (a sidecar's list, a CSV row), as floats."""
+        x0, y0, x1, y1 = (float(v) for v in values)
+        return cls(x0, y0, x1, y1)
 
 
 def _finish(path: Path, xy: np.ndarray, scores: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:

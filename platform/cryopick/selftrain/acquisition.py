@@ -26,20 +26,11 @@ import numpy as np
 
 from cryopick.evaluation.metrics import CANDIDATE_FLOOR
 from cryopick.inference.peaks import find_peaks
+from cryopick.io.coords import Box
 
 STRATEGIES = ("combined", "uncertainty", "disagreement", "random")
 UNSURE_BAND = 0.15  # a candidate peak within this of the threshold counts as unsure
 REGION_SIZE = 256  # default region edge, original px
-
-
-@dataclass(frozen=True)
-class Box:
-    """A region of a micrograph in ORIGINAL pixels, [x0, x1) × [y0, y1)."""
-
-    x0: int
-    y0: int
-    x1: int
-    y1: int
 
 
 @dataclass
@@ -73,7 +64,7 @@ def region_boxes(shape: tuple[int, int], size: int = REGION_SIZE) -> list[Box]:
     return [Box(x, y, min(x + size, w), min(y + size, h)) for y in starts(h) for x in starts(w)]
 
 
-def open_regions(boxes: Sequence[Box], labeled: Sequence[tuple[float, float, float, float]]) -> list[Box]:
+def open_regions(boxes: Sequence[Box], labeled: Sequence[Box]) -> list[Box]:
     """The ``boxes`` not already labeled: less than half of each is covered by the ``labeled`` (x0, y0, x1, y1) boxes."""
     def covered(b: Box) -> float:
         area = sum(max(0.0, min(b.x1, x1) - max(b.x0, x0)) * max(0.0, min(b.y1, y1) - max(b.y0, y0)) for x0, y0, x1, y1 in labeled)

@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 
 from cryopick.config import MIN_DISTANCE_FRACTIONS, HeatmapConfig, ModelConfig, PreprocessConfig, TrainConfig, from_dict, load_yaml, to_dict
 from cryopick.errors import CryopickError
+from cryopick.io.coords import Box
 
 # Pseudo-label rules (selftrain.pseudo_rule); cryopick.selftrain.pseudo.PseudoLabeler.for_rule builds them.
 #   calibrated: heatmaps calibrated on the previous round's validation picks, confident peaks painted as
@@ -293,7 +294,7 @@ class ResolvedData:
     test: list[Path]
     coords: Path
     labels: dict[str, Path] = field(default_factory=dict)
-    boxes: dict[str, tuple[tuple[float, float, float, float], ...]] = field(default_factory=dict)
+    boxes: dict[str, tuple[Box, ...]] = field(default_factory=dict)
 
     def coords_file(self, mic: Path) -> Path:
         """The pick file of a labeled micrograph: the campaign's own label, else the one in ``coords``."""
@@ -301,7 +302,7 @@ class ResolvedData:
 
         return self.labels.get(Path(mic).stem) or coords_for(Path(mic), self.coords)
 
-    def take_labels(self, labels: dict[str, Path], boxes: dict[str, tuple[tuple[float, float, float, float], ...]] | None = None
+    def take_labels(self, labels: dict[str, Path], boxes: dict[str, tuple[Box, ...]] | None = None
                     ) -> list[Path]:
         """Move the unlabeled micrographs that ``labels`` (stem -> pick file) covers to the labeled set; return them.
 

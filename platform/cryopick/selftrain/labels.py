@@ -22,8 +22,7 @@ import numpy as np
 
 from cryopick.errors import CryopickError
 from cryopick.io.atomic import write_json
-from cryopick.io.coords import read_coords, write_coords
-from cryopick.training.dataset import Box
+from cryopick.io.coords import Box, read_coords, write_coords
 
 LABELS_DIR = "labels"
 
@@ -55,7 +54,7 @@ def write_label(campaign: Path, micrograph: Path, xy: np.ndarray, source: str, r
         raise CryopickError(f"{micrograph.stem} already has labels in this campaign (use --replace to overwrite them)", star)
     xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
     if boxes is not None:
-        boxes = tuple((float(b[0]), float(b[1]), float(b[2]), float(b[3])) for b in boxes)
+        boxes = tuple(Box.of(b) for b in boxes)
         xy = xy[inside_boxes(xy, boxes)]
     write_coords(star, xy)
     complete: Any = "whole" if boxes is None else {"boxes": [list(b) for b in boxes]}
@@ -79,7 +78,7 @@ def add_region(campaign: Path, micrograph: Path, xy: np.ndarray, box: Box, sourc
     old, _ = read_coords(star)
     xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
     merged = np.concatenate([old[~inside_boxes(old, [box])], xy[inside_boxes(xy, [box])]])
-    box = (float(box[0]), float(box[1]), float(box[2]), float(box[3]))
+    box = Box.of(box)
     return write_label(campaign, micrograph, merged, source, replace=True, boxes=[*before, *([box] if box not in before else [])])
 
 
@@ -105,7 +104,7 @@ def _complete(meta: dict[str, Any], side: Path) -> tuple[Box, ...] | None:
         return None
     boxes = complete.get("boxes") if isinstance(complete, dict) else None
     try:
-        parsed = tuple((float(b[0]), float(b[1]), float(b[2]), float(b[3])) for b in boxes or ())
+        parsed = tuple(Box.of(b) for b in boxes or ())
     except (TypeError, ValueError, IndexError):
         parsed = ()
     if not parsed or any(x1 <= x0 or y1 <= y0 for x0, y0, x1, y1 in parsed):

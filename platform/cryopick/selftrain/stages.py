@@ -31,7 +31,8 @@ from cryopick.selftrain.config import COUNT_MICROGRAPHS, ResolvedData, Selftrain
 from cryopick.selftrain.pseudo import PseudoLabeler, fit_calibration, fit_peak_calibration, no_particles_note, pseudo_summary
 from cryopick.selftrain.scoring import RoundScore, ScoredHeatmap, count_matched_threshold, load_heatmap, picks_per_true
 from cryopick.selftrain.state import CAMPAIGN_FILE, config_mismatch, round_dir, too_few_pseudo_particles
-from cryopick.training.dataset import Box, held_strip, label_radius
+from cryopick.io.coords import Box
+from cryopick.training.dataset import held_strip, label_radius
 
 SMOOTH_SIGMA = 1.0  # binned px, as single-process training
 # what campaigns begun before these settings existed did (their campaign.json lacks the keys)

@@ -21,9 +21,9 @@ from cryopick.inference.picker import MODEL_FILE, load_picker
 from cryopick.inference.tiling import predict_views
 from cryopick.io.micrograph import read_micrograph
 from cryopick.preprocessing.binning import preprocess
-from cryopick.selftrain.acquisition import Box, Scored, open_regions, rank, region_boxes, score_views
+from cryopick.io.coords import Box
+from cryopick.selftrain.acquisition import Scored, open_regions, rank, region_boxes, score_views
 from cryopick.selftrain.labels import read_labels
-from cryopick.training.dataset import Box as LabelBox
 from cryopick.selftrain.outputs import write_csv
 from cryopick.selftrain.state import CAMPAIGN_FILE, CampaignState, round_dir
 
@@ -62,7 +62,7 @@ def latest_round(campaign: Path) -> int:
 
 def score_micrographs(model_file: Path, mics: Sequence[Path], cfg: HeatmapConfig, pixel_size: float | None,
                       region_size: int | None, progress: Callable[[str], None] | None = None,
-                      labeled: Mapping[str, Sequence[LabelBox]] | None = None) -> list[Scored]:
+                      labeled: Mapping[str, Sequence[Box]] | None = None) -> list[Scored]:
     """Every candidate (whole micrographs with ``region_size`` None, else their regions) scored by the model in ``model_file``.
 
     ``labeled``: regions already labeled (stem -> boxes, ORIGINAL px); the regions they cover are no candidates.
@@ -114,7 +114,7 @@ def suggest(campaign: Path, n: int = 10, strategy: str = "combined", region_size
 
 
 def round_suggestions(rdir: Path, unlabeled: Sequence[Path], cfg: HeatmapConfig, pixel_size: float | None,
-                      diameter: float, seed: int = 0, labeled: Mapping[Path, Sequence[LabelBox]] | None = None) -> Path | None:
+                      diameter: float, seed: int = 0, labeled: Mapping[Path, Sequence[Box]] | None = None) -> Path | None:
     """A round's ``suggestions.csv`` from its own model: regions of at most ``ROUND_POOL`` unlabeled micrographs, and
     of the ``labeled`` ones labeled in regions only (micrograph -> its labeled boxes) the regions still open."""
     mics = list(unlabeled) + list(labeled or {})

@@ -18,7 +18,7 @@ import numpy as np
 
 from cryopick.config import PreprocessConfig
 from cryopick.errors import CryopickError
-from cryopick.io.coords import check_inside, drop_duplicate_picks, duplicate_distance, find_coords_file, read_coords
+from cryopick.io.coords import Box, check_inside, drop_duplicate_picks, duplicate_distance, find_coords_file, read_coords
 from cryopick.io.micrograph import read_micrograph
 from cryopick.preprocessing.labels import HELD, IGNORE, LABEL_RADIUS_FRACTION, circle_mask
 from cryopick.preprocessing.binning import Binned, preprocess, resolve_binning
@@ -109,7 +109,6 @@ def hold_rows(height: int, val_fraction: float) -> tuple[int, int]:
     return int(round(height * (1.0 - val_fraction))), height
 
 
-Box = tuple[float, float, float, float]  # x0, y0, x1, y1 in ORIGINAL px
 Strip = tuple[tuple[int, int], tuple[int, int]]  # (r0, r1), (c0, c1) binned
 
 
