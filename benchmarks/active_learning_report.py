@@ -94,6 +94,7 @@ def plot(points: dict[str, dict[str, Any]], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
+    import matplotlib.ticker
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(points), figsize=(5.5 * len(points), 4.2), squeeze=False)
@@ -107,6 +108,9 @@ def plot(points: dict[str, dict[str, Any]], path: Path) -> None:
             ax.axhline(0.97 * pts["ceiling"], color="k", lw=0.6, ls=":", label="97 % of the ceiling")
         ax.axvline(300, color="grey", lw=0.6, ls=":")
         ax.set_xscale("log")
+        ax.xaxis.set_major_locator(matplotlib.ticker.FixedLocator([12.5 * 2 ** k for k in range(12)]))
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel("labeled particles")
         ax.set_ylabel("F1 on test at the stored threshold")
         ax.set_title(data)
