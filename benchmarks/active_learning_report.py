@@ -75,11 +75,11 @@ def goals(pts: dict[str, Any]) -> str:
     double = [(n, f - r) for n, f, _ in acquired if (r := _at(rand, 2 * n)) is not None]
     worst = min(equal, key=lambda t: t[1])
     text = [f"never below random at equal labels: worst difference {worst[1]:+.3f} at {worst[0]:.0f} particles "
-            f"({'met' if worst[1] >= 0 else 'missed'})"]
+            f"({'met' if worst[1] >= 0 else 'missed'}; {len(equal)} steps compared)"]
     if double:
         lo = min(double, key=lambda t: t[1])
         text.append(f"as good as random with twice the labels: worst difference {lo[1]:+.3f} at {lo[0]:.0f} particles "
-                    f"({'met' if lo[1] >= 0 else 'missed'})")
+                    f"({'met' if lo[1] >= 0 else 'missed'}; {len(double)} steps compared, where random reached twice the labels)")
     if ceil:
         upto = [f for n, f, _ in comb if n <= 300] + ([v] if (v := _at(comb, 300)) is not None else [])
         share = max(upto) / ceil if upto else float("nan")
