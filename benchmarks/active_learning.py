@@ -37,6 +37,8 @@ from typing import Any
 
 import numpy as np
 
+from cryopick.io.coords import Box
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 from _cache import finish, start  # noqa: E402
@@ -44,7 +46,6 @@ from label_efficiency import DATA, DIAMETERS, campaign as label_efficiency_campa
 
 OUT = REPO / "benchmarks" / "out" / "active_learning"
 ARMS = ("base", "combined", "random", "ceiling")
-Box = tuple[int, int, int, int]
 
 
 def pool_of(data: str) -> list[str]:
@@ -65,18 +66,17 @@ def regions_of(data: str, stem: str) -> list[Box]:
     from cryopick.selftrain.suggest import default_region_size
 
     size = default_region_size(DIAMETERS[data])
-    return [(b.x0, b.y0, b.x1, b.y1) for b in region_boxes(read_shape(DATA / data / "micrographs" / f"{stem}.mrc"), size)]
+    return region_boxes(read_shape(DATA / data / "micrographs" / f"{stem}.mrc"), size)
 
 
 def write_oracle_labels(data: str, cdir: Path, chosen: dict[str, list[Box]]) -> int:
     """The expert picks inside the chosen regions as the campaign's region labels; returns the labeled particles."""
-    from cryopick.io.coords import Box as Region
     from cryopick.selftrain.labels import write_label
 
     total = 0
     for stem, boxes in chosen.items():
         mic = DATA / data / "micrographs" / f"{stem}.mrc"
-        total += write_label(cdir, mic, expert(data, stem), "oracle", replace=True, boxes=[Region.of(b) for b in boxes]).n_picks
+        total += write_label(cdir, mic, expert(data, stem), "oracle", replace=True, boxes=boxes).n_picks
     return total
 
 
@@ -101,16 +101,15 @@ def next_regions(arm: str, data: str, cdir: Path, rnd: int, chosen: dict[str, li
     """The ``k`` regions an arm labels after round ``rnd``."""
     if arm == "combined":
         with open(cdir / f"round_{rnd:03d}" / "suggestions.csv") as fh:
-            rows = [(r["micrograph"], (int(r["x0"]), int(r["y0"]), int(r["x1"]), int(r["y1"]))) for r in csv.DictReader(fh)]
+            rows = [(r["micrograph"], Box(*(int(r[k]) for k in ("x0", "y0", "x1", "y1")))) for r in csv.DictReader(fh)]
         rows = [(s, b) for s, b in rows if b not in chosen.get(s, [])]
         if len(rows) < k:
             raise SystemExit(f"{cdir}: round {rnd} suggested {len(rows)} new regions, {k} wanted")
         return rows[:k]
-    from cryopick.io.coords import Box as Region
     from cryopick.selftrain.acquisition import open_regions
 
     free = [(s, b) for s in pool_of(data) for b in regions_of(data, s)
-            if open_regions([Region.of(b)], [Region.of(x) for x in chosen.get(s, [])])]
+            if open_regions([b], chosen.get(s, []))]
     order = np.random.default_rng(10_000 * seed + rnd).permutation(len(free))[:k]
     return [free[i] for i in order]
 
