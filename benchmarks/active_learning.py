@@ -119,7 +119,7 @@ def run_arm(args: argparse.Namespace) -> dict[str, Any]:
     from cryopick.distributed.orchestrator import run_campaign
     from cryopick.selftrain.config import load_config
 
-    root = OUT / args.data / f"seed{args.seed}"
+    root = args.cache / args.data / f"seed{args.seed}"
     cdir = root / args.arm
     split = split_of(args.data)
     pool = pool_of(args.data)
@@ -158,7 +158,7 @@ def run_arm(args: argparse.Namespace) -> dict[str, Any]:
 
 def run_ceiling(args: argparse.Namespace) -> dict[str, Any]:
     ns = argparse.Namespace(**{**vars(args), "budget": "1", "score_on": "test", "rounds": len(args.regions)})
-    return label_efficiency_campaign(ns, "ceiling", OUT / args.data / f"seed{args.seed}" / "ceiling")
+    return label_efficiency_campaign(ns, "ceiling", args.cache / args.data / f"seed{args.seed}" / "ceiling")
 
 
 def main() -> None:
@@ -173,19 +173,20 @@ def main() -> None:
     p.add_argument("--val-every", type=int, default=50)
     p.add_argument("--set", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"), type=str)
     p.add_argument("--again", action="store_true", help="rerun even if cached")
+    p.add_argument("--cache", type=Path, default=OUT, help="where the arms' results are cached and merged from")
     p.add_argument("--merge", action="store_true", help="merge every cached result into docs/benchmarks.md and a PNG")
     args = p.parse_args()
     if args.merge:
         from active_learning_report import merge
 
-        merge(OUT)
+        merge(args.cache)
         return
     import yaml
 
     args.set = [(k, yaml.safe_load(v)) for k, v in args.set]
     args.regions = [int(x) for x in args.regions.split(",")]
     args.rounds = len(args.regions)
-    dest = OUT / args.data / f"seed{args.seed}" / args.arm
+    dest = args.cache / args.data / f"seed{args.seed}" / args.arm
     if args.arm not in ("base", "ceiling") and not (dest.parent / "base" / "summary.json").is_file():
         raise SystemExit(f"run --arm base for {args.data} seed {args.seed} first")
     if not start(dest, args.again):

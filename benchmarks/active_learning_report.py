@@ -120,6 +120,17 @@ def plot(points: dict[str, dict[str, Any]], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def _setting_args(argv: list[str]) -> list[str]:
+    """A run's arguments without ``--cache DIR`` (where it was stored, not how it ran)."""
+    out, skip = [], False
+    for a in argv:
+        if skip or a == "--cache":
+            skip = not skip
+            continue
+        out.append(a)
+    return out
+
+
 def merge(root: Path) -> None:
     results = load(root)
     datas = sorted({r["data"] for r in results})
@@ -130,7 +141,7 @@ def merge(root: Path) -> None:
         points[data] = pts
     if points:
         plot(points, PNG)
-    runs = sorted({" ".join(r["argv"][1:]) for r in results})
+    runs = sorted({" ".join(_setting_args(r["argv"][1:])) for r in results})
     body = "\n\n".join(parts) + (
         "\n\nEach arm was run by `python benchmarks/active_learning.py` with: " + "; ".join(f"`{a}`" for a in runs) + ". "
         "An oracle reveals the expert picks inside each region a strategy asks for (a square of 10 particle diameters, "

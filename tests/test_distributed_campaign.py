@@ -165,6 +165,7 @@ def test_rerun_resumes_after_the_interrupted_round(campaign: dict[str, Any]) -> 
     assert (camp / "round_001" / "model.pt").stat().st_mtime_ns >= after["round1_model_mtime"]
     cfg = json.loads((camp / "round_001" / "config.json").read_text())
     assert cfg["warm_start_from"].endswith("round_000/model.pt")
+    assert cfg["result"]["warm_start_floor"] is True  # the same expert labels as round 0: its model is the floor
     assert any("resuming campaign" in line for line in campaign["lines"])
     # a third run finds nothing to do and starts no Ray work
     lines: list[str] = []
@@ -297,6 +298,9 @@ def test_labels_imported_after_a_round_join_the_labeled_set_from_the_next_round(
     assert (camp / "round_000" / "metrics.json").stat().st_mtime_ns == r0  # round 0 is not redone
     trained = json.loads((camp / "round_001" / "config.json").read_text())
     assert str(Path(data["data.unlabeled"][0]).resolve()) in trained["labeled"] and trained["pseudo_labeled"] == []
+    # the new region is not in round 0's labels: its model is an ordinary checkpoint of round 1, not the floor
+    assert trained["result"]["warm_start_floor"] is False
+    assert json.loads((camp / "round_000" / "config.json").read_text())["labels_sha256"] != trained["labels_sha256"]
     assert (camp / "round_001" / "heatmaps" / f"{Path(data['data.labeled'][0]).stem}.npz").is_file()  # validated on
     assert (camp / "round_001" / "heatmaps" / f"{stem}.npz").is_file()  # and on the region's strip
     with open(camp / "round_001" / "suggestions.csv") as fh:  # of its 270-px regions, those not half labeled yet

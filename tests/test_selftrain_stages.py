@@ -112,3 +112,35 @@ def test_a_campaign_begun_before_teacher_rounds_resumes_only_as_it_began(tmp_pat
         stages.prepare_campaign(cfg, resolve_data(cfg))
     legacy = load_config(None, {**base, "selftrain.method": "offline", "selftrain.labels": "complete"})
     stages.prepare_campaign(legacy, resolve_data(legacy))  # resumes
+
+
+def test_new_expert_labels_lift_the_warm_start_floor(tmp_path: Path, sim_data: Path) -> None:
+    from cryopick.io.coords import Box, read_coords
+    from cryopick.training.dataset import coords_for
+    from cryopick.selftrain.labels import read_labels, write_label
+
+    cfg = _cfg(tmp_path, sim_data)
+    data = resolve_data(cfg)
+    prev = tmp_path / "round_000"
+    prev.mkdir()
+    (prev / "config.json").write_text(json.dumps({"labeled": [str(m) for m in data.labeled],
+                                                  "labels_sha256": stages.labels_digest(data)}))
+    assert not stages.labels_changed(prev, data)  # same labels: the warm start stays the floor
+    mic = data.unlabeled[0]
+    xy = read_coords(coords_for(mic, sim_data / "coords"))[0]
+
+    def with_region(box: Box) -> object:
+        write_label(Path(cfg.out), mic, xy, "test", replace=True, boxes=[box])
+        new = resolve_data(cfg)
+        labels = read_labels(Path(cfg.out))
+        new.take_labels({s: lab.path for s, lab in labels.items()}, {s: lab.boxes for s, lab in labels.items() if lab.boxes})
+        return new
+
+    one = with_region(Box(0, 0, 128, 128))
+    assert stages.labels_changed(prev, one)  # a micrograph labeled since
+    (prev / "config.json").write_text(json.dumps({"labels_sha256": stages.labels_digest(one)}))
+    assert not stages.labels_changed(prev, one)
+    assert stages.labels_changed(prev, with_region(Box(0, 0, 128, 256)))  # the same micrograph, a larger region
+    # a round recorded before the digest: compared by its labeled micrographs
+    (prev / "config.json").write_text(json.dumps({"labeled": [str(m) for m in data.labeled]}))
+    assert not stages.labels_changed(prev, data) and stages.labels_changed(prev, one)

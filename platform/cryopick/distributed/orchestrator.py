@@ -257,10 +257,10 @@ def _train_stage(r: _Round, pseudo: stages.PseudoOutcome | None, labeler: Pseudo
         shutil.rmtree(r.dir / "heatmaps", ignore_errors=True)  # predictions of an older model
         if r.rnd == 0 and r.cfg.selftrain.round0_model:
             border = stages.expert_border(r.data, r.cfg.data.diameter)
-            for warning in adopt_picker(r.cfg.selftrain.round0_model, r.dir, r.cfg, border):
+            for warning in adopt_picker(r.cfg.selftrain.round0_model, r.dir, r.cfg, border, stages.labels_digest(r.data)):
                 r.log(f"round 0: {warning}")
         elif pseudo is not None and pseudo.stop:
-            keep_previous(r.prev, r.dir, r.rnd, pseudo.stop)
+            keep_previous(r.prev, r.dir, r.rnd, pseudo.stop, stages.labels_digest(r.data))
         else:
             _train(r, pseudo.pairs if pseudo else [], labeler)
     r.timings["time_train_s"] = time.monotonic() - t0
@@ -338,9 +338,13 @@ def _train(r: _Round, pseudo_pairs: list[tuple[Path, Path]], labeler: PseudoLabe
     spec = TrainSpec(num_workers=cfg.ray.num_workers, use_gpu=r.use_gpu, cpu_per_worker=cfg.ray.cpu_per_worker,
                      max_failures=cfg.ray.max_failures, storage_path=_storage(cfg, r.campaign), name=f"{cfg.name or r.campaign.name}_round_{r.rnd:03d}")
     train = cfg.train
+    floor = True
     if init is not None:  # fine-tune: restarting at the full rate first undoes what round r-1 learned
         train = dataclasses.replace(train, lr=train.lr * WARM_LR_SCALE)
-    out = fit(ds, loop_config(train, cfg.model, params, val, init, stages.SMOOTH_SIGMA, teacher), spec)
+        floor = not stages.labels_changed(r.prev, data)
+        if not floor:
+            r.detail(f"round {r.rnd}: expert labels changed since round {r.rnd - 1}: its model competes as an ordinary checkpoint, not as the floor")
+    out = fit(ds, loop_config(train, cfg.model, params, val, init, stages.SMOOTH_SIGMA, teacher, floor), spec)
     model = build_unet(cfg.model)
     model.load_state_dict(out.best_state)
     meta = PickerMeta(diameter=cfg.data.diameter, preprocess=cfg.preprocess, model=cfg.model, smooth_sigma=stages.SMOOTH_SIGMA,
@@ -351,7 +355,7 @@ def _train(r: _Round, pseudo_pairs: list[tuple[Path, Path]], labeler: PseudoLabe
     result = {"best_step": out.best_step, "best_val_f1_in_training": out.best_val_f1, "train_seconds": out.seconds,
               "resumed_from_step": out.start_step, "final_loss": losses[-1] if losses else None,
               "method": "teacher" if teacher is not None else "supervised" if not pseudo_pairs else "offline",
-              "sparse_labels": params.sparse}
+              "sparse_labels": params.sparse, "warm_start_floor": floor if init is not None else None}
     taught = [h for h in out.history if "teacher_positive" in h]
     if taught:  # what the teacher labeled over the last validation interval
         result.update(teacher_positive=taught[-1]["teacher_positive"], teacher_negative=taught[-1]["teacher_negative"])

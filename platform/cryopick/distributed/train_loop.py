@@ -105,10 +105,14 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     start_step = step
     val_items = load_val_items(config["val"], params) if rank == 0 and config["val"] else []
     if state is None and config.get("init_state") and val_items:
-        # a warm start competes as step 0 and is the floor: a round keeps its starting weights unless
-        # a checkpoint scores at least as high on the validation picks (CheckpointRule.start)
+        # a warm start competes as step 0. On the same labels it is the floor: a round keeps its starting
+        # weights unless a checkpoint scores at least as high (CheckpointRule.start). With new expert labels
+        # it is an ordinary checkpoint, so a tiny validation set cannot discard what the user added
         res = evaluate(kept, val_items, params.diameter, config.get("smooth_sigma", 1.0), fractions=(0.6,))
-        rule.start(res.f1)
+        if config.get("warm_floor", True):
+            rule.start(res.f1)
+        else:
+            rule.offer(res.f1, _n_true(res))
         best_step, best_state = 0, _cpu_copy(kept)
         history.append({"step": 0, "loss": float("nan"), "seconds": 0.0, "val_f1": res.f1, "val_ap": res.average_precision})
 
@@ -319,7 +323,12 @@ def fit(
 
 
 def loop_config(train: TrainConfig, model: ModelConfig, stage: StageParams, val: list[dict[str, Any]],
-                init_state: str | None, smooth_sigma: float = 1.0, teacher: TeacherConfig | None = None) -> dict[str, Any]:
-    """The ``train_loop_config`` dict (plain data only, so it pickles to any node)."""
+                init_state: str | None, smooth_sigma: float = 1.0, teacher: TeacherConfig | None = None,
+                warm_floor: bool = True) -> dict[str, Any]:
+    """The ``train_loop_config`` dict (plain data only, so it pickles to any node).
+
+    ``warm_floor``: the ``init_state`` weights are the checkpoint rule's floor (False: an ordinary checkpoint at step 0).
+    """
     return {"train": asdict(train), "model": asdict(model), "stage": asdict(stage), "val": val,
-            "init_state": init_state, "smooth_sigma": smooth_sigma, "teacher": asdict(teacher) if teacher else None}
+            "init_state": init_state, "smooth_sigma": smooth_sigma, "teacher": asdict(teacher) if teacher else None,
+            "warm_floor": warm_floor}

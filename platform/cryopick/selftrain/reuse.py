@@ -20,12 +20,13 @@ if TYPE_CHECKING:
     from cryopick.selftrain.config import SelftrainConfig
 
 
-def adopt_picker(source: str | Path, rdir: Path, cfg: SelftrainConfig, border: float) -> list[str]:
+def adopt_picker(source: str | Path, rdir: Path, cfg: SelftrainConfig, border: float, labels: str | None = None) -> list[str]:
     """Use an existing picker as round 0: save it into ``rdir`` with a ``config.json`` saying where from.
 
     ``source`` is a ``cryopick train`` run directory, a campaign's round directory or a ``model.pt``.
     Its model, preprocessing and diameter must be the campaign's (heatmaps, patches and
-    pseudo-labels depend on them); ``border`` is the campaign's edge band. Returns warnings for the
+    pseudo-labels depend on them); ``border`` is the campaign's edge band; ``labels`` the digest of the
+    campaign's expert labels at round 0 (:func:`cryopick.selftrain.stages.labels_digest`). Returns warnings for the
     log: the campaign's validation picks should be unseen by the picker, or round 0's validation
     F1 and the thresholds tuned on it are optimistic.
     """
@@ -48,18 +49,19 @@ def adopt_picker(source: str | Path, rdir: Path, cfg: SelftrainConfig, border: f
     write_json(rdir / "config.json", {
         "command": "selftrain", "round": 0, "adopted_from": str(src.resolve()), "diameter": cfg.data.diameter,
         "labeled": cfg.data.labeled, "preprocess": asdict(cfg.preprocess), "model": asdict(cfg.model),
-        "trained": trained, "result": {"best_step": 0, "train_seconds": 0.0, "final_loss": None},
+        "trained": trained, "result": {"best_step": 0, "train_seconds": 0.0, "final_loss": None}, "labels_sha256": labels,
     })
     return validation_overlap(trained, cfg)
 
 
-def keep_previous(prev_dir: Path, rdir: Path, rnd: int, why: str) -> None:
-    """Make round ``rnd`` a copy of the previous round's model, with a ``config.json`` saying why."""
+def keep_previous(prev_dir: Path, rdir: Path, rnd: int, why: str, labels: str | None = None) -> None:
+    """Make round ``rnd`` a copy of the previous round's model, with a ``config.json`` saying why (``labels``: the
+    digest of the round's expert labels)."""
     with atomic_write(rdir / MODEL_FILE) as tmp:
         shutil.copyfile(prev_dir / MODEL_FILE, tmp)
     write_json(rdir / "config.json", {
         "command": "selftrain", "round": rnd, "kept_from": str(prev_dir.resolve()), "why": why,
-        "result": {"best_step": 0, "train_seconds": 0.0, "final_loss": None, "kept_previous": True},
+        "result": {"best_step": 0, "train_seconds": 0.0, "final_loss": None, "kept_previous": True}, "labels_sha256": labels,
     })
 
 

@@ -10,6 +10,7 @@ records. A new self-training rule goes here (and, when it labels pixels, in :mod
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from dataclasses import asdict, dataclass
@@ -267,4 +268,32 @@ def training_record(cfg: SelftrainConfig, data: ResolvedData, rnd: int, pseudo_p
         "pseudo_labeled": [str(m) for m, _ in pseudo_pairs], "coords": str(data.coords),
         "preprocess": asdict(cfg.preprocess), "model": asdict(cfg.model), "train": asdict(train), "warm_start_from": init,
         "patches_per_micrograph": {"labeled": patches[0], "pseudo": patches[1]}, "ray": ray_info, "result": result,
+        "labels_sha256": labels_digest(data),
     }
+
+
+def labels_digest(data: ResolvedData) -> str:
+    """A digest of the expert labels a round trains on: each labeled micrograph's pick file and labeled regions.
+
+    Rounds record it (``labels_sha256`` in ``config.json``) so that the next round knows whether the user
+    labeled or corrected anything in between (:func:`labels_changed`).
+    """
+    h = hashlib.sha256()
+    for m in sorted(data.labeled, key=lambda p: p.stem):
+        h.update(m.stem.encode() + b"\0" + data.coords_file(m).read_bytes() + b"\0")
+        h.update(repr(tuple(tuple(b) for b in data.boxes.get(m.stem, ()))).encode() + b"\0")
+    return h.hexdigest()
+
+
+def labels_changed(prev_dir: Path, data: ResolvedData) -> bool:
+    """Whether the expert labels differ from those of the round in ``prev_dir`` (the warm start's).
+
+    When they do, the warm start has not seen what the user added, and a round that keeps it
+    would discard the new labels; the checkpoint rule then lets the warm start compete as an ordinary
+    checkpoint rather than as the floor (:class:`cryopick.training.checkpoint.CheckpointRule`).
+    A round recorded without a digest is compared by the micrographs it had labeled.
+    """
+    rec = json.loads((prev_dir / "config.json").read_text())
+    if rec.get("labels_sha256"):
+        return bool(rec["labels_sha256"] != labels_digest(data))
+    return sorted(Path(m).stem for m in rec.get("labeled") or []) != sorted(m.stem for m in data.labeled)
