@@ -30,6 +30,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -141,7 +142,7 @@ def _preprocess(topaz_exe: Path, micrographs: list[Path], dest: Path, scale: int
 
 def run_topaz(topaz_exe: Path, micrographs: list[Path], out_dir: Path, *,
               model: str | None = None, radius: int = 13, threshold: float = -6.0,
-              scale: int = 1) -> dict[str, object]:
+              scale: int = 1) -> dict[str, Any]:
     """Pick ``micrographs`` with Topaz; write ``out_dir/NAME.csv`` (``x,y,score``) and time it.
 
     Runs ``topaz preprocess -s SCALE`` then ``topaz extract -r RADIUS -t THRESHOLD -d -1
