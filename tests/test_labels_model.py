@@ -117,3 +117,20 @@ def test_checkpoint_rule_keeps_the_latest_within_one_standard_error() -> None:
     warm = CheckpointRule()
     warm.start(0.806)
     assert [s for s, f1 in [(100, 0.8125), (200, 0.8085), (300, 0.796), (400, 0.779)] if warm.offer(f1, 100)] == [100, 200]
+
+
+def test_a_warm_start_with_new_labels_is_an_ordinary_checkpoint() -> None:
+    from cryopick.training.checkpoint import CheckpointRule
+
+    # seed 2 of EMPIAR-10028, round 2 (new regions, ~30 validation picks): start 0.776, every trained step 0.75.
+    # As the floor the start was kept; as an ordinary checkpoint the last step is within one SE (0.076) and wins
+    floored, ordinary = CheckpointRule(), CheckpointRule()
+    floored.start(0.7755, 30)
+    ordinary.start(0.7755, 30, floor=False)
+    steps = [(50, 0.75), (100, 0.75), (150, 0.75), (200, 0.75)]
+    assert [s for s, f1 in steps if floored.offer(f1, 30)] == []
+    assert [s for s, f1 in steps if ordinary.offer(f1, 30)] == [50, 100, 150, 200]
+    # a checkpoint more than one SE below the start is still not kept
+    worse = CheckpointRule()
+    worse.start(0.85, 500, floor=False)
+    assert not worse.offer(0.78, 500) and worse.kept_f1 == 0.85

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from cryopick.selftrain import stages
-from cryopick.selftrain.config import load_config, resolve_data
+from cryopick.selftrain.config import ResolvedData, load_config, resolve_data
 from cryopick.selftrain.pseudo import PseudoLabeler
 from cryopick.selftrain.scoring import RoundScore, ScoredHeatmap
 from cryopick.evaluation.metrics import PRCurve
@@ -129,11 +129,11 @@ def test_new_expert_labels_lift_the_warm_start_floor(tmp_path: Path, sim_data: P
     mic = data.unlabeled[0]
     xy = read_coords(coords_for(mic, sim_data / "coords"))[0]
 
-    def with_region(box: Box) -> object:
+    def with_region(box: Box) -> ResolvedData:
         write_label(Path(cfg.out), mic, xy, "test", replace=True, boxes=[box])
         new = resolve_data(cfg)
         labels = read_labels(Path(cfg.out))
-        new.take_labels({s: lab.path for s, lab in labels.items()}, {s: lab.boxes for s, lab in labels.items() if lab.boxes})
+        new.take_labels({s: lab.path for s, lab in labels.items()}, {s: lab.boxes for s, lab in labels.items() if lab.boxes is not None})
         return new
 
     one = with_region(Box(0, 0, 128, 128))

@@ -105,14 +105,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     start_step = step
     val_items = load_val_items(config["val"], params) if rank == 0 and config["val"] else []
     if state is None and config.get("init_state") and val_items:
-        # a warm start competes as step 0. On the same labels it is the floor: a round keeps its starting
-        # weights unless a checkpoint scores at least as high (CheckpointRule.start). With new expert labels
-        # it is an ordinary checkpoint, so a tiny validation set cannot discard what the user added
+        # a warm start competes as step 0: on the same labels as the floor, with new ones as an ordinary checkpoint
         res = evaluate(kept, val_items, params.diameter, config.get("smooth_sigma", 1.0), fractions=(0.6,))
-        if config.get("warm_floor", True):
-            rule.start(res.f1)
-        else:
-            rule.offer(res.f1, _n_true(res))
+        rule.start(res.f1, _n_true(res), floor=config.get("warm_floor", True))
         best_step, best_state = 0, _cpu_copy(kept)
         history.append({"step": 0, "loss": float("nan"), "seconds": 0.0, "val_f1": res.f1, "val_ap": res.average_precision})
 

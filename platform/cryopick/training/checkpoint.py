@@ -29,15 +29,21 @@ class CheckpointRule:
     A warm start (:meth:`start`) sets a floor: no checkpoint scoring below the starting weights is
     kept. Without it each self-training round could give up one standard error against its start,
     and over rounds those losses added up (docs/selftrain.md, one label with intensity augmentation).
+    When the expert labels changed since the warm start was trained, it is offered as an ordinary
+    checkpoint instead (``floor=False``), so that a tiny validation set cannot discard the new labels.
     """
 
     kept_f1: float = -1.0
     top_f1: float = -1.0
     floor: float = -1.0
 
-    def start(self, f1: float) -> None:
-        """The warm start's score: kept unless a checkpoint scores at least as high."""
-        self.kept_f1 = self.top_f1 = self.floor = f1
+    def start(self, f1: float, n_true: int = 0, floor: bool = True) -> None:
+        """The warm start's score (on ``n_true`` picks): kept unless a checkpoint scores at least as high
+        (``floor``), else as an ordinary first checkpoint."""
+        if floor:
+            self.kept_f1 = self.top_f1 = self.floor = f1
+        else:
+            self.offer(f1, n_true)
 
     def offer(self, f1: float, n_true: int) -> bool:
         """True if the checkpoint scoring ``f1`` (on ``n_true`` picks) replaces the kept one."""
