@@ -117,7 +117,7 @@ def test_a_campaign_begun_before_teacher_rounds_resumes_only_as_it_began(tmp_pat
 def test_new_expert_labels_lift_the_warm_start_floor(tmp_path: Path, sim_data: Path) -> None:
     from cryopick.io.coords import Box, read_coords
     from cryopick.training.dataset import coords_for
-    from cryopick.selftrain.labels import read_labels, write_label
+    from cryopick.selftrain.labels import write_label
 
     cfg = _cfg(tmp_path, sim_data)
     data = resolve_data(cfg)
@@ -132,8 +132,7 @@ def test_new_expert_labels_lift_the_warm_start_floor(tmp_path: Path, sim_data: P
     def with_region(box: Box) -> ResolvedData:
         write_label(Path(cfg.out), mic, xy, "test", replace=True, boxes=[box])
         new = resolve_data(cfg)
-        labels = read_labels(Path(cfg.out))
-        new.take_labels({s: lab.path for s, lab in labels.items()}, {s: lab.boxes for s, lab in labels.items() if lab.boxes is not None})
+        new.take_campaign_labels(Path(cfg.out))
         return new
 
     one = with_region(Box(0, 0, 128, 128))

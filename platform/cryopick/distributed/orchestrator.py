@@ -49,7 +49,6 @@ from cryopick.selftrain.pseudo import PseudoLabeler
 from cryopick.selftrain.reuse import adopt_picker, keep_previous
 from cryopick.selftrain.scoring import best_trial, load_heatmap, picked_share, score_and_write, sparse_trials
 from cryopick.selftrain.state import METRICS_FILE, CampaignState, campaign_stop, completed_rounds_on_disk, patch_counts, round_dir
-from cryopick.selftrain.labels import read_labels
 from cryopick.selftrain.suggest import SUGGESTIONS_FILE, round_suggestions
 from cryopick.training.loop import INTENSITY_AUGMENT, write_history
 from cryopick.training.teacher import TeacherConfig
@@ -143,9 +142,7 @@ def take_labels(data: ResolvedData, campaign: Path, state: CampaignState, next_r
 
     ``state.labels`` records the first round that trains with each (state.json, and a tag on the MLflow campaign run).
     """
-    labels = read_labels(campaign)
-    moved = data.take_labels({stem: label.path for stem, label in labels.items()},
-                             {stem: label.boxes for stem, label in labels.items() if label.boxes is not None})
+    labels, moved = data.take_campaign_labels(campaign)
     new = [m.stem for m in moved if m.stem not in state.labels]
     for stem in new:
         state.labels[stem] = next_round

@@ -12,11 +12,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from cryopick.config import MIN_DISTANCE_FRACTIONS, HeatmapConfig, ModelConfig, PreprocessConfig, TrainConfig, from_dict, load_yaml, to_dict
 from cryopick.errors import CryopickError
 from cryopick.io.coords import Box
+
+if TYPE_CHECKING:
+    from cryopick.selftrain.labels import Label
 
 # Pseudo-label rules (selftrain.pseudo_rule); cryopick.selftrain.pseudo.PseudoLabeler.for_rule builds them.
 #   calibrated: heatmaps calibrated on the previous round's validation picks, confident peaks painted as
@@ -314,6 +317,15 @@ class ResolvedData:
         self.labels.update({m.stem: labels[m.stem] for m in moved})
         self.boxes.update({m.stem: (boxes or {})[m.stem] for m in moved if m.stem in (boxes or {})})
         return moved
+
+    def take_campaign_labels(self, campaign: Path) -> tuple[dict[str, Label], list[Path]]:
+        """:meth:`take_labels` with the labels in ``campaign/labels``; return those labels and the micrographs moved."""
+        from cryopick.selftrain.labels import read_labels
+
+        labels = read_labels(campaign)
+        moved = self.take_labels({stem: label.path for stem, label in labels.items()},
+                                 {stem: label.boxes for stem, label in labels.items() if label.boxes is not None})
+        return labels, moved
 
     @property
     def complete(self) -> list[Path]:
