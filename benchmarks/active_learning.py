@@ -48,9 +48,20 @@ OUT = REPO / "benchmarks" / "out" / "active_learning"
 ARMS = ("base", "combined", "random", "ceiling")
 
 
-def pool_of(data: str) -> list[str]:
+def pool_of(data: str, score_on: str = "test") -> list[str]:
+    """The micrographs regions are drawn from: every non-test one, or for dev the ``labeled`` ones only."""
     split = split_of(data)
-    return split["labeled"] + split["unlabeled"]
+    return split["labeled"] + (split["unlabeled"] if score_on == "test" else [])
+
+
+def scored_of(data: str, score_on: str = "test") -> list[str]:
+    """The micrographs every round is scored on: ``test``, or for dev the ``unlabeled`` ones (no region falls there)."""
+    return split_of(data)["test" if score_on == "test" else "unlabeled"]
+
+
+def arm_root(cache: Path, data: str, seed: int, score_on: str = "test") -> Path:
+    """Where a data set and seed's arms are cached (dev runs in their own folder, which ``--merge`` does not read)."""
+    return cache / data / ("" if score_on == "test" else "dev") / f"seed{seed}"
 
 
 def expert(data: str, stem: str) -> np.ndarray:
@@ -97,7 +108,8 @@ def clicks(data: str, model_dir: Path, stem: str, box: Box) -> int:
     return (len(xy) - hits) + (len(truth) - hits)
 
 
-def next_regions(arm: str, data: str, cdir: Path, rnd: int, chosen: dict[str, list[Box]], k: int, seed: int) -> list[tuple[str, Box]]:
+def next_regions(arm: str, data: str, cdir: Path, rnd: int, chosen: dict[str, list[Box]], k: int, seed: int,
+                 score_on: str = "test") -> list[tuple[str, Box]]:
     """The ``k`` regions an arm labels after round ``rnd``."""
     if arm == "combined":
         with open(cdir / f"round_{rnd:03d}" / "suggestions.csv") as fh:
@@ -108,7 +120,7 @@ def next_regions(arm: str, data: str, cdir: Path, rnd: int, chosen: dict[str, li
         return rows[:k]
     from cryopick.selftrain.acquisition import open_regions
 
-    free = [(s, b) for s in pool_of(data) for b in regions_of(data, s)
+    free = [(s, b) for s in pool_of(data, score_on) for b in regions_of(data, s)
             if open_regions([b], chosen.get(s, []))]
     order = np.random.default_rng(10_000 * seed + rnd).permutation(len(free))[:k]
     return [free[i] for i in order]
@@ -119,16 +131,15 @@ def run_arm(args: argparse.Namespace) -> dict[str, Any]:
     from cryopick.distributed.orchestrator import run_campaign
     from cryopick.selftrain.config import load_config
 
-    root = args.cache / args.data / f"seed{args.seed}"
+    root = arm_root(args.cache, args.data, args.seed, args.score_on)
     cdir = root / args.arm
-    split = split_of(args.data)
-    pool = pool_of(args.data)
+    pool = pool_of(args.data, args.score_on)
     rng = np.random.default_rng(args.seed)
     first_stem = pool[int(rng.integers(len(pool)))]
     first_regions = regions_of(args.data, first_stem)
     chosen: dict[str, list[Box]] = {first_stem: [first_regions[int(rng.integers(len(first_regions)))]]}
     base = {**settings(args), "name": f"al-{args.data}-{args.arm}-s{args.seed}", "data.labeled": [],
-            "data.unlabeled": mics(args.data, pool), "data.test": mics(args.data, split["test"]),
+            "data.unlabeled": mics(args.data, pool), "data.test": mics(args.data, scored_of(args.data, args.score_on)),
             "data.coords": str(DATA / args.data / "coords"), "data.diameter": DIAMETERS[args.data],
             "selftrain.patience": len(args.regions) + 1, "out": str(cdir)}
     if args.arm != "base":
@@ -139,7 +150,7 @@ def run_arm(args: argparse.Namespace) -> dict[str, Any]:
     for i, target in enumerate(args.regions[: 1 if args.arm == "base" else None]):
         if i > 0:
             have = sum(len(b) for b in chosen.values())
-            new = next_regions(args.arm, args.data, cdir, i - 1, chosen, target - have, args.seed)
+            new = next_regions(args.arm, args.data, cdir, i - 1, chosen, target - have, args.seed, args.score_on)
             cost += sum(clicks(args.data, cdir / f"round_{i - 1:03d}", s, b) for s, b in new)
             for s, b in new:
                 chosen.setdefault(s, []).append(b)
@@ -172,6 +183,9 @@ def main() -> None:
     p.add_argument("--width", type=int, default=16, help="U-Net base width")
     p.add_argument("--val-every", type=int, default=50)
     p.add_argument("--set", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"), type=str)
+    p.add_argument("--score-on", choices=("test", "dev"), default="test",
+                   help="dev: regions from the `labeled` micrographs only, every round scored on `unlabeled` (to choose "
+                        "settings on; cached apart, not merged)")
     p.add_argument("--again", action="store_true", help="rerun even if cached")
     p.add_argument("--cache", type=Path, default=OUT, help="where the arms' results are cached and merged from")
     p.add_argument("--merge", action="store_true", help="merge every cached result into docs/benchmarks.md and a PNG")
@@ -186,7 +200,9 @@ def main() -> None:
     args.set = [(k, yaml.safe_load(v)) for k, v in args.set]
     args.regions = [int(x) for x in args.regions.split(",")]
     args.rounds = len(args.regions)
-    dest = args.cache / args.data / f"seed{args.seed}" / args.arm
+    if args.score_on == "dev" and args.arm == "ceiling":
+        raise SystemExit("--score-on dev has no ceiling arm (the ceiling is measured on test)")
+    dest = arm_root(args.cache, args.data, args.seed, args.score_on) / args.arm
     if args.arm not in ("base", "ceiling") and not (dest.parent / "base" / "summary.json").is_file():
         raise SystemExit(f"run --arm base for {args.data} seed {args.seed} first")
     if not start(dest, args.again):
@@ -198,7 +214,7 @@ def main() -> None:
         R = run_ceiling(args) if args.arm == "ceiling" else run_arm(args)
     finally:
         shutdown()
-    R.update(data=args.data, seed=args.seed, settings=dict(args.set), argv=sys.argv, finished=time.strftime("%F %T"),
+    R.update(data=args.data, seed=args.seed, score_on=args.score_on, settings=dict(args.set), argv=sys.argv, finished=time.strftime("%F %T"),
              steps_per_round=args.steps, width=args.width)
     finish(dest, R)
     print(json.dumps({k: v for k, v in R.items() if k != "steps"}, indent=1))

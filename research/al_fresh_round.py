@@ -10,6 +10,9 @@ and scores both models the same way:
   same regions), best F1 and F1 at each model's stored threshold: where a choice would be made;
 * test: the same figures on the ``test`` micrographs, for the report only.
 
+With ``--score-on dev`` the arm is one of ``active_learning.py --score-on dev``: its regions lie on the ``labeled``
+micrographs, so the ``unlabeled`` ones are scored whole, and ``test`` is not read.
+
     python research/al_fresh_round.py --data empiar10028 --seed 0 --arm combined --regions 8
 """
 
@@ -26,12 +29,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 
-def regions_after(arm: str, data: str, cdir: Path, seed: int, schedule: list[int], target: int) -> dict:
+def regions_after(arm: str, data: str, cdir: Path, seed: int, schedule: list[int], target: int,
+                  score_on: str = "test") -> dict:
     """The regions the cached arm ``cdir`` had labeled once it reached ``target`` regions, and the step index."""
     from active_learning import next_regions, pool_of, regions_of
 
     rng = np.random.default_rng(seed)
-    pool = pool_of(data)
+    pool = pool_of(data, score_on)
     first = pool[int(rng.integers(len(pool)))]
     firsts = regions_of(data, first)
     chosen = {first: [firsts[int(rng.integers(len(firsts)))]]}
@@ -40,7 +44,7 @@ def regions_after(arm: str, data: str, cdir: Path, seed: int, schedule: list[int
             break
         if i > 0:
             have = sum(len(b) for b in chosen.values())
-            for s, b in next_regions(arm, data, cdir, i - 1, chosen, n - have, seed):
+            for s, b in next_regions(arm, data, cdir, i - 1, chosen, n - have, seed, score_on):
                 chosen.setdefault(s, []).append(b)
         step = i
     return {"chosen": chosen, "step": step}
@@ -74,22 +78,24 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--arm", choices=("combined", "random"), default="combined")
     p.add_argument("--regions", type=int, default=8)
+    p.add_argument("--score-on", choices=("test", "dev"), default="test",
+                   help="dev: an arm of `active_learning.py --score-on dev` (regions on `labeled`, scored on `unlabeled`)")
     p.add_argument("--cache", type=Path, default=REPO / "benchmarks" / "out" / "active_learning")
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "out" / "al_fresh_round")
     args = p.parse_args()
-    from active_learning import mics, pool_of, settings, split_of, write_oracle_labels
+    from active_learning import arm_root, mics, pool_of, scored_of, settings, split_of, write_oracle_labels
     from label_efficiency import DATA, DIAMETERS
 
-    cdir = args.cache / args.data / f"seed{args.seed}" / args.arm
+    cdir = arm_root(args.cache, args.data, args.seed, args.score_on) / args.arm
     summary = json.loads((cdir / "summary.json").read_text())
     schedule = [int(r["regions"]) for r in summary["steps"]]
-    got = regions_after(args.arm, args.data, cdir, args.seed, schedule, args.regions)
+    got = regions_after(args.arm, args.data, cdir, args.seed, schedule, args.regions, args.score_on)
     chosen, step = got["chosen"], got["step"]
     final = summary["regions_chosen"]
     if any(list(b) not in final.get(s, []) for s, bs in chosen.items() for b in bs):
         raise SystemExit(f"{cdir}: the rebuilt regions are not the arm's own")
     steps = int(summary["steps_per_round"]) * (step + 1)
-    out = args.out / args.data / f"seed{args.seed}" / f"{args.arm}_{args.regions}"
+    out = arm_root(args.out, args.data, args.seed, args.score_on) / f"{args.arm}_{args.regions}"
     m_path = out / "round_000" / "metrics.json"
     n_labeled = write_oracle_labels(args.data, out, chosen)
     if not m_path.is_file():
@@ -101,7 +107,8 @@ def main() -> None:
                                 seed=args.seed, set=[])
         split = split_of(args.data)
         over = {**settings(ns), "name": f"fresh-{args.data}-{args.arm}-s{args.seed}-{args.regions}", "data.labeled": [],
-                "data.unlabeled": mics(args.data, pool_of(args.data)), "data.test": mics(args.data, split["test"]),
+                "data.unlabeled": mics(args.data, pool_of(args.data, args.score_on)),
+                "data.test": mics(args.data, scored_of(args.data, args.score_on)),
                 "data.coords": str(DATA / args.data / "coords"), "data.diameter": DIAMETERS[args.data], "out": str(out)}
         connect(num_cpus=2, quiet=True)
         try:
@@ -114,7 +121,7 @@ def main() -> None:
         m = json.loads((rdir / "metrics.json").read_text())
         t, md = float(m["threshold"]), float(m["min_distance"])
         rows[name] = {"threshold": t, "dev": score(rdir, args.data, split["unlabeled"], chosen, t, md),
-                      "test": score(rdir, args.data, split["test"], {}, t, md)}
+                      "test": score(rdir, args.data, split["test"], {}, t, md) if args.score_on == "test" else None}
     line = {"data": args.data, "seed": args.seed, "arm": args.arm, "regions": args.regions, "particles": n_labeled,
             "steps": steps, **rows}
     (out / f"result_{args.cache.name}.json").write_text(json.dumps(line, indent=1))  # one fresh model, compared with each cache
