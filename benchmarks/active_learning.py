@@ -23,6 +23,9 @@ labeling cost of an acquired region is the clicks a user makes to correct the ro
 
     python benchmarks/active_learning.py --data empiar10017 --seed 0 --arm combined
     python benchmarks/active_learning.py --merge
+
+Choosing a setting of the rounds: ``--score-on dev`` draws the regions from the ``labeled`` micrographs only and
+scores every round on the ``unlabeled`` ones (``benchmarks/out/active_learning/<data>/dev/``, never merged; no ceiling).
 """
 
 from __future__ import annotations
