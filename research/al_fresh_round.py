@@ -25,12 +25,14 @@ from pathlib import Path
 
 import numpy as np
 
+from cryopick.io.coords import Box
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 
 def regions_after(arm: str, data: str, cdir: Path, seed: int, schedule: list[int], target: int,
-                  score_on: str = "test") -> dict:
+                  score_on: str = "test") -> tuple[dict[str, list[Box]], int]:
     """The regions the cached arm ``cdir`` had labeled once it reached ``target`` regions, and the step index."""
     from active_learning import next_regions, pool_of, regions_of
 
@@ -39,6 +41,7 @@ def regions_after(arm: str, data: str, cdir: Path, seed: int, schedule: list[int
     first = pool[int(rng.integers(len(pool)))]
     firsts = regions_of(data, first)
     chosen = {first: [firsts[int(rng.integers(len(firsts)))]]}
+    step = 0
     for i, n in enumerate(schedule):
         if n > target:
             break
@@ -47,10 +50,10 @@ def regions_after(arm: str, data: str, cdir: Path, seed: int, schedule: list[int
             for s, b in next_regions(arm, data, cdir, i - 1, chosen, n - have, seed, score_on):
                 chosen.setdefault(s, []).append(b)
         step = i
-    return {"chosen": chosen, "step": step}
+    return chosen, step
 
 
-def score(rdir: Path, data: str, names: list[str], chosen: dict, threshold: float, min_distance: float) -> tuple[float, float]:
+def score(rdir: Path, data: str, names: list[str], chosen: dict[str, list[Box]], threshold: float, min_distance: float) -> tuple[float, float]:
     """(best F1, F1 at ``threshold``) of a round's heatmaps on ``names``, outside the labeled regions."""
     from label_efficiency import DATA, DIAMETERS
 
@@ -89,8 +92,7 @@ def main() -> None:
     cdir = arm_root(args.cache, args.data, args.seed, args.score_on) / args.arm
     summary = json.loads((cdir / "summary.json").read_text())
     schedule = [int(r["regions"]) for r in summary["steps"]]
-    got = regions_after(args.arm, args.data, cdir, args.seed, schedule, args.regions, args.score_on)
-    chosen, step = got["chosen"], got["step"]
+    chosen, step = regions_after(args.arm, args.data, cdir, args.seed, schedule, args.regions, args.score_on)
     final = summary["regions_chosen"]
     if any(list(b) not in final.get(s, []) for s, bs in chosen.items() for b in bs):
         raise SystemExit(f"{cdir}: the rebuilt regions are not the arm's own")
@@ -105,7 +107,6 @@ def main() -> None:
 
         ns = argparse.Namespace(width=int(summary["width"]), steps=steps, val_every=50, batch_size=8, rounds=1,
                                 seed=args.seed, set=[])
-        split = split_of(args.data)
         over = {**settings(ns), "name": f"fresh-{args.data}-{args.arm}-s{args.seed}-{args.regions}", "data.labeled": [],
                 "data.unlabeled": mics(args.data, pool_of(args.data, args.score_on)),
                 "data.test": mics(args.data, scored_of(args.data, args.score_on)),

@@ -47,7 +47,8 @@ def main() -> None:
     seen: set[str] = set()
     for cache in CACHES:
         for rd in sorted(cache.glob("empiar100*/**/round_00[0-9]")):
-            if "ceiling" in rd.parts or not (rd / "calibration.json").exists() or not (rd / "metrics.json").exists():
+            # dev-mode runs score other micrographs than `test`; the ceiling has no rounds to compare
+            if "ceiling" in rd.parts or "dev" in rd.parts or not (rd / "calibration.json").exists() or not (rd / "metrics.json").exists():
                 continue
             data = next(p for p in rd.parts if p.startswith("empiar100"))
             seed = next(p for p in rd.parts if p.startswith("seed"))
