@@ -117,11 +117,12 @@ def test_state_roundtrip_and_best_round(tmp_path: Path) -> None:
     st = CampaignState()
     st.record(0, val_f1=0.70, f1=0.60)
     st.record(1, val_f1=0.75, f1=0.66)
-    st.record(2, val_f1=0.75, f1=0.70)  # a tie goes to the earlier round
+    st.record(2, val_f1=0.75, f1=0.70)  # a tie goes to the later round, as among checkpoints
+    st.record(3, val_f1=0.74, f1=0.71)
     st.mlflow_parent_run_id = "abc"
     st.save(tmp_path)
     back = CampaignState.load(tmp_path)
-    assert back.completed_rounds == [0, 1, 2] and back.best_round == 1 and back.mlflow_parent_run_id == "abc"
+    assert back.completed_rounds == [0, 1, 2, 3] and back.best_round == 2 and back.mlflow_parent_run_id == "abc"
     (tmp_path / "state.json").write_text("{not json")
     with pytest.raises(CryopickError, match="unreadable campaign state"):
         CampaignState.load(tmp_path)
@@ -142,6 +143,10 @@ def test_stop_reason() -> None:
     assert stop_reason([0.5, 0.6, 0.6], 5, 2, 0.0) is None  # patience 2: one flat round is allowed
     assert "did not improve" in stop_reason([0.5, 0.52], 5, 1, 0.05)  # gain below min_improvement
     assert stop_reason([0.5, 0.6, 0.7], 3, 1, 0.0) == "reached 3 round(s)"
+    # a saturated strip (every round 1.0) cannot show a gain: the campaign runs its rounds
+    assert stop_reason([1.0, 1.0], 3, 1, 0.0) is None and stop_reason([0.9, 1.0, 1.0, 1.0], 5, 2, 0.0) is None
+    assert stop_reason([1.0, 1.0, 1.0], 3, 1, 0.0) == "reached 3 round(s)"
+    assert "did not improve on 0.9000" in stop_reason([0.9, 0.8], 3, 1, 0.0)
 
 
 def test_too_few_pseudo_particles_is_relative_to_the_expert_share() -> None:

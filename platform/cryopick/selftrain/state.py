@@ -79,12 +79,16 @@ class CampaignState:
             raise CryopickError(f"unreadable campaign state ({exc}); delete it to start over", path) from None
 
     def record(self, rnd: int, val_f1: float, f1: float) -> None:
-        """Mark ``rnd`` complete and update the best round (by validation F1, ties to the earlier)."""
+        """Mark ``rnd`` complete and update the best round: the highest validation F1, ties to the later round.
+
+        As among checkpoints (:class:`cryopick.training.checkpoint.CheckpointRule`): a validation strip
+        holds few particles, so equal F1 is no evidence either way, and the later round learned from more.
+        """
         if rnd not in self.completed_rounds:
             self.completed_rounds.append(rnd)
             self.completed_rounds.sort()
         self.val_f1[str(rnd)], self.f1[str(rnd)] = float(val_f1), float(f1)
-        self.best_round = max(self.completed_rounds, key=lambda r: (self.val_f1[str(r)], -r))
+        self.best_round = max(self.completed_rounds, key=lambda r: (self.val_f1[str(r)], r))
 
 
 def round_dir(campaign: Path, rnd: int) -> Path:
@@ -111,13 +115,14 @@ def stop_reason(val_f1: list[float], rounds: int, patience: int, min_improvement
     """Why to stop after the rounds scored so far (val F1 per round, round 0 first), or None.
 
     Stops at ``rounds`` rounds, or when the last ``patience`` rounds all failed to beat the best
-    earlier val F1 by more than ``min_improvement``.
+    earlier val F1 by more than ``min_improvement``. A best of 1.0 is not a plateau: an easy strip
+    scores every round 1.0 and can show no gain, so it never ends a campaign before its rounds.
     """
     if len(val_f1) >= rounds:
         return f"reached {rounds} round(s)"
     if len(val_f1) > patience:
         best_before = max(val_f1[: len(val_f1) - patience])
-        if all(v <= best_before + min_improvement for v in val_f1[-patience:]):
+        if best_before < 1.0 and all(v <= best_before + min_improvement for v in val_f1[-patience:]):
             return f"validation F1 did not improve on {best_before:.4f} for {patience} round(s)"
     return None
 
