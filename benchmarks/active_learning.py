@@ -62,6 +62,15 @@ def scored_of(data: str, score_on: str = "test") -> list[str]:
     return split_of(data)["test" if score_on == "test" else "unlabeled"]
 
 
+def first_region(data: str, seed: int, score_on: str = "test") -> dict[str, list[Box]]:
+    """The seeded region every arm of a data set and seed starts from, as ``{stem: [box]}``."""
+    pool = pool_of(data, score_on)
+    rng = np.random.default_rng(seed)
+    stem = pool[int(rng.integers(len(pool)))]
+    boxes = regions_of(data, stem)
+    return {stem: [boxes[int(rng.integers(len(boxes)))]]}
+
+
 def arm_root(cache: Path, data: str, seed: int, score_on: str = "test") -> Path:
     """Where a data set and seed's arms are cached (dev runs in their own folder, which ``--merge`` does not read)."""
     return cache / data / ("" if score_on == "test" else "dev") / f"seed{seed}"
@@ -137,10 +146,7 @@ def run_arm(args: argparse.Namespace) -> dict[str, Any]:
     root = arm_root(args.cache, args.data, args.seed, args.score_on)
     cdir = root / args.arm
     pool = pool_of(args.data, args.score_on)
-    rng = np.random.default_rng(args.seed)
-    first_stem = pool[int(rng.integers(len(pool)))]
-    first_regions = regions_of(args.data, first_stem)
-    chosen: dict[str, list[Box]] = {first_stem: [first_regions[int(rng.integers(len(first_regions)))]]}
+    chosen = first_region(args.data, args.seed, args.score_on)
     base = {**settings(args), "name": f"al-{args.data}-{args.arm}-s{args.seed}", "data.labeled": [],
             "data.unlabeled": mics(args.data, pool), "data.test": mics(args.data, scored_of(args.data, args.score_on)),
             "data.coords": str(DATA / args.data / "coords"), "data.diameter": DIAMETERS[args.data],

@@ -34,13 +34,9 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 def regions_after(arm: str, data: str, cdir: Path, seed: int, schedule: list[int], target: int,
                   score_on: str = "test") -> tuple[dict[str, list[Box]], int]:
     """The regions the cached arm ``cdir`` had labeled once it reached ``target`` regions, and the step index."""
-    from active_learning import next_regions, pool_of, regions_of
+    from active_learning import first_region, next_regions
 
-    rng = np.random.default_rng(seed)
-    pool = pool_of(data, score_on)
-    first = pool[int(rng.integers(len(pool)))]
-    firsts = regions_of(data, first)
-    chosen = {first: [firsts[int(rng.integers(len(firsts)))]]}
+    chosen = first_region(data, seed, score_on)
     step = 0
     for i, n in enumerate(schedule):
         if n > target:

@@ -18,13 +18,15 @@ expert picks at:
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data"
+sys.path.insert(0, str(REPO / "benchmarks"))
+from label_efficiency import DATA  # noqa: E402 - the shared data root ($CRYOPICK_DATA_ROOT), as every benchmark reads it
 CACHES = [REPO / "benchmarks" / "out" / c for c in ("al_new", "active_learning", "label_efficiency")]
 
 
