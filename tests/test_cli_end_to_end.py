@@ -39,6 +39,7 @@ def test_train_writes_model_config_and_history(sim_run: Path) -> None:
     config = json.loads((sim_run / "config.json").read_text())
     assert config["diameter"] == 24 and config["model"]["base_width"] == 8
     assert config["labels"] == "auto"  # simulated picks are complete: no sparse message, plain F1
+    assert config["result"]["sparse_labels"] is False and config["result"]["picked_share"] >= 0.6
     assert config["result"]["val_f1"] > 0.5 and 0.0 < config["result"]["threshold"] < 1.0
     history = (sim_run / "history.csv").read_text().splitlines()
     assert history[0].startswith("step") and len(history) == 4  # header + validation every 50 of 150 steps

@@ -97,7 +97,8 @@ def test_unlabeled_rows_become_fully_ignored_patches_and_sparse_rows_leave_backg
 def _trials(n_particles: int, picked: float) -> list[dict[str, float]]:
     """Tune trials of a model that finds particles in score order, then false picks, against sparse picks."""
     rows = []
-    for t, (tp, fp) in zip((0.9, 0.7, 0.5, 0.3, 0.1), ((50, 0), (80, 4), (95, 20), (100, 60), (100, 200))):
+    k = n_particles / 100
+    for t, (tp, fp) in zip((0.9, 0.7, 0.5, 0.3, 0.1), ((50 * k, 0), (80 * k, 4 * k), (95 * k, 20 * k), (100 * k, 60 * k), (100 * k, 200 * k))):
         n_picks = tp + fp
         matched = tp * picked  # a random share of the particles is picked
         recall = tp / n_particles
@@ -109,15 +110,19 @@ def _trials(n_particles: int, picked: float) -> list[dict[str, float]]:
 def test_sparse_picks_are_recognised_and_their_threshold_is_the_complete_picks_one() -> None:
     from cryopick.selftrain.scoring import best_trial, estimated_particles, picked_share, sparse_trials
 
-    complete, sparse = _trials(100, 1.0), _trials(100, 0.2)
-    assert estimated_particles(complete) == pytest.approx(100) and picked_share(complete) == pytest.approx(1.0)
-    assert estimated_particles(sparse) == pytest.approx(100) and picked_share(sparse) == pytest.approx(0.2)
+    complete, sparse = _trials(1000, 1.0), _trials(1000, 0.2)
+    assert picked_share(complete, z=0.0) == pytest.approx(1.0) and picked_share(sparse, z=0.0) == pytest.approx(0.2)
+    # the count errs towards more particles, by the Wilson bound of the picked share (200 picks here)
+    assert estimated_particles(complete) == pytest.approx(1000, rel=0.02) and 1000 < estimated_particles(sparse) < 1300
+    assert picked_share(sparse) == pytest.approx(1000 * 0.2 / estimated_particles(sparse))
     plain = best_trial(sparse)["threshold"]
     fixed = best_trial(sparse_trials(sparse))["threshold"]
     truth = best_trial(complete)["threshold"]
     assert plain > truth and fixed == truth == 0.5  # against sparse picks every unpicked particle looked like a false pick
-    assert sparse_trials(sparse)[2]["precision"] == pytest.approx(complete[2]["precision"])
-    few = [dict(t, n_matched=3.0) for t in sparse]  # too few matches to estimate anything: trials unchanged
+    # rescored precision: the complete picks' one, scaled by the estimated count's excess
+    over = estimated_particles(sparse) / 1000
+    assert sparse_trials(sparse)[2]["precision"] == pytest.approx(min(1.0, complete[2]["precision"] * over))
+    few = [dict(t, n_matched=2.0) for t in sparse]  # too few matches to estimate anything, even bounded: trials unchanged
     assert picked_share(few) == 1.0 and sparse_trials(few) == few
 
 
@@ -134,10 +139,44 @@ def test_a_pr_curve_against_sparse_picks_is_rescored_to_the_complete_picks_thres
         n_true = int(round(share * n))
         tp = np.cumsum(picked)
         curve = PRCurve(scores, tp / np.arange(1, len(tp) + 1), tp / n_true, tp, n_true)
-        est = picked_share(curve)
-        assert est == pytest.approx(share, abs=0.12)
+        assert picked_share(curve, z=0.0) == pytest.approx(share, abs=0.12)
         _, thr = best_threshold(for_sparse_picks(curve) if share < 1 else curve)
         assert scores[190] - 0.02 <= thr <= scores[170] + 0.02  # where the particles end, for both
     # against 20 % of the picks the plain precision at the particles' end is about 0.2 x the true one; rescored, it is the true one
     assert curve.precision[189] == pytest.approx(0.2 * 180 / 190, abs=0.05)
     assert for_sparse_picks(curve).precision[189] == pytest.approx(180 / 190, abs=0.1)
+
+
+def test_the_particle_count_of_sparse_picks_is_not_undercounted_by_a_lucky_setting() -> None:
+    """The largest of many noisy matched shares is a lucky one, so the plain estimate (z = 0) counts too few
+    particles at 10 % of the picks; bounded by Wilson first (the default z), the count errs towards more."""
+    from cryopick.evaluation.metrics import SPARSE_Z, curve_from_hits, estimated_count
+
+    rng = np.random.default_rng(0)
+    n = 600  # particles, scored above most of the 1,800 false candidates
+    ratios: dict[float, list[float]] = {0.0: [], SPARSE_Z: []}
+    for _ in range(100):
+        scores = np.r_[rng.beta(5, 2, n), rng.beta(1, 6, 3 * n)]
+        picked = np.r_[np.ones(n, bool), np.zeros(3 * n, bool)] & (rng.random(4 * n) < 0.1)
+        curve = curve_from_hits(scores, picked, int(picked.sum()))
+        for z, out in ratios.items():
+            out.append(estimated_count(np.arange(1, len(curve.tp) + 1), curve.tp, curve.recall, z) / n)
+    assert np.mean(ratios[0.0]) < 0.9
+    assert 1.0 <= np.mean(ratios[SPARSE_Z]) < 1.35
+
+
+def test_a_few_sparse_picks_still_give_a_count_that_errs_towards_more_particles() -> None:
+    """Eight picks on the validation strips (of about 34 particles): too few matches for the plain share, whose
+    curve then stays as it was; the Wilson-bounded share falls back to settings with 3 matches."""
+    from cryopick.evaluation.metrics import SPARSE_MIN_MATCHED, PRCurve, estimated_count, for_sparse_picks
+
+    is_particle = np.r_[np.ones(30), np.zeros(2), np.ones(4), np.zeros(60)].astype(bool)
+    picked = np.zeros(len(is_particle), bool)
+    picked[[0, 3, 7, 12, 18, 22, 27, 33]] = True  # 8 of the 34 particles
+    tp = np.cumsum(picked)
+    k = np.arange(1, len(tp) + 1)
+    curve = PRCurve(np.linspace(1.0, 0.01, len(k)), tp / k, tp / 8, tp, 8)
+    assert tp[-1] < SPARSE_MIN_MATCHED and estimated_count(k, tp, curve.recall, z=0.0) == 0.0
+    count = estimated_count(k, tp, curve.recall)
+    assert 34 <= count < 34 * 3
+    assert not np.array_equal(for_sparse_picks(curve).precision, curve.precision)

@@ -27,7 +27,8 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pixel-size", type=float, help="Å/px, overriding the MRC header")
     parser.add_argument("--labels", choices=("auto", "complete", "sparse"), default="auto",
                         help="are all particles of the micrographs picked (complete) or only some (sparse)? sets how the "
-                             "stored threshold is chosen; default auto: judged from the validation picks, with a message")
+                             "stored threshold is chosen; default auto: against the particle count estimated from the "
+                             "validation picks, with a message when the picks look sparse")
     g = parser.add_argument_group("preprocessing")
     g.add_argument("--bin", type=float, help="Fourier-crop factor (default: diameter / --target-diameter)")
     g.add_argument("--target-pixel-size", type=float, help="bin to this Å/px instead of --bin")

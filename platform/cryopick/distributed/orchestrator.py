@@ -287,14 +287,14 @@ def _tune_stage(r: _Round, val_items: list[Any], count_items: list[Any]) -> tupl
         tolerance=TUNE_TOLERANCE, quiet=not r.progress,
     )
     write_tune_csv(r.dir / "tune.csv", trials)
-    share = picked_share(trials)
+    share = picked_share(trials, z=0.0)  # whether the picks are sparse: the point estimate, which errs towards complete
     sparse = stages.sparse_labels(c, r.campaign, share if r.rnd == 0 else None)
     if sparse:  # unpicked particles are not false picks: rescore the trials with the estimated particle count
         best = best_trial(sparse_trials(trials), TUNE_TOLERANCE)
         if r.rnd == 0 and c.selftrain.labels == "auto":
             r.log(f"round 0: {stages.sparse_note(share)}")
     val_threshold = best["threshold"]
-    best["threshold"], note = stages.choose_threshold(best, count_items, r.data, share if sparse else 1.0)
+    best["threshold"], note = stages.choose_threshold(best, count_items, r.data, picked_share(trials) if sparse else 1.0)
     if note:
         r.detail(f"round {r.rnd}: {note}")  # how the threshold was set: --verbose
     model, meta = load_picker(r.dir, "cpu")

@@ -169,27 +169,51 @@ def pooled_curve(per_micrograph: list[tuple[np.ndarray, np.ndarray, np.ndarray]]
     return curve_from_hits(np.concatenate(scores), np.concatenate(hits), n_true)
 
 
-SPARSE_MIN_MATCHED = 10  # cut points with fewer matched picks say too little about the particle count
+SPARSE_MIN_MATCHED = 10  # cut points with fewer matched picks say too little about the plain picked share (z = 0)
+SPARSE_MIN_MATCHED_FEW = 3  # the Wilson-bounded share falls back to this when no setting has SPARSE_MIN_MATCHED
 # labels are judged sparse when the expert is estimated to have picked less than this share of the particles
 SPARSE_SHARE = 0.6
+SPARSE_Z = 2.0  # standard errors below each setting's matched share taken before the largest is the picked share
 
 
-def estimated_count(n_picks: ArrayLike, n_matched: ArrayLike, recall: ArrayLike) -> float:
+def wilson_lower(successes: ArrayLike, trials: ArrayLike, z: float) -> np.ndarray:
+    """Wilson score lower bound of the binomial proportion successes / trials (0 where trials is 0)."""
+    k, n = (np.asarray(a, dtype=np.float64) for a in (successes, trials))
+    safe = np.maximum(n, 1e-12)
+    p = np.clip(k / safe, 0.0, 1.0)
+    centre = p + z * z / (2 * safe)
+    half = z * np.sqrt(p * (1 - p) / safe + z * z / (4 * safe * safe))
+    return np.where(n > 0, (centre - half) / (1 + z * z / safe), 0.0)
+
+
+def estimated_count(n_picks: ArrayLike, n_matched: ArrayLike, recall: ArrayLike, z: float = SPARSE_Z,
+                    min_matched: int | None = None) -> float:
     """Particles where the expert picked, estimated from the picks themselves (0: too few matches).
 
-    If the expert picked a random share of the particles, recall against those picks estimates the true
-    recall, so picks / recall >= the particle count at every setting (no setting is more than 100 %
-    precise); the smallest bound over settings with at least :data:`SPARSE_MIN_MATCHED` matches is the
-    estimate. It is reached where the model is most precise.
+    If the expert picked a random share s of the particles, a setting's matched share (matched / picks)
+    is s times its precision, so at most s, and the count is (expert picks) / s, with expert picks =
+    matched / recall. The largest matched share over settings estimates s where the model is most
+    precise; but the largest of many noisy shares is a lucky one, which makes the count too small and the
+    threshold too high. Each share is therefore replaced by its Wilson lower bound (``z`` standard errors)
+    before the largest is taken, over settings with at least ``min_matched`` matches (default
+    :data:`SPARSE_MIN_MATCHED`; where no setting has as many, a bounded share (``z`` > 0) is taken over
+    settings with :data:`SPARSE_MIN_MATCHED_FEW`, as its bound widens with fewer matches; docs/selftrain.md). ``z`` = 0 is the plain largest share, which errs towards complete picks: what
+    judges whether picks are sparse at all.
     """
     picks, matched, rec = (np.asarray(a, dtype=np.float64) for a in (n_picks, n_matched, recall))
-    ok = (matched >= SPARSE_MIN_MATCHED) & (rec > 0)
-    return float((picks[ok] / rec[ok]).min()) if ok.any() else 0.0
+    ok = (matched >= (min_matched or SPARSE_MIN_MATCHED)) & (rec > 0) & (picks > 0)
+    if not ok.any() and min_matched is None and z > 0:
+        ok = (matched >= SPARSE_MIN_MATCHED_FEW) & (rec > 0) & (picks > 0)
+    if not ok.any():
+        return 0.0
+    share = float(wilson_lower(matched[ok], picks[ok], z).max())
+    expert_picks = float(np.median(matched[ok] / rec[ok]))  # the same at every setting
+    return expert_picks / share if share > 0 else 0.0
 
 
-def share_picked(n_true: float, n_picks: ArrayLike, n_matched: ArrayLike, recall: ArrayLike) -> float:
+def share_picked(n_true: float, n_picks: ArrayLike, n_matched: ArrayLike, recall: ArrayLike, z: float = SPARSE_Z) -> float:
     """Share of the particles the expert picked: its ``n_true`` picks / :func:`estimated_count` (1.0 when not estimable)."""
-    est = estimated_count(n_picks, n_matched, recall)
+    est = estimated_count(n_picks, n_matched, recall, z)
     return min(1.0, n_true / est) if est > 0 and n_true > 0 else 1.0
 
 
@@ -206,9 +230,9 @@ def sparse_precision(n_picks: ArrayLike, n_matched: ArrayLike, recall: ArrayLike
     return np.where(picks > 0, np.minimum(1.0, rec * est / np.maximum(picks, 1.0)), 0.0)
 
 
-def picked_share(curve: PRCurve) -> float:
+def picked_share(curve: PRCurve, z: float = SPARSE_Z) -> float:
     """Share of the particles the expert picked, estimated along the PR curve (1.0 when it cannot be estimated)."""
-    return share_picked(curve.n_true, np.arange(1, len(curve.tp) + 1), curve.tp, curve.recall)
+    return share_picked(curve.n_true, np.arange(1, len(curve.tp) + 1), curve.tp, curve.recall, z)
 
 
 def for_sparse_picks(curve: PRCurve) -> PRCurve:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from cryopick.evaluation.metrics import (
-    CANDIDATE_FLOOR, PRCurve, average_precision, estimated_count, in_strip, pooled_curve, score_at, share_picked, sparse_precision,
+    CANDIDATE_FLOOR, SPARSE_Z, PRCurve, average_precision, estimated_count, in_strip, pooled_curve, score_at, share_picked, sparse_precision,
 )
 from cryopick.inference.border import outside_band
 from cryopick.inference.peaks import find_peaks
@@ -209,10 +209,13 @@ def estimated_particles(trials: Sequence[dict[str, float]]) -> float:
     return estimated_count(*_counts(trials))
 
 
-def picked_share(trials: Sequence[dict[str, float]]) -> float:
-    """Share of the particles the expert picked on the validation picks' area (1.0 when it cannot be estimated)."""
+def picked_share(trials: Sequence[dict[str, float]], z: float = SPARSE_Z) -> float:
+    """Share of the particles the expert picked on the validation picks' area (1.0 when it cannot be estimated).
+
+    ``z``: as :func:`cryopick.evaluation.metrics.estimated_count`; 0 to judge whether the picks are sparse at all.
+    """
     n_true = max((t["n_matched"] / t["recall"] for t in trials if t["recall"] > 0), default=0.0)
-    return share_picked(n_true, *_counts(trials))
+    return share_picked(n_true, *_counts(trials), z=z)
 
 
 def sparse_trials(trials: Sequence[dict[str, float]]) -> list[dict[str, float]]:
