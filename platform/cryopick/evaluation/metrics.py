@@ -197,8 +197,9 @@ def estimated_count(n_picks: ArrayLike, n_matched: ArrayLike, recall: ArrayLike,
     threshold too high. Each share is therefore replaced by its Wilson lower bound (``z`` standard errors)
     before the largest is taken, over settings with at least ``min_matched`` matches (default
     :data:`SPARSE_MIN_MATCHED`; where no setting has as many, a bounded share (``z`` > 0) is taken over
-    settings with :data:`SPARSE_MIN_MATCHED_FEW`, as its bound widens with fewer matches; docs/selftrain.md). ``z`` = 0 is the plain largest share, which errs towards complete picks: what
-    judges whether picks are sparse at all.
+    settings with :data:`SPARSE_MIN_MATCHED_FEW`, as its bound widens with fewer matches;
+    docs/selftrain.md). ``z`` = 0 is the plain largest share, which errs towards complete picks: what
+    campaigns judge sparseness on.
     """
     picks, matched, rec = (np.asarray(a, dtype=np.float64) for a in (n_picks, n_matched, recall))
     ok = (matched >= (min_matched or SPARSE_MIN_MATCHED)) & (rec > 0) & (picks > 0)

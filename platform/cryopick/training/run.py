@@ -95,7 +95,7 @@ def _train_into(work: Path, micrographs: Sequence[Path], coords_dir: Path, diame
         "threshold": m.threshold, "min_distance": m.min_distance, "border": m.border, "val_f1": m.val_f1,
         "val_average_precision": result.val.average_precision if result.val else None, "best_step": result.best_step,
         "train_seconds": result.seconds, "load_seconds": load_s,
-        "sparse_labels": result.val.sparse if result.val else None,  # threshold set against the estimated particle count
+        "sparse_labels": result.val.sparse if result.val else None,  # the picks looked sparse (or --labels sparse)
         "picked_share": result.val.picked_share if result.val else None,
     }
     write_json(out_dir / "config.json", config)
