@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from cryopick.evaluation.metrics import CANDIDATE_FLOOR, PRCurve, best_threshold, curve_from_hits, estimated_count, match, score_at
+from cryopick.evaluation.metrics import CANDIDATE_FLOOR, PRCurve, best_threshold, estimated_count, pooled_curve, score_at
 
 
 def count_of(curve: PRCurve, z: float, min_matched: int | None = 10) -> float:
@@ -107,12 +107,6 @@ def candidates(model: Any, meta: Any, lm: Any, rows: tuple[int, int] | None = No
     return xy[keep], s[keep]
 
 
-def pooled(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]], radius: float) -> PRCurve:
-    scores = np.concatenate([s for _, s, _ in parts]) if parts else np.zeros(0)
-    hits = np.concatenate([match(xy, s, t, radius) for xy, s, t in parts]) if parts else np.zeros(0, bool)
-    return curve_from_hits(scores, hits, sum(len(t) for _, _, t in parts))
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run", type=Path, help="a cryopick train run directory (model.pt, config.json)")
@@ -144,20 +138,22 @@ def main() -> None:
         lm = load_labeled(Path(m), args.complete_coords, d, pre)
         xy, s = candidates(model, meta, lm)
         dev.append((xy * lm.binned.mean_scale, s, lm.xy * lm.binned.mean_scale))
-    dev_curve = pooled(dev, radius)
+    dev_curve = pooled_curve(dev, radius)
     dev_best = best_threshold(dev_curve)
     n_sparse, n_full = sum(len(t) for *_, t, _ in strips), sum(len(t) for *_, t in strips)
     share = n_sparse / max(n_full, 1)
+    named = rules()
+    t_full = best_threshold(pooled_curve([(xy, s, full) for xy, s, _, full in strips], radius))[1]  # same in every draw
+    complete = {"threshold": t_full, "count": float(n_full), "dev_f1": score_at(dev_curve, t_full)[2], "share": share}
 
     def judge(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> dict[str, dict[str, float]]:
-        curve = pooled(parts, radius)
+        curve = pooled_curve(parts, radius)
         out = {}
-        for name, rule in rules().items():
+        for name, rule in named.items():
             t, count = rule(curve)
             out[name] = {"threshold": t, "count": count, "dev_f1": score_at(dev_curve, t)[2],
                          "share": min(1.0, curve.n_true / count) if count > 0 else 1.0}
-        t = best_threshold(pooled([(xy, s, full) for xy, s, _, full in strips], radius))[1]
-        out["complete"] = {"threshold": t, "count": float(n_full), "dev_f1": score_at(dev_curve, t)[2], "share": share}
+        out["complete"] = complete
         return out
 
     run_result = judge([(xy, s, sp) for xy, s, sp, _ in strips])

@@ -202,7 +202,7 @@ def estimated_count(n_picks: ArrayLike, n_matched: ArrayLike, recall: ArrayLike,
     campaigns judge sparseness on.
     """
     picks, matched, rec = (np.asarray(a, dtype=np.float64) for a in (n_picks, n_matched, recall))
-    ok = (matched >= (min_matched or SPARSE_MIN_MATCHED)) & (rec > 0) & (picks > 0)
+    ok = (matched >= (SPARSE_MIN_MATCHED if min_matched is None else min_matched)) & (rec > 0) & (picks > 0)
     if not ok.any() and min_matched is None and z > 0:
         ok = (matched >= SPARSE_MIN_MATCHED_FEW) & (rec > 0) & (picks > 0)
     if not ok.any():
