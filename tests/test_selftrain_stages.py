@@ -64,6 +64,31 @@ def test_scored_micrographs_and_the_count_matched_threshold(tmp_path: Path, sim_
     threshold, note = stages.choose_threshold(best, [item], data)
     assert 0.0 < threshold < 0.5 and "picks per expected particle" in note
     assert stages.choose_threshold(best, [], data) == (0.5, "")  # separate validation micrographs: Tune's threshold
+    # sparse picks: one pick per expected particle (density / share), whatever Tune's best setting kept per pick
+    area = 256 * 256
+    k = max(1, round(stages.expert_density(data) / 0.02 * area))
+    sparse_thr, sparse_note = stages.choose_threshold(best, [item], data, share=0.02, sparse=True)
+    assert f"the {k}th best peak" in sparse_note and "one pick per particle" in sparse_note
+    assert sparse_thr == (0.9 - 0.1 * (k - 1) if k <= 5 else stages.CANDIDATE_FLOOR)
+
+
+def _ranked_strip(picked: list[int], n: int = 40) -> ScoredHeatmap:
+    """A strip of ``n`` well-separated peaks scored 0.95, 0.94, ... by rank, with expert picks at the ranks ``picked``."""
+    hm = np.zeros((200, 200), np.float32)
+    xy = np.array([(10 + 20 * (i % 8) + 0.0, 10 + 20 * (i // 8) + 0.0) for i in range(n)])
+    for i, (x, y) in enumerate(xy):
+        hm[int(y) - 1:int(y) + 2, int(x) - 1:int(x) + 2] = 0.95 - 0.01 * i
+    return ScoredHeatmap("v", hm, (1.0, 1.0), xy[picked], (0, 200))
+
+
+def test_sparse_share_reads_the_whole_ranking_and_falls_back_with_few_matches() -> None:
+    half = _ranked_strip(list(range(0, 40, 2)))  # every other peak picked: matched share 1/2 from the top down
+    share = stages.sparse_share([half], 10.0, 10.0, fallback=0.123)
+    assert 0.5 <= share <= 10 / 19 + 1e-9  # the largest share over cut points with >= 10 matches (10 of the top 19)
+    top = _ranked_strip(list(range(20)))  # the 20 best peaks picked: all particles the model ranks first are picked
+    assert stages.sparse_share([top], 10.0, 10.0, fallback=0.123) == 0.123  # share 1: nothing sparse to estimate
+    few = _ranked_strip([0, 5, 10])  # 3 matches: too few for a share
+    assert stages.sparse_share([few], 10.0, 10.0, fallback=0.123) == 0.123
 
 
 def test_round_metrics_hold_what_the_contract_lists(tmp_path: Path, sim_data: Path) -> None:

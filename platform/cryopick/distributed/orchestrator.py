@@ -294,7 +294,8 @@ def _tune_stage(r: _Round, val_items: list[Any], count_items: list[Any]) -> tupl
         if r.rnd == 0 and c.selftrain.labels == "auto":
             r.log(f"round 0: {stages.sparse_note(share)}")
     val_threshold = best["threshold"]
-    best["threshold"], note = stages.choose_threshold(best, count_items, r.data, picked_share(trials) if sparse else 1.0)
+    count_share = stages.sparse_share(val_items, best["min_distance"], c.data.diameter, picked_share(trials)) if sparse else 1.0
+    best["threshold"], note = stages.choose_threshold(best, count_items, r.data, count_share, sparse=sparse)
     if note:
         r.detail(f"round {r.rnd}: {note}")  # how the threshold was set: --verbose
     model, meta = load_picker(r.dir, "cpu")

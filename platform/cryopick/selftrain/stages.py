@@ -21,7 +21,8 @@ import numpy as np
 
 from cryopick import __version__
 from cryopick.errors import CryopickError
-from cryopick.evaluation.metrics import SPARSE_SHARE
+from cryopick.evaluation.metrics import CANDIDATE_FLOOR, SPARSE_SHARE
+from cryopick.evaluation.metrics import picked_share as curve_share
 from cryopick.inference.border import learn_border
 from cryopick.io.atomic import atomic_write, write_json
 from cryopick.io.coords import read_coords
@@ -30,7 +31,7 @@ from cryopick.preprocessing.binning import bin_factor
 from cryopick.preprocessing.labels import circle_mask
 from cryopick.selftrain.config import COUNT_MICROGRAPHS, ResolvedData, SelftrainConfig
 from cryopick.selftrain.pseudo import PseudoLabeler, fit_calibration, fit_peak_calibration, no_particles_note, pseudo_summary
-from cryopick.selftrain.scoring import RoundScore, ScoredHeatmap, count_matched_threshold, load_heatmap, picks_per_true
+from cryopick.selftrain.scoring import RoundScore, ScoredHeatmap, count_matched_threshold, load_heatmap, picks_per_true, pooled
 from cryopick.selftrain.state import CAMPAIGN_FILE, config_mismatch, round_dir, too_few_pseudo_particles
 from cryopick.io.coords import Box
 from cryopick.training.dataset import held_strip, label_radius
@@ -201,24 +202,41 @@ def sparse_note(share: float) -> str:
             "(--labels complete if every particle was picked)")
 
 
+def sparse_share(val_items: list[ScoredHeatmap], min_distance: float, diameter: float, fallback: float) -> float:
+    """Share of the particles the expert picked, for a sparse round's expected count: the largest matched share
+    (matched / picks) at any cut point of the validation strips' curve at ``min_distance``, over cut points with
+    at least :data:`~cryopick.evaluation.metrics.SPARSE_MIN_MATCHED` matches; ``fallback`` where none has as many.
+
+    Every cut point, because Tune's thresholds (0.1–0.9) do not reach the top of a confident model's ranking,
+    where the matched share comes closest to the picked share; the plain share rather than its lower bound,
+    because a model trained on sparse picks is not precise at its top either (matched share = share × precision),
+    so this share already errs low and each bound lowers it further (docs/selftrain.md, "A sparse campaign's count").
+    """
+    curve = pooled(val_items, CANDIDATE_FLOOR, min_distance, SMOOTH_SIGMA, diameter)
+    share = curve_share(curve, z=0.0)
+    return share if share < 1.0 else fallback
+
+
 def choose_threshold(best: dict[str, float], count_items: list[ScoredHeatmap], data: ResolvedData,
-                     share: float = 1.0) -> tuple[float, str]:
+                     share: float = 1.0, sparse: bool = False) -> tuple[float, str]:
     """The threshold a round stores: Tune's, or matched to the expected pick count on unlabeled micrographs.
 
     ``share``: the share of the particles the expert picked (sparse labels: the expected count is the
-    picks' density / share).
+    picks' density / share). ``sparse``: keep one pick per expected particle, rather than the picks per
+    expert particle of Tune's best setting, whose precision against sparse picks is itself an estimate
+    from the same count (and at most 1), so the count's error would enter twice.
 
     Returns:
         (threshold, a log line; '' when Tune's threshold stands).
     """
     if not count_items or not data.complete:  # no micrograph labeled whole: no density to expect
         return best["threshold"], ""
-    per_true = picks_per_true(best)
+    per_true = 1.0 if sparse else picks_per_true(best)
     threshold, k = count_matched_threshold(count_items, per_true, expert_density(data) / max(share, 1e-3), best["min_distance"],
                                            SMOOTH_SIGMA)
-    return threshold, (f"threshold {threshold:.3f}, the score of the {k}th best peak on {len(count_items)} unlabeled "
-                       f"micrograph(s) ({per_true:.2f} picks per expected particle, as {best['threshold']:.2f} keeps on the "
-                       "validation strips)")
+    why = (f"one pick per particle expected from sparse picks covering {share:.0%} of them" if sparse else
+           f"{per_true:.2f} picks per expected particle, as {best['threshold']:.2f} keeps on the validation strips")
+    return threshold, f"threshold {threshold:.3f}, the score of the {k}th best peak on {len(count_items)} unlabeled micrograph(s) ({why})"
 
 
 def write_calibration(rdir: Path, val_items: list[ScoredHeatmap], cfg: SelftrainConfig, best: dict[str, float],
