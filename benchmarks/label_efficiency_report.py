@@ -86,7 +86,9 @@ def goal_lines(goals: dict[str, Any]) -> str:
             continue
         mean = float(np.mean(g["gap"]))
         ok = mean >= 0.5 and g["below"] == 0
-        verdict = ("met" if ok else "missed") if g["n"] >= 3 else f"{'missed' if not ok else 'not yet judged'}: {g['n']} of 3 seeds"
+        verdict = "missed" if not ok else "met" if g["n"] >= 3 else "not yet judged"
+        if g["n"] < 3:
+            verdict += f": {g['n']} of 3 seeds"
         out.append(f"{BUDGET_NAMES[budget]}: gap closed {mean:.2f} (goal ≥ 0.5), {g['below']} of {g['n']} seeds below "
                    f"round 0 (goal 0): **{verdict}**")
     s10, full = goals.get("s10"), goals.get("5")

@@ -23,27 +23,20 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
 
-from cryopick.evaluation.metrics import CANDIDATE_FLOOR, estimated_count, score_at
+from cryopick.evaluation.metrics import CANDIDATE_FLOOR, best_threshold, score_at
 from cryopick.inference.picker import load_picker
 from cryopick.io.coords import read_coords
 from cryopick.selftrain.config import TUNE_TOLERANCE
-from cryopick.selftrain.scoring import ScoredHeatmap, best_trial, count_matched_threshold, load_heatmap, picks_per_true, pooled, score_picks
+from cryopick.selftrain.scoring import (
+    ScoredHeatmap, best_trial, count_matched_threshold, estimated_particles, load_heatmap, picked_share, picks_per_true, pooled,
+    score_picks, sparse_trials,
+)
 from cryopick.selftrain.stages import SMOOTH_SIGMA, sparse_share
 from cryopick.training.dataset import held_strip
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 DIAMETERS = {"empiar10017": 27.0, "empiar10028": 56.0}
-
-
-def rescored(trials: list[dict[str, float]], count: float) -> list[dict[str, float]]:
-    """Trials with precision against ``count`` particles (as metrics.sparse_precision)."""
-    out = []
-    for t in trials:
-        p = min(1.0, t["recall"] * count / t["n_picks"]) if t["n_picks"] > 0 else 0.0
-        out.append({**t, "precision": p, "f1": 2 * p * t["recall"] / (p + t["recall"]) if p + t["recall"] > 0 else 0.0})
-    return out
 
 
 def replay(rdir: Path, cj: dict, coords: Path, data: str) -> str:
@@ -67,22 +60,20 @@ def replay(rdir: Path, cj: dict, coords: Path, data: str) -> str:
         sh.original_shape[0] * sh.original_shape[1] for sh in val)
     trials = [{**score_picks(val, t, f * diam, diam, SMOOTH_SIGMA), "threshold": t, "min_distance": f * diam}
               for t in cj["tune"]["thresholds"] for f in cj["tune"]["min_distance_fractions"]]
-    n_true = max(t["n_matched"] / t["recall"] for t in trials if t["recall"] > 0)
-    est = estimated_count(*zip(*[(t["n_picks"], t["n_matched"], t["recall"]) for t in trials]))
-    if est <= 0:
+    if estimated_particles(trials) <= 0:
         return f"{rdir.name}: too few matches on the strips for a count"
-    best = best_trial(rescored(trials, est), TUNE_TOLERANCE)
-    md = best["min_distance"]
-    rules = {"earlier": (n_true / est, picks_per_true(best)), "current": (sparse_share(val, md, diam, n_true / est), 1.0)}
+    best = best_trial(sparse_trials(trials), TUNE_TOLERANCE)  # as a sparse round rescores Tune's trials
+    md, earlier = best["min_distance"], picked_share(trials)
+    rules = {"earlier": (earlier, picks_per_true(best)), "current": (sparse_share(val, md, diam, earlier), 1.0)}
     curve = pooled(dev, CANDIDATE_FLOOR, md, SMOOTH_SIGMA, diam)
-    f1 = 2 * curve.precision * curve.recall / np.maximum(curve.precision + curve.recall, 1e-9)
-    line = [f"{rdir.name}: peak distance {md:.1f} px, {curve.n_true} dev particles, best dev F1 {f1.max():.3f} "
-            f"({int(np.argmax(f1)) + 1} picks)"]
+    top, top_threshold = best_threshold(curve)
+    line = [f"{rdir.name}: peak distance {md:.1f} px, {curve.n_true} dev particles, best dev F1 {top:.3f} "
+            f"({score_at(curve, top_threshold)[3]} picks)"]
     for name, (share, per_true) in rules.items():
         thr, k = count_matched_threshold(count, per_true, density / share, md, SMOOTH_SIGMA)
         _, _, fs, n, _ = score_at(curve, thr)
         line.append(f"  {name}: share {share:.3f}, picks per particle {per_true:.2f}, threshold {thr:.3f}: "
-                    f"dev F1 {fs:.3f} ({n} picks, {n / curve.n_true:.2f} per dev particle; best − this {f1.max() - fs:.3f})")
+                    f"dev F1 {fs:.3f} ({n} picks, {n / curve.n_true:.2f} per dev particle; best − this {top - fs:.3f})")
     return "\n".join(line)
 
 
