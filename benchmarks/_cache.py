@@ -7,6 +7,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from _report import git_rev
+
 SUMMARY = "summary.json"
 
 
@@ -23,7 +25,8 @@ def start(dest: Path, again: bool) -> bool:
 
 
 def finish(dest: Path, result: dict[str, Any]) -> None:
-    """Write ``dest/summary.json`` atomically (its presence marks the arm done)."""
+    """Write ``dest/summary.json`` atomically (its presence marks the arm done), with the commit it ran on."""
+    result = {**result, "commit": result.get("commit") or git_rev()}
     tmp = dest / (SUMMARY + ".tmp")
     tmp.write_text(json.dumps(result, indent=1))
     tmp.replace(dest / SUMMARY)

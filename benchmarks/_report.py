@@ -61,11 +61,17 @@ def git_rev() -> str:
         return "unknown"
 
 
-def update_section(name: str, title: str, body: str, doc: Path = DOC) -> None:
-    """Replace (or append) section ``name`` with ``body``, stamped with command, machine and commit."""
+def update_section(name: str, title: str, body: str, doc: Path = DOC, commits: list[str] | None = None) -> None:
+    """Replace (or append) section ``name`` with ``body``, stamped with command, machine and commit.
+
+    ``commits``: the commits the figures were measured on, when a merge of cached runs writes them (the
+    checked-out commit is then only where they were merged).
+    """
+    rev = git_rev()
+    stamp = rev if not commits or commits == [rev] else f"{', '.join(commits)} (the runs); merged at {rev}"
     block = (
         f"<!-- BEGIN {name} -->\n## {title}\n\n"
-        f"Command: `{command()}`  \nMachine: {machine()}  \nCommit: {git_rev()}\n\n{body.strip()}\n<!-- END {name} -->"
+        f"Command: `{command()}`  \nMachine: {machine()}  \nCommit: {stamp}\n\n{body.strip()}\n<!-- END {name} -->"
     )
     text = doc.read_text() if doc.exists() else HEADER
     pattern = re.compile(rf"<!-- BEGIN {re.escape(name)} -->.*?<!-- END {re.escape(name)} -->", re.S)

@@ -152,4 +152,5 @@ def merge(root: Path) -> None:
         "(the first region: one click per particle). F1 on the `test` micrographs. Cells: mean ± sd (number of seeds). "
         "Seconds per round: wall time, other runs often sharing the 2 cores (upper bounds). "
         f"![F1 against labeled particles](img/{PNG.name})")
-    update_section("active-learning", "Active learning: suggested regions against random regions", body)
+    commits = sorted({r.get("commit", "unknown") for r in results})
+    update_section("active-learning", "Active learning: suggested regions against random regions", body, commits=commits)

@@ -155,4 +155,5 @@ def merge(root: Path, score_on: str = "test") -> None:
         "threshold the campaign stored (what a user gets). Self-trained: the campaign's last round. Gap closed: "
         "(self-trained − round 0) / (ceiling − round 0), best F1, per seed. Cells: mean ± sd (number of seeds). "
         f"![F1 against labeled particles](img/{PNG.name})")
-    update_section("label-efficiency", "Label efficiency: self-training against round 0, the ceiling and Topaz", body)
+    commits = sorted({r.get("commit", "unknown") for r in results if r["score_on"] == score_on})
+    update_section("label-efficiency", "Label efficiency: self-training against round 0, the ceiling and Topaz", body, commits=commits)
