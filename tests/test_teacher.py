@@ -1,5 +1,5 @@
 """Teacher–student pieces without Ray: the teacher's targets, its EMA, the student's strong view,
-unlabeled and sparse rows of the training Dataset, thresholds for sparse picks, and checkpoints scored on them."""
+unlabeled and sparse rows of the training Dataset, and thresholds for sparse picks."""
 
 from __future__ import annotations
 
@@ -180,48 +180,3 @@ def test_a_few_sparse_picks_still_give_a_count_that_errs_towards_more_particles(
     count = estimated_count(k, tp, curve.recall)
     assert 34 <= count < 34 * 3
     assert not np.array_equal(for_sparse_picks(curve).precision, curve.precision)
-
-
-class Blobs(nn.Module):
-    """A 'model' whose heatmap is its input: a micrograph of blobs is already a probability map."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.w = nn.Parameter(torch.zeros(()))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x
-
-
-def _blob_item(centres: np.ndarray, picked: np.ndarray, size: int = 384):  # type: ignore[no-untyped-def]
-    from cryopick.training.dataset import ValItem
-
-    yy, xx = np.mgrid[:size, :size]
-    image = np.zeros((size, size), np.float32)
-    for x, y in centres:
-        image = np.maximum(image, np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * 4.0**2)).astype(np.float32))
-    return ValItem(name="m", image=image, true_xy=picked, rows=(0, size), scale=1.0, original_shape=(size, size), cols=None)
-
-
-def test_a_sparse_round_keeps_the_checkpoint_that_finds_the_unpicked_particles() -> None:
-    """With sparse picks, a checkpoint finding every particle must not lose to one finding only the picked ones."""
-    from cryopick.distributed.data import StageParams
-    from cryopick.distributed.train_loop import _val_labels, _validate
-    from cryopick.training.checkpoint import CheckpointRule
-
-    grid = np.arange(24, 384 - 24, 32, dtype=np.float64)
-    every = np.stack(np.meshgrid(grid, grid), -1).reshape(-1, 2)  # 121 particles
-    picked = every[np.random.default_rng(0).choice(len(every), 24, replace=False)]  # the expert picked 20 %
-    only_picked, all_found = _blob_item(picked, picked), _blob_item(every, picked)
-    for sparse in (False, True):
-        labels = _val_labels(StageParams(diameter=20.0, preprocess={}, val_fraction=0.0, pseudo={}, sparse=sparse))
-        rule, start = CheckpointRule(), {}
-        _validate(Blobs(), [only_picked], 20.0, 1.0, rule, start, labels)
-        rule.start(start["val_f1"], len(picked))  # the warm start found the picked particles only: the floor
-        row: dict[str, float] = {}
-        kept = _validate(Blobs(), [all_found], 20.0, 1.0, rule, row, labels)
-        assert start["val_f1"] == pytest.approx(1.0)
-        if sparse:  # against the estimated count, finding all 121 is as good as it gets
-            assert kept and row["val_f1"] == pytest.approx(1.0, abs=0.02)
-        else:  # against the picks as if complete, 97 of its 121 picks are false
-            assert not kept and row["val_f1"] == pytest.approx(2 * 24 / (24 + 121), abs=0.01)

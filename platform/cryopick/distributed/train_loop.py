@@ -106,7 +106,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     val_items = load_val_items(config["val"], params) if rank == 0 and config["val"] else []
     if state is None and config.get("init_state") and val_items:
         # a warm start competes as step 0: on the same labels as the floor, with new ones as an ordinary checkpoint
-        res = evaluate(kept, val_items, params.diameter, config.get("smooth_sigma", 1.0), fractions=(0.6,), labels=_val_labels(params))
+        res = evaluate(kept, val_items, params.diameter, config.get("smooth_sigma", 1.0), fractions=(0.6,))
         rule.start(res.f1, _n_true(res), floor=config.get("warm_floor", True))
         best_step, best_state = 0, _cpu_copy(kept)
         history.append({"step": 0, "loss": float("nan"), "seconds": 0.0, "val_f1": res.f1, "val_ap": res.average_precision})
@@ -139,7 +139,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                     taught[:] = 0
                 running = []
                 if rank == 0:
-                    keep = _validate(kept, val_items, params.diameter, config.get("smooth_sigma", 1.0), rule, row, _val_labels(params))
+                    keep = _validate(kept, val_items, params.diameter, config.get("smooth_sigma", 1.0), rule, row)
                     if keep or best_state is None:
                         best_step, best_state = step, _cpu_copy(kept)
                     history.append(row)
@@ -210,24 +210,12 @@ def _initial_model(config: dict[str, Any], seed: int) -> nn.Module:
     return model
 
 
-def _val_labels(params: StageParams) -> str:
-    """How checkpoints are scored: against the estimated particle count when the round trains on sparse picks.
-
-    Scored against sparse picks as if complete, every unpicked particle a checkpoint finds is a false pick, so
-    the checkpoint rule would keep the weights that find the fewest, however much better the others pick.
-    """
-    return "sparse" if params.sparse else "complete"
-
-
 def _validate(core: nn.Module, val_items: list[Any], diameter: float, smooth_sigma: float, rule: CheckpointRule,
-              row: dict[str, float], labels: str = "complete") -> bool:
-    """Rank 0: score the weights into ``row``; True when the checkpoint rule keeps them (always, without validation).
-
-    ``labels``: as :func:`cryopick.training.loop.evaluate`'s.
-    """
+              row: dict[str, float]) -> bool:
+    """Rank 0: score the weights into ``row``; True when the checkpoint rule keeps them (always, without validation)."""
     if not val_items:
         return True
-    res = evaluate(core, val_items, diameter, smooth_sigma, fractions=(0.6,), labels=labels)
+    res = evaluate(core, val_items, diameter, smooth_sigma, fractions=(0.6,))
     row.update(val_f1=res.f1, val_ap=res.average_precision)
     return rule.offer(res.f1, _n_true(res))
 
