@@ -151,6 +151,9 @@ def test_new_expert_labels_lift_the_warm_start_floor(tmp_path: Path, sim_data: P
     (prev / "config.json").write_text(json.dumps({"labeled": [str(m) for m in data.labeled],
                                                   "labels_sha256": stages.labels_digest(data)}))
     assert not stages.labels_changed(prev, data)  # same labels: the warm start stays the floor
+    assert stages.warm_start_floor(prev, data, sparse=False) == (True, "")
+    floor, why = stages.warm_start_floor(prev, data, sparse=True)  # sparse picks on the strips: an ordinary checkpoint
+    assert not floor and "sparse" in why
     mic = data.unlabeled[0]
     xy = read_coords(coords_for(mic, sim_data / "coords"))[0]
 
@@ -162,6 +165,7 @@ def test_new_expert_labels_lift_the_warm_start_floor(tmp_path: Path, sim_data: P
 
     one = with_region(Box(0, 0, 128, 128))
     assert stages.labels_changed(prev, one)  # a micrograph labeled since
+    assert stages.warm_start_floor(prev, one, sparse=False) == (False, "expert labels changed since the warm start's round")
     (prev / "config.json").write_text(json.dumps({"labels_sha256": stages.labels_digest(one)}))
     assert not stages.labels_changed(prev, one)
     assert stages.labels_changed(prev, with_region(Box(0, 0, 128, 256)))  # the same micrograph, a larger region

@@ -339,9 +339,9 @@ def _train(r: _Round, pseudo_pairs: list[tuple[Path, Path]], labeler: PseudoLabe
     floor = True
     if init is not None:  # fine-tune: restarting at the full rate first undoes what round r-1 learned
         train = dataclasses.replace(train, lr=train.lr * WARM_LR_SCALE)
-        floor = not stages.labels_changed(r.prev, data)
+        floor, why = stages.warm_start_floor(r.prev, data, params.sparse)
         if not floor:
-            r.detail(f"round {r.rnd}: expert labels changed since round {r.rnd - 1}: its model competes as an ordinary checkpoint, not as the floor")
+            r.detail(f"round {r.rnd}: {why}: round {r.rnd - 1}'s model competes as an ordinary checkpoint, not as the floor")
     out = fit(ds, loop_config(train, cfg.model, params, val, init, stages.SMOOTH_SIGMA, teacher, floor), spec)
     model = build_unet(cfg.model)
     model.load_state_dict(out.best_state)

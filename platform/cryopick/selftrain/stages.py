@@ -303,6 +303,22 @@ def labels_digest(data: ResolvedData) -> str:
     return h.hexdigest()
 
 
+def warm_start_floor(prev_dir: Path, data: ResolvedData, sparse: bool) -> tuple[bool, str]:
+    """Whether a round's warm start is the floor of its checkpoint rule, and why not ('' when it is).
+
+    Not when the expert labels changed since the warm start's round (:func:`labels_changed`), nor when the round
+    trains on sparse picks: the validation strips then hold a few dozen picks, a tenth of the particles the model
+    finds there, and rank checkpoints no better than chance against what they pick elsewhere (docs/selftrain.md,
+    "Checkpoints"), so a floor keeps the warm start on noise. The warm start then competes as an ordinary
+    checkpoint, kept only if every trained checkpoint scores more than one standard error below it.
+    """
+    if labels_changed(prev_dir, data):
+        return False, "expert labels changed since the warm start's round"
+    if sparse:
+        return False, "sparse picks on the validation strips are too few to hold the warm start as a floor"
+    return True, ""
+
+
 def labels_changed(prev_dir: Path, data: ResolvedData) -> bool:
     """Whether the expert labels differ from those of the round in ``prev_dir`` (the warm start's).
 
