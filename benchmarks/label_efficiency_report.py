@@ -144,7 +144,7 @@ def merge(root: Path, score_on: str = "test") -> None:
         points[data] = pts
     if points:
         plot(points, PNG)
-    runs = sorted({" ".join(r["argv"][1:]) for r in results if r["score_on"] == score_on})
+    runs = sorted({" ".join(a for a in r["argv"][1:] if a != "--again") for r in results if r["score_on"] == score_on})
     body = "\n\n".join(parts) + (
         "\n\nEach arm was run by `python benchmarks/label_efficiency.py` with: " + "; ".join(f"`{a}`" for a in runs) + ". "
         "Defaults: U-Net width 16, 300 steps of batch 8 per round on each of 2 DDP workers, 3 rounds (round 0 + 2 "

@@ -77,8 +77,9 @@ def replay(rdir: Path, cj: dict, coords: Path, data: str) -> str:
     return "\n".join(line)
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def campaign_args(doc: str | None) -> tuple[argparse.Namespace, dict, Path]:
+    """(arguments, campaign.json, folder of the campaign's sparse picks) of a script taking a campaign and ``--data``."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("campaign", type=Path)
     p.add_argument("--data", choices=sorted(DIAMETERS), required=True)
     args = p.parse_args()
@@ -86,6 +87,11 @@ def main() -> None:
     coords = Path(cj["data"]["coords"])
     if not coords.is_dir():  # run from another checkout: the benchmark writes the sparse picks beside the campaign
         coords = args.campaign.parent / coords.name
+    return args, cj, coords
+
+
+def main() -> None:
+    args, cj, coords = campaign_args(__doc__)
     for rdir in sorted(args.campaign.glob("round_*")):
         if (rdir / "metrics.json").is_file():
             print(replay(rdir, cj, coords, args.data), flush=True)

@@ -308,7 +308,7 @@ def warm_start_floor(prev_dir: Path, data: ResolvedData, sparse: bool) -> tuple[
 
     Not when the expert labels changed since the warm start's round (:func:`labels_changed`), nor when the round
     trains on sparse picks: the validation strips then hold a few dozen picks, a tenth of the particles the model
-    finds there, and rank checkpoints no better than chance against what they pick elsewhere (docs/selftrain.md,
+    finds there, and their scores did not follow a campaign's gains on dev micrographs (docs/selftrain.md,
     "Checkpoints"), so a floor keeps the warm start on noise. The warm start then competes as an ordinary
     checkpoint, kept only if every trained checkpoint scores more than one standard error below it.
     """
