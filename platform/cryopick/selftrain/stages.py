@@ -315,7 +315,7 @@ def warm_start_floor(prev_dir: Path, data: ResolvedData, sparse: bool) -> tuple[
     if labels_changed(prev_dir, data):
         return False, "expert labels changed since the warm start's round"
     if sparse:
-        return False, "sparse picks on the validation strips are too few to hold the warm start as a floor"
+        return False, "the round trains on sparse picks, too few on the validation strips to rank checkpoints"
     return True, ""
 
 
