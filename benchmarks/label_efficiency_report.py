@@ -135,8 +135,8 @@ def plot(points: dict[str, dict[str, Any]], path: Path) -> None:
 
 
 def merge(root: Path, score_on: str = "test") -> None:
-    results = load(root)
-    datas = sorted({r["data"] for r in results if r["score_on"] == score_on})
+    results = [r for r in load(root) if r["score_on"] == score_on]
+    datas = sorted({r["data"] for r in results})
     parts, points = [], {}
     for data in datas:
         text, pts = table(results, data, score_on)
@@ -144,7 +144,7 @@ def merge(root: Path, score_on: str = "test") -> None:
         points[data] = pts
     if points:
         plot(points, PNG)
-    runs = sorted({" ".join(a for a in r["argv"][1:] if a != "--again") for r in results if r["score_on"] == score_on})
+    runs = sorted({" ".join(a for a in r["argv"][1:] if a != "--again") for r in results})
     body = "\n\n".join(parts) + (
         "\n\nEach arm was run by `python benchmarks/label_efficiency.py` with: " + "; ".join(f"`{a}`" for a in runs) + ". "
         "Defaults: U-Net width 16, 300 steps of batch 8 per round on each of 2 DDP workers, 3 rounds (round 0 + 2 "
@@ -155,5 +155,5 @@ def merge(root: Path, score_on: str = "test") -> None:
         "threshold the campaign stored (what a user gets). Self-trained: the campaign's last round. Gap closed: "
         "(self-trained − round 0) / (ceiling − round 0), best F1, per seed. Cells: mean ± sd (number of seeds). "
         f"![F1 against labeled particles](img/{PNG.name})")
-    commits = sorted({r.get("commit", "unknown") for r in results if r["score_on"] == score_on})
+    commits = sorted({r.get("commit", "unknown") for r in results})
     update_section("label-efficiency", "Label efficiency: self-training against round 0, the ceiling and Topaz", body, commits=commits)

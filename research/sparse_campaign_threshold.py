@@ -39,6 +39,16 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 DIAMETERS = {"empiar10017": 27.0, "empiar10028": 56.0}
 
 
+def strips(rdir: Path, cj: dict, coords: Path, border: float = 0.0) -> list[ScoredHeatmap]:
+    """The round's heatmaps of the labeled micrographs, scored on their validation strips against the sparse picks."""
+    val = []
+    for stem in (Path(m).stem for m in cj["resolved"]["labeled"]):
+        sh = load_heatmap(rdir / "heatmaps" / f"{stem}.npz", read_coords(coords / f"{stem}.csv")[0], border=border)
+        sh.rows, sh.cols = held_strip(sh.heatmap.shape, sh.scale, cj["train"]["val_fraction"], None)
+        val.append(sh)
+    return val
+
+
 def replay(rdir: Path, cj: dict, coords: Path, data: str) -> str:
     diam = DIAMETERS[data]
     _, meta = load_picker(rdir, "cpu")
@@ -48,11 +58,7 @@ def replay(rdir: Path, cj: dict, coords: Path, data: str) -> str:
         xy = read_coords(picks)[0] if picks else None
         return load_heatmap(rdir / "heatmaps" / f"{stem}.npz", xy, border=meta.border)
 
-    val = []
-    for stem in (Path(m).stem for m in cj["resolved"]["labeled"]):
-        sh = item(stem, coords / f"{stem}.csv")
-        sh.rows, sh.cols = held_strip(sh.heatmap.shape, sh.scale, cj["train"]["val_fraction"], None)
-        val.append(sh)
+    val = strips(rdir, cj, coords, meta.border)
     pool = [Path(m).stem for m in cj["resolved"]["unlabeled"] if (rdir / "heatmaps" / f"{Path(m).stem}.npz").is_file()]
     count = [item(s, None) for s in pool]
     dev = [item(s, DATA / data / "coords" / f"{s}.csv") for s in pool if s in split["unlabeled"]]

@@ -23,8 +23,7 @@ from cryopick.inference.picker import load_picker
 from cryopick.io.coords import read_coords
 from cryopick.selftrain.scoring import load_heatmap, pooled
 from cryopick.selftrain.stages import SMOOTH_SIGMA
-from cryopick.training.dataset import held_strip
-from sparse_campaign_threshold import DATA, DIAMETERS, campaign_args  # the research/ folder is the script's path
+from sparse_campaign_threshold import DATA, DIAMETERS, campaign_args, strips  # the research/ folder is the script's path
 
 
 def against(curve: PRCurve, count: float) -> float:
@@ -43,11 +42,7 @@ def main() -> None:
         if not (rdir / "metrics.json").is_file():
             continue
         _, meta = load_picker(rdir, "cpu")
-        val = []
-        for stem in (Path(m).stem for m in cj["resolved"]["labeled"]):
-            sh = load_heatmap(rdir / "heatmaps" / f"{stem}.npz", read_coords(coords / f"{stem}.csv")[0])
-            sh.rows, sh.cols = held_strip(sh.heatmap.shape, sh.scale, cj["train"]["val_fraction"], None)
-            val.append(sh)
+        val = strips(rdir, cj, coords)  # no edge band, as checkpoints are scored
         pool = [Path(m).stem for m in cj["resolved"]["unlabeled"] if Path(m).stem in split["unlabeled"]]
         dev = [load_heatmap(rdir / "heatmaps" / f"{s}.npz", read_coords(DATA / args.data / "coords" / f"{s}.csv")[0],
                             border=meta.border) for s in pool if (rdir / "heatmaps" / f"{s}.npz").is_file()]
