@@ -4,7 +4,8 @@ An oracle plays the user: when a strategy asks for a region (a square of ``REGIO
 diameters, the campaign's default), the expert picks inside it are revealed and written as the
 campaign's region label (``labels/<stem>.star`` + sidecar, exactly what the dashboard writes); outside
 its regions a micrograph stays unlabeled. For one data set and seed (run per arm; cached under
-``benchmarks/out/active_learning/``; ``--merge`` turns the cache into one table and a PNG):
+``benchmarks/out/active_learning/``, summaries also under ``benchmarks/records/`` (tracked); ``--merge`` turns
+the records into one table and a PNG):
 
 * ``base``: round 0 of a campaign (``run_campaign``, the code behind ``cryopick selftrain``) labeled with
   one seeded random region of the non-test micrographs; every arm adopts it (``selftrain.round0_model``);
@@ -44,7 +45,7 @@ from cryopick.io.coords import Box
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
-from _cache import finish, start  # noqa: E402
+from _cache import finish, records, start  # noqa: E402
 from label_efficiency import DATA, DIAMETERS, campaign as label_efficiency_campaign, mics, round_row, settings, split_of  # noqa: E402
 
 OUT = REPO / "benchmarks" / "out" / "active_learning"
@@ -202,7 +203,7 @@ def main() -> None:
     if args.merge:
         from active_learning_report import merge
 
-        merge(args.cache)
+        merge(records(args.cache))
         return
     import yaml
 

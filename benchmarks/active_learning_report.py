@@ -1,7 +1,8 @@
 """Merge the cached active-learning results into one table (docs/benchmarks.md) and a PNG.
 
 Called by ``python benchmarks/active_learning.py --merge``; reads every
-``benchmarks/out/active_learning/<data>/seed<k>/<arm>/summary.json``.
+``benchmarks/records/active_learning/<data>/seed<k>/<arm>/summary.json`` (the arms' summaries kept in the
+repository, ``benchmarks/_cache.py``).
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Label efficiency: what self-training gains at each labeling budget, against the ceiling and Topaz.
 
 For one data set and seed (run per data set / seed / budget / arm; every result is cached under
-``benchmarks/out/label_efficiency/`` and ``--merge`` turns the cache into one table and a PNG):
+``benchmarks/out/label_efficiency/``, its summary also under ``benchmarks/records/`` (tracked), and ``--merge``
+turns the records into one table and a PNG):
 
 * budgets: ``1`` (the first ``labeled`` micrograph, every particle picked), ``5`` (every ``labeled``
   micrograph; EMPIAR-10028 has 3), ``s10`` / ``s30`` (a seeded 10 % / 30 % of the picks of those);
@@ -39,7 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("CRYOPICK_DATA_ROOT", REPO.parent / "shared" / "data"))
 OUT = REPO / "benchmarks" / "out" / "label_efficiency"
 sys.path.insert(0, str(REPO / "benchmarks"))
-from _cache import finish, start  # noqa: E402
+from _cache import finish, records, start  # noqa: E402
 
 DIAMETERS = {"empiar10017": 27.0, "empiar10028": 56.0}  # px, as the data sets' READMEs
 TOPAZ_N = {"empiar10017": 600, "empiar10028": 90}  # Topaz's expected particles per micrograph (topaz_compare.py)
@@ -205,7 +206,7 @@ def main() -> None:
     if args.merge:
         from label_efficiency_report import merge
 
-        merge(OUT)
+        merge(records(OUT))
         return
     run_arm(args)
 

@@ -1,7 +1,8 @@
 """Merge the cached label-efficiency results into one table (docs/benchmarks.md) and a PNG.
 
 Called by ``python benchmarks/label_efficiency.py --merge``; reads every
-``benchmarks/out/label_efficiency/<data>/<test|dev>/seed<k>/<budget>/<arm>/summary.json``.
+``benchmarks/records/label_efficiency/<data>/<test|dev>/seed<k>/<budget>/<arm>/summary.json``
+(the arms' summaries kept in the repository, ``benchmarks/_cache.py``).
 """
 
 from __future__ import annotations
