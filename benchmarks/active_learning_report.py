@@ -134,6 +134,8 @@ def _setting_args(argv: list[str]) -> list[str]:
 
 def merge(root: Path) -> None:
     results = load(root)
+    if not results:
+        raise SystemExit(f"{root}: no recorded runs to merge; docs/benchmarks.md is left as it is")
     datas = sorted({r["data"] for r in results})
     parts, points = [], {}
     for data in datas:

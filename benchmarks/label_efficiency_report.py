@@ -137,6 +137,8 @@ def plot(points: dict[str, dict[str, Any]], path: Path) -> None:
 
 def merge(root: Path, score_on: str = "test") -> None:
     results = [r for r in load(root) if r["score_on"] == score_on]
+    if not results:
+        raise SystemExit(f"{root}: no recorded {score_on} runs to merge; docs/benchmarks.md is left as it is")
     datas = sorted({r["data"] for r in results})
     parts, points = [], {}
     for data in datas:
