@@ -83,7 +83,7 @@ def goal_lines(goals: dict[str, Any]) -> str:
     for budget in ("1", "s10"):
         g = goals.get(budget)
         if not g or not g["gap"]:
-            out.append(f"{BUDGET_NAMES[budget]}: not measured")
+            out.append(f"{BUDGET_NAMES[budget]}: no recorded run")
             continue
         mean = float(np.mean(g["gap"]))
         ok = mean >= 0.5 and g["below"] == 0
@@ -153,7 +153,7 @@ def merge(root: Path, score_on: str = "test") -> None:
         "Defaults: U-Net width 16, 300 steps of batch 8 per round on each of 2 DDP workers, 3 rounds (round 0 + 2 "
         "teacher–student rounds), binning and patch edge from the particle diameter; the ceiling trains 900 steps once. "
         "Seconds per round are wall time of the rounds after round 0, measured while other arms or the test suite "
-        "often shared the 2 cores: upper bounds. –: not measured (yet). "
+        "often shared the 2 cores: upper bounds. –: no recorded run. "
         "\n\nBest F1: the best any threshold reaches on the scored micrographs (a diagnosis); F1 at its threshold: at the "
         "threshold the campaign stored (what a user gets). Self-trained: the campaign's last round. Gap closed: "
         "(self-trained − round 0) / (ceiling − round 0), best F1, per seed. Cells: mean ± sd (number of seeds). "
