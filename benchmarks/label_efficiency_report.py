@@ -62,7 +62,8 @@ def table(results: list[dict[str, Any]], data: str, score_on: str) -> tuple[str,
                 if ceiling is not None and ceiling - a["best_f1"] > 1e-6]
         stored_gap = [b["best_f1"] - b["f1"] for b in last]
         goals[budget] = {"gap": gaps, "below": sum(b["best_f1"] < a["best_f1"] for a, b in zip(r0, last)), "n": len(st),
-                         "stored_gap": stored_gap, "stored": [b["f1"] for b in last]}
+                         "stored_gap": stored_gap, "stored": [b["f1"] for b in last],
+                         "round0": float(np.mean([a["best_f1"] for a in r0])), "ceiling": ceiling}
         per_round = [x["seconds"] for s in st for x in s["rounds"][1:] if x.get("seconds")]
         off = [s["rounds"][-1]["best_f1"] for s in by.get((budget, "offline"), [])]
         topaz = [t["best_f1"] for t in by.get((budget, "topaz"), [])]
@@ -82,8 +83,13 @@ def goal_lines(goals: dict[str, Any]) -> str:
     out = []
     for budget in ("1", "s10"):
         g = goals.get(budget)
-        if not g or not g["gap"]:
+        if not g:
             out.append(f"{BUDGET_NAMES[budget]}: no recorded run")
+            continue
+        if not g["gap"]:
+            out.append(f"{BUDGET_NAMES[budget]}: no gap to close (round 0 best F1 {g['round0']:.3f}, ceiling "
+                       f"{g['ceiling'] if g['ceiling'] is None else format(g['ceiling'], '.3f')}), {g['below']} of {g['n']} "
+                       f"seeds below round 0 (goal 0): **{'missed' if g['below'] else 'not judged'}**")
             continue
         mean = float(np.mean(g["gap"]))
         ok = mean >= 0.5 and g["below"] == 0
