@@ -55,8 +55,13 @@ def command() -> str:
 
 
 def git_rev() -> str:
+    """The checked-out commit, with ``-dirty`` when the product code (``platform/``, ``pipelines/``) differs from it."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
+
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
+        rev = git("rev-parse", "--short", "HEAD")
+        return rev + "-dirty" if git("status", "--porcelain", "--", "platform", "pipelines") else rev
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 

@@ -14,8 +14,10 @@ turns the records into one table and a PNG):
 * arm ``ceiling``: one round on every non-test micrograph with its expert picks, for the campaign's total steps;
 * arm ``topaz``: Topaz 0.3.20 trained on the budget's picks (``benchmarks/topaz_runner.py``).
 
-Every arm is scored on the ``test`` micrographs (``--score-on dev``: on the ``labeled`` micrographs outside
-the budget, with ``unlabeled`` as the pool, to choose settings) at the threshold it stored, and at the best threshold (a diagnosis). The gap closed is
+Every arm is scored on the ``test`` micrographs (``--score-on dev``, to choose settings: on the ``labeled``
+micrographs outside the budget, with ``unlabeled`` as the pool; where the budget takes every ``labeled``
+micrograph, on the first ``DEV_POOL`` ``unlabeled`` ones, which stay in the pool: scored as copies under
+another name, transductively, as a user sees the picks of the micrographs a campaign learns from) at the threshold it stored, and at the best threshold (a diagnosis). The gap closed is
 (self-trained − round 0) / (ceiling − round 0), in best-threshold F1.
 
     python benchmarks/label_efficiency.py --data empiar10017 --seed 0 --budget 1 --arm selftrain
@@ -45,6 +47,8 @@ from _cache import finish, records, start  # noqa: E402
 DIAMETERS = {"empiar10017": 27.0, "empiar10028": 56.0}  # px, as the data sets' READMEs
 TOPAZ_N = {"empiar10017": 600, "empiar10028": 90}  # Topaz's expected particles per micrograph (topaz_compare.py)
 BUDGETS = ("1", "5", "s10", "s30")
+DEV_POOL = 5  # pool micrographs scored with --score-on dev when the budget takes every labeled micrograph
+DEV_SUFFIX = "-dev"  # the name a pool micrograph is scored under (a campaign refuses one micrograph in two roles)
 ARMS = ("selftrain", "offline", "variant", "ceiling", "topaz")
 
 
@@ -82,14 +86,33 @@ def _n_picks(path: Path) -> int:
 
 
 def scored_names(args: argparse.Namespace, budget_names: list[str]) -> list[str]:
-    """The micrographs an arm is scored on: ``test``, or for dev the ``labeled`` ones outside the budget."""
+    """The micrographs an arm is scored on: ``test``, or for dev the ``labeled`` ones outside the budget, else
+    the first :data:`DEV_POOL` ``unlabeled`` ones (see :func:`dev_copies`)."""
     split = split_of(args.data)
     if args.score_on == "test":
         return split["test"]
-    dev = [n for n in split["labeled"] if n not in budget_names]
-    if not dev:
-        raise SystemExit(f"--score-on dev needs labeled micrographs outside budget {args.budget}: use budget 1")
-    return dev
+    return [n for n in split["labeled"] if n not in budget_names] or split["unlabeled"][:DEV_POOL]
+
+
+def dev_copies(data: str, names: list[str], labeled: list[str], coords: Path, out: Path) -> tuple[list[str], Path]:
+    """Pool micrographs to score transductively: (paths of their copies named ``<stem>-dev``, a picks folder).
+
+    The folder holds the budget's picks of the ``labeled`` micrographs and each copy's complete expert picks;
+    the campaign never trains on a copy (it is a test micrograph to it), and learns from the original unlabeled.
+    """
+    mdir, cdir = out / "dev_copies" / "micrographs", out / "dev_copies" / "coords"
+    mdir.mkdir(parents=True, exist_ok=True)
+    cdir.mkdir(parents=True, exist_ok=True)
+    for n in labeled:
+        shutil.copyfile(coords / f"{n}.csv", cdir / f"{n}.csv")
+    paths = []
+    for n in names:
+        src, dst = DATA / data / "micrographs" / f"{n}.mrc", mdir / f"{n}{DEV_SUFFIX}.mrc"
+        if not dst.exists():
+            shutil.copyfile(src, dst)
+        shutil.copyfile(DATA / data / "coords" / f"{n}.csv", cdir / f"{n}{DEV_SUFFIX}.csv")
+        paths.append(str(dst))
+    return paths, cdir
 
 
 def settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -108,11 +131,18 @@ def campaign(args: argparse.Namespace, arm: str, out: Path) -> dict[str, Any]:
     split = split_of(args.data)
     names, coords, n_labeled = budget_picks(args.data, args.budget, args.seed, out.parent)
     scored = scored_names(args, names)
-    pool = [n for n in split["labeled"] + split["unlabeled"] if n not in names and n not in scored]
-    for n in scored if coords != DATA / args.data / "coords" else []:  # the scored micrographs' expert picks, complete
-        shutil.copyfile(DATA / args.data / "coords" / f"{n}.csv", coords / f"{n}.csv")
+    transductive = bool(set(scored) & set(split["unlabeled"]))
+    if transductive and arm == "ceiling":
+        raise SystemExit("--arm ceiling --score-on dev: a ceiling on pool micrographs would train on their picks; use budget 1")
+    pool = [n for n in split["labeled"] + split["unlabeled"] if n not in names and (transductive or n not in scored)]
+    scored_mics = mics(args.data, scored)
+    if transductive:
+        scored_mics, coords = dev_copies(args.data, scored, names, coords, out.parent)
+    elif coords != DATA / args.data / "coords":  # the scored micrographs' expert picks, complete
+        for n in scored:
+            shutil.copyfile(DATA / args.data / "coords" / f"{n}.csv", coords / f"{n}.csv")
     over = {**settings(args), "out": str(out), "name": f"{args.data}-{args.budget}-{arm}-s{args.seed}",
-            "data.labeled": mics(args.data, names), "data.unlabeled": mics(args.data, pool), "data.test": mics(args.data, scored),
+            "data.labeled": mics(args.data, names), "data.unlabeled": mics(args.data, pool), "data.test": scored_mics,
             "data.coords": str(coords), "data.diameter": DIAMETERS[args.data]}
     if arm in ("offline", "variant"):
         over["selftrain.round0_model"] = str(out.parent / "selftrain" / "round_000")
@@ -188,7 +218,7 @@ def main() -> None:
     p.add_argument("--budget", choices=BUDGETS, default="1")
     p.add_argument("--arm", choices=ARMS, default="selftrain")
     p.add_argument("--score-on", choices=("test", "dev"), default="test",
-                   help="dev: score on the labeled micrographs outside the budget (unlabeled pool: `unlabeled`), to choose settings")
+                   help="dev, to choose settings: score on the labeled micrographs outside the budget, or on pool micrographs")
     p.add_argument("--steps", type=int, default=300, help="training steps per round and worker")
     p.add_argument("--batch-size", type=int, default=8, help="patches per step and worker")
     p.add_argument("--rounds", type=int, default=3, help="rounds including round 0")
