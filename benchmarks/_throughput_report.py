@@ -56,7 +56,8 @@ def render(R: dict[str, Any], a: argparse.Namespace) -> str:
     starts = [r["import_s"] + r["load_s"] for r in R["pick"]]
     out += ["", f"Process start-up (import torch + cryopick, load the model), not in the table: "
             f"{min(starts):.1f}–{max(starts):.1f} s per process; paid once per `cryopick pick` run or campaign worker."]
-    out += ["", "**Training, one process** (batch 16 × 128² patches sampled from the 5 `labeled` micrographs, "
+    patch = R["train"][0].get("patch", 128) if R.get("train") else 128
+    out += ["", f"**Training, one process** (batch 16 × {patch}² patches sampled from the 5 `labeled` micrographs, "
             f"AdamW, masked BCE, channels-last; patches/s over the steps after 1 warm-up step; `cryopick train` "
             f"uses {'bf16' if R.get('train_default_amp') else 'fp32'} here by default):", "",
             "| width | precision | s / step (median) | patches / s | peak RSS MB | load |", "|---|---|---|---|---|---|"]
@@ -111,8 +112,8 @@ def targets(R: dict[str, Any], a: argparse.Namespace) -> list[str]:
                      "(a batch of 1); from the first size with ≥ 4 tiles on, the network's share is one full batch and what "
                      "still grows is only the micrograph-sized arrays (raw image, its FFT, binned image, heatmap).")
     if a.device == "cpu":
-        lines.append("- Not verified here (no GPU lent to this task): the CUDA path and the full-width timing on a "
-                     "3710×3838 micrograph against the seed design's 500 ms (RTX A6000). On a GPU machine run "
+        lines.append("- Not measured by this script here: the full-width timing on a 3710×3838 micrograph on a GPU, against "
+                     "the seed design's 500 ms (RTX A6000; the CUDA path of train / pick is checked in \"CUDA path\"). On a GPU machine run "
                      "`python benchmarks/throughput.py --device cuda --large 3710x3838 --widths 64 --no-ray` "
                      "(add `--bin 1` for unbinned input).")
     return lines

@@ -142,14 +142,15 @@ def job_train(a: dict[str, Any]) -> dict[str, Any]:
     from cryopick.config import ModelConfig, PreprocessConfig, TrainConfig
     from cryopick.training.dataset import load_labeled, split_items
     from cryopick.model.unet import build_unet
-    from cryopick.training.patches import sample_patches
+    from cryopick.training.patches import resolve_geometry, sample_patches
     from cryopick.training.loop import WEIGHT_DECAY, train_step
 
     rss_import = _rss_now_mb()
     fmt = torch.channels_last
-    dev, tc = torch.device(a["device"]), TrainConfig()
+    dev = torch.device(a["device"])
+    pre, tc = resolve_geometry(PreprocessConfig(), TrainConfig(), DIAMETER, None)  # binning and patch edge as `cryopick train`
     split = json.loads((DATA / "split.json").read_text())
-    labeled = [load_labeled(DATA / "micrographs" / f"{n}.mrc", DATA / "coords", DIAMETER, PreprocessConfig()) for n in split["labeled"]]
+    labeled = [load_labeled(DATA / "micrographs" / f"{n}.mrc", DATA / "coords", DIAMETER, pre) for n in split["labeled"]]
     items, _ = split_items(labeled, [], DIAMETER, tc.val_fraction)
     torch.manual_seed(0)
     model = build_unet(ModelConfig(base_width=a["width"])).to(device=dev, memory_format=fmt)
@@ -169,8 +170,9 @@ def job_train(a: dict[str, Any]) -> dict[str, Any]:
 
 def job_ray(a: dict[str, Any]) -> dict[str, Any]:
     """Ray Train (DDP, gloo) on the streamed patch Dataset: patches/s between two reports."""
-    from cryopick.config import ModelConfig, TrainConfig
+    from cryopick.config import ModelConfig, PreprocessConfig, TrainConfig
     from cryopick.distributed.connect import connect, shutdown
+    from cryopick.training.patches import resolve_geometry
     from cryopick.distributed.data import StageParams, build_train_dataset, training_rows
     from cryopick.distributed.train_loop import TrainSpec, fit, loop_config
 
@@ -179,10 +181,10 @@ def job_ray(a: dict[str, Any]) -> dict[str, Any]:
     connect(num_cpus=4, quiet=True)
     split = json.loads((DATA / "split.json").read_text())
     mics = [DATA / "micrographs" / f"{n}.mrc" for n in split["labeled"]]
-    tc = TrainConfig(steps=warm + steps, val_every=warm)  # reports (and checkpoints) at `warm` and at the end
+    pre, tc = resolve_geometry(PreprocessConfig(), TrainConfig(steps=warm + steps, val_every=warm), DIAMETER, None)  # reports at `warm` and the end
     per_epoch = tc.batch_size * n_workers * (warm + steps) // len(mics) + tc.batch_size  # one pass feeds every step
     rows = training_rows(mics, DATA / "coords", [], per_epoch, 0, hold_back=True)
-    params = StageParams(DIAMETER, {"bin": 2.0}, tc.val_fraction, {})
+    params = StageParams(DIAMETER, {"bin": pre.bin}, tc.val_fraction, {})
     ds = build_train_dataset(rows, params, tc.patch_size)
     spec = TrainSpec(num_workers=n_workers, cpu_per_worker=2.0 / n_workers, max_failures=0,
                      storage_path=a["out"], name=f"ray_w{a['width']}_n{n_workers}")
@@ -222,7 +224,7 @@ def job_ablation(a: dict[str, Any]) -> dict[str, Any]:
 
     model, meta = load_picker(a["model"], torch.device(a["device"]))
     image = preprocess(read_micrograph(Path(a["micrograph"])).data, meta.preprocess).image
-    paths = {"plain (as before #5)": (PickConfig(channels_last=False), {"fuse": False}),
+    paths = {"plain (as before #5)": (PickConfig(), {"fuse": False, "channels_last": False}),
              "channels-last weights": (PickConfig(), {"fuse": False}),
              "+ BatchNorm folded (default)": (PickConfig(), {}),
              "+ bf16 autocast (--amp)": (PickConfig(amp=True), {})}
@@ -356,10 +358,9 @@ def main() -> None:
     if 16 in models:  # the default width on the real 1024² micrograph: what each inference change buys
         R["ablation"] = {"width": 16, **run_job("ablation", model=str(models[16]), micrograph=str(test_mic), device=a.device,
                                                 repeats=2 if a.quick else 5, compile=a.compile)}
-    from cryopick.config import TrainConfig
     from cryopick.runtime import resolve_amp
 
-    R["train_default_amp"] = resolve_amp(TrainConfig().amp, a.device.split(":")[0])  # what `cryopick train` uses here
+    R["train_default_amp"] = resolve_amp(None, a.device.split(":")[0])  # what `cryopick train` uses here
     R["train"] = [{"width": w, "amp": amp, **run_job("train", width=w, device=a.device, steps=a.train_steps, warmup=1, amp=amp)}
                   for w in a.widths for amp in (False, True)]
     R["ray"] = []
