@@ -126,6 +126,20 @@ def test_sparse_picks_are_recognised_and_their_threshold_is_the_complete_picks_o
     assert picked_share(few) == 1.0 and sparse_trials(few) == few
 
 
+def test_a_campaign_judges_a_few_sparse_strip_picks_sparse_by_the_bounded_share() -> None:
+    """Eight of 34 particles picked on the strips: no setting reaches 10 matches, so the plain share that
+    campaigns judge on is not defined; the bounded share over 3 matches judges the picks sparse."""
+    from cryopick.evaluation.metrics import SPARSE_SHARE
+    from cryopick.selftrain.scoring import judged_share, picked_share
+
+    few = _trials(34, 8 / 34)
+    assert max(t["n_matched"] for t in few) < 10 and picked_share(few, z=0.0) == 1.0
+    assert judged_share(few) < SPARSE_SHARE
+    many = _trials(1000, 0.2)
+    assert judged_share(many) == picked_share(many, z=0.0) == pytest.approx(0.2)
+    assert judged_share(_trials(1000, 1.0)) == pytest.approx(1.0)
+
+
 def test_a_pr_curve_against_sparse_picks_is_rescored_to_the_complete_picks_threshold() -> None:
     """`cryopick train --labels sparse`: the curve's precision against the estimated particle count."""
     from cryopick.evaluation.metrics import PRCurve, best_threshold, for_sparse_picks, picked_share

@@ -47,7 +47,7 @@ from cryopick.selftrain.config import TUNE_TOLERANCE, WARM_LR_SCALE, ResolvedDat
 from cryopick.selftrain.outputs import write_tune_csv
 from cryopick.selftrain.pseudo import PseudoLabeler
 from cryopick.selftrain.reuse import adopt_picker, keep_previous
-from cryopick.selftrain.scoring import best_trial, load_heatmap, picked_share, score_and_write, sparse_trials
+from cryopick.selftrain.scoring import best_trial, judged_share, load_heatmap, picked_share, score_and_write, sparse_trials
 from cryopick.selftrain.state import METRICS_FILE, CampaignState, campaign_stop, completed_rounds_on_disk, patch_counts, round_dir
 from cryopick.selftrain.suggest import SUGGESTIONS_FILE, round_suggestions
 from cryopick.training.loop import INTENSITY_AUGMENT, write_history
@@ -287,7 +287,7 @@ def _tune_stage(r: _Round, val_items: list[Any], count_items: list[Any]) -> tupl
         tolerance=TUNE_TOLERANCE, quiet=not r.progress,
     )
     write_tune_csv(r.dir / "tune.csv", trials)
-    share = picked_share(trials, z=0.0)  # whether the picks are sparse: the point estimate, which errs towards complete
+    share = judged_share(trials)  # whether the picks are sparse
     sparse = stages.sparse_labels(c, r.campaign, share if r.rnd == 0 else None)
     if sparse:  # unpicked particles are not false picks: rescore the trials with the estimated particle count
         best = best_trial(sparse_trials(trials), TUNE_TOLERANCE)
@@ -321,6 +321,7 @@ def _train(r: _Round, pseudo_pairs: list[tuple[Path, Path]], labeler: PseudoLabe
     hold = not data.validation and cfg.train.val_fraction > 0
     st = cfg.selftrain
     teacher = None
+    sparse = r.rnd >= 1 and st.method == "teacher" and stages.sparse_labels(cfg, r.campaign)
     if r.rnd >= 1 and st.method == "teacher":  # the campaign's pseudo-label rule, calibrated on round r-1's validation
         teacher = TeacherConfig(st.positive, st.negative, labeler=asdict(stages.round_labeler(cfg, r.prev)),
                                 diameter=cfg.data.diameter, scale=stages.bin_of(cfg, data))
@@ -328,7 +329,7 @@ def _train(r: _Round, pseudo_pairs: list[tuple[Path, Path]], labeler: PseudoLabe
     patches = patch_counts(len(data.labeled), len(pseudo_pairs) + len(unlabeled), st.patches_per_epoch, st.labeled_fraction)
     params = StageParams(diameter=cfg.data.diameter, preprocess=asdict(cfg.preprocess), val_fraction=cfg.train.val_fraction,
                          pseudo=asdict(labeler or PseudoLabeler()), pixel_size=cfg.data.pixel_size,
-                         sparse=teacher is not None and stages.sparse_labels(cfg, r.campaign))
+                         sparse=sparse)
     rows = training_rows(data.labeled, data.coords_file, pseudo_pairs, *patches, hold, unlabeled)
     ds = build_train_dataset(rows, params, cfg.train.patch, cfg.ray.data_cpus, INTENSITY_AUGMENT)
     val = [asdict(v) for v in validation_specs(data.validation, data.labeled, data.coords_file, cfg.train.val_fraction, data.boxes)]

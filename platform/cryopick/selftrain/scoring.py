@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from cryopick.evaluation.metrics import (
-    CANDIDATE_FLOOR, SPARSE_Z, PRCurve, average_precision, estimated_count, in_strip, pooled_curve, score_at, share_picked, sparse_precision,
+    CANDIDATE_FLOOR, SPARSE_MIN_MATCHED, SPARSE_Z, PRCurve, average_precision, estimated_count, in_strip, pooled_curve, score_at, share_picked, sparse_precision,
 )
 from cryopick.inference.border import outside_band
 from cryopick.inference.peaks import find_peaks
@@ -216,6 +216,19 @@ def picked_share(trials: Sequence[dict[str, float]], z: float = SPARSE_Z) -> flo
     """
     n_true = max((t["n_matched"] / t["recall"] for t in trials if t["recall"] > 0), default=0.0)
     return share_picked(n_true, *_counts(trials), z=z)
+
+
+def judged_share(trials: Sequence[dict[str, float]]) -> float:
+    """The picked share a campaign judges sparseness on (below ``SPARSE_SHARE``: sparse).
+
+    The plain largest matched share over settings with ``SPARSE_MIN_MATCHED`` matches, which errs towards
+    complete picks. Where no setting has as many, the strips hold a few sparse picks (a tenth of a few dozen
+    particles) or a few particles at all, and the plain share is not defined: then the Wilson-bounded share over
+    settings with ``SPARSE_MIN_MATCHED_FEW`` matches, as ``cryopick train`` judges (docs/selftrain.md).
+    """
+    if max((t.get("n_matched", 0.0) for t in trials), default=0.0) >= SPARSE_MIN_MATCHED:
+        return picked_share(trials, z=0.0)
+    return picked_share(trials)
 
 
 def sparse_trials(trials: Sequence[dict[str, float]]) -> list[dict[str, float]]:
