@@ -222,8 +222,8 @@ def judged_share(trials: Sequence[dict[str, float]]) -> float:
     """The picked share a campaign judges sparseness on (below ``SPARSE_SHARE``: sparse).
 
     The plain largest matched share over settings with ``SPARSE_MIN_MATCHED`` matches, which errs towards
-    complete picks. Where no setting has as many, the strips hold a few sparse picks (a tenth of a few dozen
-    particles) or a few particles at all, and the plain share is not defined: then the Wilson-bounded share over
+    complete picks. Where no setting has as many (a few sparse picks on the strips, or few particles there), the
+    plain share is not defined: then the Wilson-bounded share over
     settings with ``SPARSE_MIN_MATCHED_FEW`` matches, as ``cryopick train`` judges (docs/selftrain.md).
     """
     if max((t.get("n_matched", 0.0) for t in trials), default=0.0) >= SPARSE_MIN_MATCHED:
