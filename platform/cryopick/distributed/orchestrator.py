@@ -321,7 +321,6 @@ def _train(r: _Round, pseudo_pairs: list[tuple[Path, Path]], labeler: PseudoLabe
     hold = not data.validation and cfg.train.val_fraction > 0
     st = cfg.selftrain
     teacher = None
-    sparse = r.rnd >= 1 and st.method == "teacher" and stages.sparse_labels(cfg, r.campaign)
     if r.rnd >= 1 and st.method == "teacher":  # the campaign's pseudo-label rule, calibrated on round r-1's validation
         teacher = TeacherConfig(st.positive, st.negative, labeler=asdict(stages.round_labeler(cfg, r.prev)),
                                 diameter=cfg.data.diameter, scale=stages.bin_of(cfg, data))
@@ -329,7 +328,7 @@ def _train(r: _Round, pseudo_pairs: list[tuple[Path, Path]], labeler: PseudoLabe
     patches = patch_counts(len(data.labeled), len(pseudo_pairs) + len(unlabeled), st.patches_per_epoch, st.labeled_fraction)
     params = StageParams(diameter=cfg.data.diameter, preprocess=asdict(cfg.preprocess), val_fraction=cfg.train.val_fraction,
                          pseudo=asdict(labeler or PseudoLabeler()), pixel_size=cfg.data.pixel_size,
-                         sparse=sparse)
+                         sparse=teacher is not None and stages.sparse_labels(cfg, r.campaign))
     rows = training_rows(data.labeled, data.coords_file, pseudo_pairs, *patches, hold, unlabeled)
     ds = build_train_dataset(rows, params, cfg.train.patch, cfg.ray.data_cpus, INTENSITY_AUGMENT)
     val = [asdict(v) for v in validation_specs(data.validation, data.labeled, data.coords_file, cfg.train.val_fraction, data.boxes)]
