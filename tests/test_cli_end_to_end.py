@@ -125,3 +125,23 @@ def test_train_pick_evaluate_on_real_micrographs(empiar: Path, split: dict, tmp_
     xy, _ = read_coords(picks / f"{split['test'][0]}.star")
     assert xy[:, 0].max() > 600 and xy[:, 1].max() > 600  # original 1024² pixels, not the 256² binned grid
     assert res["best_f1"] > 0.6, res
+    result = json.loads((run / "config.json").read_text())["result"]
+    assert result["sparse_labels"] is False and result["picked_share"] >= 0.6, result
+
+
+@pytest.mark.slow
+def test_train_judges_a_tenth_of_real_picks_sparse(empiar: Path, split: dict, tmp_path: Path) -> None:
+    """A seeded 10 % of the expert's picks on the same two micrographs: `--labels auto` judges them sparse
+    (the model's probability at the held-back picks reads about the picked share; the complete run above, 0.6+)."""
+    coords = tmp_path / "coords"
+    coords.mkdir()
+    rng = np.random.default_rng(0)
+    for name in split["labeled"][:2]:
+        xy, _ = read_coords(empiar / "coords" / f"{name}.star")
+        write_coords(coords / f"{name}.star", xy[rng.random(len(xy)) < 0.1])
+    run = tmp_path / "run"
+    assert cli(["train", "--micrographs", *mic_paths(empiar, split["labeled"][:2]), "--coords", coords,
+                "--diameter", DIAMETER, "--out", run, "--bin", 4, "--width", 8, "--steps", 120, "--patch-size", 64,
+                "--val-every", 40, "--quiet", "--threads", 2]) == 0
+    result = json.loads((run / "config.json").read_text())["result"]
+    assert result["sparse_labels"] is True and result["picked_share"] < 0.6, result

@@ -95,3 +95,14 @@ def test_ten_thousand_picks_cost_milliseconds_not_seconds() -> None:
     elapsed = time.perf_counter() - t0
     assert hit.mean() > 0.95
     assert elapsed < 5.0  # generous bound against an accidental O(N*M) loop; timings live in benchmarks
+
+
+def test_max_near_reads_the_window_around_each_point() -> None:
+    from cryopick.inference.peaks import max_near
+
+    h = np.zeros((20, 30))
+    h[5, 7], h[15, 25], h[10, 10] = 0.3, 0.9, 0.5
+    got = max_near(h, np.array([[8.0, 6.0], [25.0, 15.0], [2.0, 18.0], [40.0, 5.0]]), radius=1.0)
+    np.testing.assert_allclose(got, [0.3, 0.9, 0.0, 0.0])  # within one px; empty window; outside the heatmap
+    assert max_near(h, np.array([[13.0, 10.0]]), radius=2.6)[0] == 0.5  # radius rounds to 3 px
+    assert max_near(h, np.zeros((0, 2)), radius=2.0).shape == (0,)

@@ -91,6 +91,20 @@ def test_sparse_share_reads_the_whole_ranking_and_falls_back_with_few_matches() 
     assert stages.sparse_share([few], 10.0, 10.0, fallback=0.123) == 0.123
 
 
+def test_later_rounds_judge_and_count_on_round_zeros_share(tmp_path: Path, sim_data: Path) -> None:
+    """Round 0 alone learned the unpicked areas as background, so its judged share (the peaks at the picks where
+    matches are too few) decides sparseness and is the count's last fallback in every later round."""
+    camp = tmp_path / "camp"
+    (camp / "round_000").mkdir(parents=True)
+    (camp / "round_000" / stages.CALIBRATION_FILE).write_text(json.dumps({"picked_share": 0.23}))
+    assert stages.judged_share_of_round0(camp) == 0.23
+    assert stages.sparse_labels(_cfg(tmp_path, sim_data), camp) is True
+    assert stages.sparse_labels(_cfg(tmp_path, sim_data), camp, share=0.8) is False
+    assert stages.sparse_labels(_cfg(tmp_path, sim_data, **{"selftrain.labels": "complete"}), camp) is False
+    (camp / "round_000" / stages.CALIBRATION_FILE).write_text(json.dumps({}))
+    assert stages.judged_share_of_round0(camp) == 1.0
+
+
 def test_round_metrics_hold_what_the_contract_lists(tmp_path: Path, sim_data: Path) -> None:
     curve = PRCurve(np.array([0.9]), np.array([1.0]), np.array([0.5]), np.array([1]), 2)
     score = RoundScore(1.0, 0.5, 0.667, 0.5, 1, curve)

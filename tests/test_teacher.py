@@ -140,6 +140,32 @@ def test_a_campaign_judges_a_few_sparse_strip_picks_sparse_by_the_bounded_share(
     assert judged_share(_trials(1000, 1.0)) == pytest.approx(1.0)
 
 
+def test_with_two_strip_picks_the_models_probability_at_them_judges() -> None:
+    """Two picks on the strips, one matched: the matches cannot tell (1.0 was judged complete); the model's mean
+    peak at the picks can. The larger reading decides, so a poor model on complete picks stays complete."""
+    from cryopick.evaluation.metrics import SPARSE_SHARE
+    from cryopick.selftrain.scoring import judged_share
+
+    two = [dict(t, n_matched=min(1.0, t["n_matched"]), recall=0.5) for t in _trials(34, 0.1)]
+    assert judged_share(two) == 1.0  # no reading at all: complete, as before
+    assert SPARSE_SHARE > judged_share(two, 0.23) == pytest.approx(0.23)  # a tenth of the picks (EMPIAR-10028, round 0)
+    assert judged_share(two, 0.9) == pytest.approx(0.9)
+    assert judged_share(_trials(1000, 1.0), 0.3) == pytest.approx(1.0)  # precise at its top: complete
+    assert judged_share(_trials(1000, 0.2), 0.25) == pytest.approx(0.25)
+
+
+def test_at_picks_reads_the_heatmap_at_the_strip_picks(tmp_path: Path) -> None:
+    from cryopick.selftrain.scoring import at_picks, load_heatmap
+
+    heat = np.full((64, 64), 0.05, dtype=np.float32)
+    heat[10, 10], heat[50, 20], heat[52, 40] = 0.9, 0.2, 0.3  # a pick above the strip; two on it
+    np.savez(tmp_path / "m.npz", heatmap=heat, scale=np.array([2.0, 2.0]))
+    truth = np.array([[20.0, 20.0], [41.0, 100.0], [80.0, 104.0]])  # ORIGINAL px (binned 2x)
+    sh = load_heatmap(tmp_path / "m.npz", truth, rows=(40, 64))
+    assert at_picks([sh], diameter=8.0) == pytest.approx(0.25)  # the strip's two picks, within a quarter diameter
+    assert at_picks([load_heatmap(tmp_path / "m.npz", np.zeros((0, 2)), rows=(40, 64))], diameter=8.0) is None
+
+
 def test_a_pr_curve_against_sparse_picks_is_rescored_to_the_complete_picks_threshold() -> None:
     """`cryopick train --labels sparse`: the curve's precision against the estimated particle count."""
     from cryopick.evaluation.metrics import PRCurve, best_threshold, for_sparse_picks, picked_share

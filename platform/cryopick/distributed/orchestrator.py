@@ -47,7 +47,7 @@ from cryopick.selftrain.config import TUNE_TOLERANCE, WARM_LR_SCALE, ResolvedDat
 from cryopick.selftrain.outputs import write_tune_csv
 from cryopick.selftrain.pseudo import PseudoLabeler
 from cryopick.selftrain.reuse import adopt_picker, keep_previous
-from cryopick.selftrain.scoring import best_trial, judged_share, load_heatmap, picked_share, score_and_write, sparse_trials
+from cryopick.selftrain.scoring import at_picks, best_trial, judged_share, load_heatmap, picked_share, score_and_write, sparse_trials
 from cryopick.selftrain.state import METRICS_FILE, CampaignState, campaign_stop, completed_rounds_on_disk, patch_counts, round_dir
 from cryopick.selftrain.suggest import SUGGESTIONS_FILE, round_suggestions
 from cryopick.training.loop import INTENSITY_AUGMENT, write_history
@@ -287,14 +287,18 @@ def _tune_stage(r: _Round, val_items: list[Any], count_items: list[Any]) -> tupl
         tolerance=TUNE_TOLERANCE, quiet=not r.progress,
     )
     write_tune_csv(r.dir / "tune.csv", trials)
-    share = judged_share(trials)  # whether the picks are sparse
+    share = judged_share(trials, at_picks(val_items, c.data.diameter))  # whether the picks are sparse
     sparse = stages.sparse_labels(c, r.campaign, share if r.rnd == 0 else None)
     if sparse:  # unpicked particles are not false picks: rescore the trials with the estimated particle count
         best = best_trial(sparse_trials(trials), TUNE_TOLERANCE)
         if r.rnd == 0 and c.selftrain.labels == "auto":
             r.log(f"round 0: {stages.sparse_note(share)}")
     val_threshold = best["threshold"]
-    count_share = stages.sparse_share(val_items, best["min_distance"], c.data.diameter, picked_share(trials)) if sparse else 1.0
+    count_share = 1.0
+    if sparse:  # the count's share: matches where enough, else the share round 0 judged on (the peaks at the picks)
+        bounded = picked_share(trials, default=None)
+        fallback = bounded if bounded is not None else share if r.rnd == 0 else stages.judged_share_of_round0(r.campaign)
+        count_share = stages.sparse_share(val_items, best["min_distance"], c.data.diameter, fallback)
     best["threshold"], note = stages.choose_threshold(best, count_items, r.data, count_share, sparse=sparse)
     if note:
         r.detail(f"round {r.rnd}: {note}")  # how the threshold was set: --verbose

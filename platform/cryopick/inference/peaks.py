@@ -86,3 +86,23 @@ def connected_boxes(heatmap: np.ndarray, threshold: float) -> np.ndarray:
         (sl[1].start, sl[0].start, sl[1].stop, sl[0].stop) for sl in ndimage.find_objects(labels) if sl
     ]
     return np.array(boxes, dtype=np.int64).reshape(-1, 4)
+
+
+def max_near(heatmap: np.ndarray, xy: np.ndarray, radius: float) -> np.ndarray:
+    """The heatmap's maximum within ``radius`` px of each point (a square window of that half-edge).
+
+    Args:
+        heatmap: (H, W) scores.
+        xy: (N, 2) points (x = column, y = row), px of ``heatmap``; those outside it read 0.
+        radius: half-edge of the window, px (at least one pixel).
+
+    Returns:
+        (N,) float array.
+    """
+    h, w = heatmap.shape
+    r = max(1, int(round(radius)))
+    out = np.zeros(len(xy), dtype=np.float64)
+    for k, (x, y) in enumerate(np.round(np.asarray(xy, dtype=np.float64).reshape(-1, 2)).astype(int)):
+        if 0 <= y < h and 0 <= x < w:
+            out[k] = float(heatmap[max(0, y - r):y + r + 1, max(0, x - r):x + r + 1].max())
+    return out

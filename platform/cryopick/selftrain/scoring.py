@@ -15,8 +15,9 @@ import numpy as np
 from cryopick.evaluation.metrics import (
     CANDIDATE_FLOOR, SPARSE_MIN_MATCHED, SPARSE_Z, PRCurve, average_precision, estimated_count, in_strip, pooled_curve, score_at, share_picked, sparse_precision,
 )
+from cryopick.evaluation.metrics import judged_share as judge
 from cryopick.inference.border import outside_band
-from cryopick.inference.peaks import find_peaks
+from cryopick.inference.peaks import find_peaks, max_near
 from cryopick.io.coords import write_coords
 from cryopick.io.atomic import atomic_write
 from cryopick.selftrain.outputs import block_reduce, write_pr_curve
@@ -209,26 +210,34 @@ def estimated_particles(trials: Sequence[dict[str, float]]) -> float:
     return estimated_count(*_counts(trials))
 
 
-def picked_share(trials: Sequence[dict[str, float]], z: float = SPARSE_Z) -> float:
-    """Share of the particles the expert picked on the validation picks' area (1.0 when it cannot be estimated).
+def picked_share(trials: Sequence[dict[str, float]], z: float = SPARSE_Z, default: float | None = 1.0) -> float | None:
+    """Share of the particles the expert picked on the validation picks' area (``default`` when it cannot be estimated).
 
     ``z``: as :func:`cryopick.evaluation.metrics.estimated_count`; 0 to judge whether the picks are sparse at all.
     """
     n_true = max((t["n_matched"] / t["recall"] for t in trials if t["recall"] > 0), default=0.0)
-    return share_picked(n_true, *_counts(trials), z=z)
+    return share_picked(n_true, *_counts(trials), z=z, default=default)
 
 
-def judged_share(trials: Sequence[dict[str, float]]) -> float:
+def at_picks(items: Sequence[ScoredHeatmap], diameter: float) -> float | None:
+    """Mean heatmap peak within a quarter diameter of the expert picks in the items' scored strips (None: no pick there)."""
+    values = [max_near(sh.heatmap, truth_in_rows(sh) / np.array([sh.scale[1], sh.scale[0]]), diameter / 4 / sh.mean_scale)
+              for sh in items]
+    flat = np.concatenate(values) if values else np.zeros(0)
+    return float(flat.mean()) if flat.size else None
+
+
+def judged_share(trials: Sequence[dict[str, float]], peak_at_picks: float | None = None) -> float:
     """The picked share a campaign judges sparseness on (below ``SPARSE_SHARE``: sparse).
 
-    The plain largest matched share over settings with ``SPARSE_MIN_MATCHED`` matches, which errs towards
-    complete picks. Where no setting has as many (a few sparse picks on the strips, or few particles there), the
-    plain share is not defined: then the Wilson-bounded share over
-    settings with ``SPARSE_MIN_MATCHED_FEW`` matches, as ``cryopick train`` judges (docs/selftrain.md).
+    :func:`cryopick.evaluation.metrics.judged_share` of ``peak_at_picks`` (:func:`at_picks` on the validation
+    strips) and the matched share: the plain largest over settings with ``SPARSE_MIN_MATCHED`` matches, which errs
+    towards complete picks; where no setting has as many, the Wilson-bounded share over settings with
+    ``SPARSE_MIN_MATCHED_FEW`` matches, as ``cryopick train`` judges; none with fewer (docs/selftrain.md).
     """
     if max((t.get("n_matched", 0.0) for t in trials), default=0.0) >= SPARSE_MIN_MATCHED:
-        return picked_share(trials, z=0.0)
-    return picked_share(trials)
+        return judge(picked_share(trials, z=0.0, default=None), peak_at_picks)
+    return judge(picked_share(trials, default=None), peak_at_picks)
 
 
 def sparse_trials(trials: Sequence[dict[str, float]]) -> list[dict[str, float]]:

@@ -190,15 +190,18 @@ def sparse_labels(cfg: SelftrainConfig, campaign: Path, share: float | None = No
     """
     if cfg.selftrain.labels != "auto":
         return cfg.selftrain.labels == "sparse"
-    if share is None:
-        share = float(read_calibration(round_dir(campaign, 0)).get("picked_share", 1.0))
-    return share < SPARSE_SHARE
+    return (judged_share_of_round0(campaign) if share is None else share) < SPARSE_SHARE
+
+
+def judged_share_of_round0(campaign: Path) -> float:
+    """The picked share round 0 judged the labels on (its model alone learned the unpicked areas as background)."""
+    return float(read_calibration(round_dir(campaign, 0)).get("picked_share", 1.0))
 
 
 def sparse_note(share: float) -> str:
     """What a user is told when auto decides the labels are sparse."""
-    return (f"the expert picks look sparse: about {share:.0%} of the particles the model finds on the validation strips "
-            "are picked; unpicked areas are left to the teacher and the threshold is set for sparse picks "
+    return (f"the expert picks look sparse: on the validation strips they seem to cover about {share:.0%} of the particles "
+            "(matches and the model's probability at the picks); unpicked areas are left to the teacher and the threshold is set for sparse picks "
             "(--labels complete if every particle was picked)")
 
 
@@ -211,10 +214,11 @@ def sparse_share(val_items: list[ScoredHeatmap], min_distance: float, diameter: 
     where the matched share comes closest to the picked share; the plain share rather than its lower bound,
     because a model trained on sparse picks is not precise at its top either (matched share = share × precision),
     so this share already errs low and each bound lowers it further (docs/selftrain.md, "A sparse campaign's count").
+    ``fallback``: the bounded share over Tune's trials, or where even that has too few matches, round 0's judged share.
     """
     curve = pooled(val_items, CANDIDATE_FLOOR, min_distance, SMOOTH_SIGMA, diameter)
-    share = curve_share(curve, z=0.0)
-    return share if share < 1.0 else fallback
+    share = curve_share(curve, z=0.0, default=None)
+    return share if share is not None and share < 1.0 else fallback
 
 
 def choose_threshold(best: dict[str, float], count_items: list[ScoredHeatmap], data: ResolvedData,

@@ -26,13 +26,13 @@ from cryopick.io.atomic import atomic_write
 from cryopick.training.checkpoint import CheckpointRule
 from cryopick.training.loss import masked_bce
 from cryopick.evaluation.metrics import (
-    CANDIDATE_FLOOR, SPARSE_SHARE, PRCurve, average_precision, best_threshold, for_sparse_picks, in_strip, picked_share,
-    pooled_curve,
+    CANDIDATE_FLOOR, SPARSE_SHARE, PRCurve, average_precision, best_threshold, for_sparse_picks, in_strip, judged_share,
+    picked_share, pooled_curve,
 )
 from cryopick.model.unet import build_unet
 from cryopick.training.patches import sample_patches
 from cryopick.runtime import resolve_amp
-from cryopick.inference.peaks import find_peaks
+from cryopick.inference.peaks import find_peaks, max_near
 from cryopick.inference.picker import PickerMeta, save_picker
 from cryopick.inference.tiling import predict_heatmap, resolve_device
 
@@ -115,7 +115,8 @@ def evaluate(
     complete picks and enough of them that count is within a few per cent of the picks and the threshold stays
     (EMPIAR-10017), while picks that leave particles out (EMPIAR-10028's expert, or a user's few) get the
     threshold they need (docs/selftrain.md). ``sparse`` in the result says whether the picks look sparse:
-    the Wilson-bounded picked share below ``SPARSE_SHARE`` (``auto``), or ``labels`` says so.
+    :func:`~cryopick.evaluation.metrics.judged_share` of the Wilson-bounded picked share and the model's mean
+    peak at the validation picks below ``SPARSE_SHARE`` (``auto``), or ``labels`` says so.
     """
     core = getattr(model, "module", model)
     heatmaps = [predict_heatmap(core, v.image, pick_cfg) for v in val_items]
@@ -130,7 +131,9 @@ def evaluate(
             per_mic.append((xy[keep] * v.scale, s[keep], v.true_xy[tkeep] * v.scale))
         curves.append((frac * diameter, pooled_curve(per_mic, radius=diameter / 2.0)))
     best = _best_of(curves)
-    share = picked_share(best.curve) if best.curve is not None else 1.0
+    near = [max_near(hm, v.true_xy[in_strip(v.true_xy, v.rows, v.cols)], diameter / 4 / v.scale) for v, hm in zip(val_items, heatmaps)]
+    at_picks = float(np.concatenate(near).mean()) if sum(len(n) for n in near) else None
+    share = judged_share(picked_share(best.curve, default=None) if best.curve is not None else None, at_picks)
     if labels in ("sparse", "auto"):
         best = _best_of([(md, for_sparse_picks(c)) for md, c in curves])
     best.sparse = labels == "sparse" or (labels == "auto" and share < SPARSE_SHARE)
@@ -264,7 +267,7 @@ def _choose_picking(model: nn.Module, val_items: Sequence[ValItem], meta: Picker
         return None
     val = evaluate(model, val_items, meta.diameter, meta.smooth_sigma, border=meta.border, labels=labels)
     if val.sparse and labels == "auto" and say:
-        print(f"the expert picks look sparse: about {val.picked_share:.0%} of the particles the model finds on the validation "
-              "picks are picked; the threshold is set for sparse picks (--labels complete if every particle was picked)")
+        print(f"the expert picks look sparse: on the validation picks they seem to cover about {val.picked_share:.0%} of the "
+              "particles (matches and the model's probability at the picks); the threshold is set for sparse picks (--labels complete if every particle was picked)")
     meta.threshold, meta.min_distance, meta.val_f1 = val.threshold, val.min_distance, val.f1
     return val
