@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import REPO, update_section  # noqa: E402
 from topaz_runner import ensure_topaz_venv, run_topaz, train_topaz  # noqa: E402
 
-SHARED = REPO.parent / "shared" / "data"
+SHARED = Path(os.environ.get("CRYOPICK_DATA_ROOT", REPO.parent / "shared" / "data"))  # as label_efficiency.py reads it
 OUT = REPO / "benchmarks" / "out" / "topaz_compare"
 TITLE = "cryopick against Topaz on every shared data set's `test` split (one run, side by side)"
 LOW_THRESHOLD = 0.02  # cryopick picks kept for the PR sweep (scores >= this)
