@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 from scipy import ndimage
 from scipy.spatial import cKDTree
@@ -106,3 +108,10 @@ def max_near(heatmap: np.ndarray, xy: np.ndarray, radius: float) -> np.ndarray:
         if 0 <= y < h and 0 <= x < w:
             out[k] = float(heatmap[max(0, y - r):y + r + 1, max(0, x - r):x + r + 1].max())
     return out
+
+
+def mean_max_near(parts: Iterable[tuple[np.ndarray, np.ndarray, float]]) -> float | None:
+    """Mean of :func:`max_near` over all points of (heatmap, points, radius) parts (None: no point in any)."""
+    values = [max_near(heatmap, xy, radius) for heatmap, xy, radius in parts]
+    flat = np.concatenate(values) if values else np.zeros(0)
+    return float(flat.mean()) if flat.size else None

@@ -17,7 +17,7 @@ from cryopick.evaluation.metrics import (
 )
 from cryopick.evaluation.metrics import judged_share as judge
 from cryopick.inference.border import outside_band
-from cryopick.inference.peaks import find_peaks, max_near
+from cryopick.inference.peaks import find_peaks, mean_max_near
 from cryopick.io.coords import write_coords
 from cryopick.io.atomic import atomic_write
 from cryopick.selftrain.outputs import block_reduce, write_pr_curve
@@ -221,10 +221,8 @@ def picked_share(trials: Sequence[dict[str, float]], z: float = SPARSE_Z, defaul
 
 def at_picks(items: Sequence[ScoredHeatmap], diameter: float) -> float | None:
     """Mean heatmap peak within a quarter diameter of the expert picks in the items' scored strips (None: no pick there)."""
-    values = [max_near(sh.heatmap, truth_in_rows(sh) / np.array([sh.scale[1], sh.scale[0]]), diameter / 4 / sh.mean_scale)
-              for sh in items]
-    flat = np.concatenate(values) if values else np.zeros(0)
-    return float(flat.mean()) if flat.size else None
+    return mean_max_near((sh.heatmap, truth_in_rows(sh) / np.array([sh.scale[1], sh.scale[0]]), diameter / 4 / sh.mean_scale)
+                         for sh in items)
 
 
 def judged_share(trials: Sequence[dict[str, float]], peak_at_picks: float | None = None) -> float:

@@ -32,7 +32,7 @@ from cryopick.evaluation.metrics import (
 from cryopick.model.unet import build_unet
 from cryopick.training.patches import sample_patches
 from cryopick.runtime import resolve_amp
-from cryopick.inference.peaks import find_peaks, max_near
+from cryopick.inference.peaks import find_peaks, mean_max_near
 from cryopick.inference.picker import PickerMeta, save_picker
 from cryopick.inference.tiling import predict_heatmap, resolve_device
 
@@ -131,8 +131,8 @@ def evaluate(
             per_mic.append((xy[keep] * v.scale, s[keep], v.true_xy[tkeep] * v.scale))
         curves.append((frac * diameter, pooled_curve(per_mic, radius=diameter / 2.0)))
     best = _best_of(curves)
-    near = [max_near(hm, v.true_xy[in_strip(v.true_xy, v.rows, v.cols)], diameter / 4 / v.scale) for v, hm in zip(val_items, heatmaps)]
-    at_picks = float(np.concatenate(near).mean()) if sum(len(n) for n in near) else None
+    at_picks = mean_max_near((hm, v.true_xy[in_strip(v.true_xy, v.rows, v.cols)], diameter / 4 / v.scale)
+                             for v, hm in zip(val_items, heatmaps))
     share = judged_share(picked_share(best.curve, default=None) if best.curve is not None else None, at_picks)
     if labels in ("sparse", "auto"):
         best = _best_of([(md, for_sparse_picks(c)) for md, c in curves])
