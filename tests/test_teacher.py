@@ -154,6 +154,16 @@ def test_with_two_strip_picks_the_models_probability_at_them_judges() -> None:
     assert judged_share(_trials(1000, 0.2), 0.25) == pytest.approx(0.25)
 
 
+def test_cryopick_train_and_campaigns_say_sparse_in_one_message() -> None:
+    from cryopick.evaluation.metrics import sparse_note
+    from cryopick.selftrain import stages
+
+    note = stages.sparse_note(0.23)
+    assert note == sparse_note(0.23, "unpicked areas are left to the teacher and the threshold is set for sparse picks")
+    assert note.startswith("the expert picks look sparse") and "about 23% of the particles" in note
+    assert note.endswith("(--labels complete if every particle was picked)")
+
+
 def test_at_picks_reads_the_heatmap_at_the_strip_picks(tmp_path: Path) -> None:
     from cryopick.selftrain.scoring import at_picks, load_heatmap
 

@@ -22,6 +22,7 @@ import numpy as np
 from cryopick import __version__
 from cryopick.errors import CryopickError
 from cryopick.evaluation.metrics import CANDIDATE_FLOOR, SPARSE_SHARE
+from cryopick.evaluation.metrics import sparse_note as metrics_sparse_note
 from cryopick.evaluation.metrics import picked_share as curve_share
 from cryopick.inference.border import learn_border
 from cryopick.io.atomic import atomic_write, write_json
@@ -200,9 +201,7 @@ def judged_share_of_round0(campaign: Path) -> float:
 
 def sparse_note(share: float) -> str:
     """What a user is told when auto decides the labels are sparse."""
-    return (f"the expert picks look sparse: on the validation strips they seem to cover about {share:.0%} of the particles "
-            "(matches and the model's probability at the picks); unpicked areas are left to the teacher and the threshold is set for sparse picks "
-            "(--labels complete if every particle was picked)")
+    return metrics_sparse_note(share, "unpicked areas are left to the teacher and the threshold is set for sparse picks")
 
 
 def sparse_share(val_items: list[ScoredHeatmap], min_distance: float, diameter: float, fallback: float) -> float:

@@ -27,7 +27,7 @@ from cryopick.training.checkpoint import CheckpointRule
 from cryopick.training.loss import masked_bce
 from cryopick.evaluation.metrics import (
     CANDIDATE_FLOOR, SPARSE_SHARE, PRCurve, average_precision, best_threshold, for_sparse_picks, in_strip, judged_share,
-    picked_share, pooled_curve,
+    picked_share, pooled_curve, sparse_note,
 )
 from cryopick.model.unet import build_unet
 from cryopick.training.patches import sample_patches
@@ -267,7 +267,6 @@ def _choose_picking(model: nn.Module, val_items: Sequence[ValItem], meta: Picker
         return None
     val = evaluate(model, val_items, meta.diameter, meta.smooth_sigma, border=meta.border, labels=labels)
     if val.sparse and labels == "auto" and say:
-        print(f"the expert picks look sparse: on the validation picks they seem to cover about {val.picked_share:.0%} of the "
-              "particles (matches and the model's probability at the picks); the threshold is set for sparse picks (--labels complete if every particle was picked)")
+        print(sparse_note(val.picked_share, "the threshold is set for sparse picks"))
     meta.threshold, meta.min_distance, meta.val_f1 = val.threshold, val.min_distance, val.f1
     return val
