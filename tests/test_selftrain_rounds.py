@@ -187,6 +187,29 @@ def test_count_matched_threshold_keeps_the_validation_pick_rate() -> None:
     assert count_matched_threshold([sh], 3.0, density, 20.0, 1.0) == (0.02, 30)
 
 
+def test_the_mixture_threshold_parts_confident_particles_from_background() -> None:
+    from cryopick.selftrain.scoring import mixture_threshold
+
+    # 100 peaks on a 10 x 10 grid: 40 particles scored 0.90-0.99, 60 background peaks scored 0.03-0.12
+    rng = np.random.default_rng(0)
+    xy = grid_points(10, 20.0, 10.0)
+    values = np.r_[rng.uniform(0.90, 0.99, 40), rng.uniform(0.03, 0.12, 60)]
+    sh = ScoredHeatmap("u", blobs((200, 200), xy, values), (1.0, 1.0), np.zeros((0, 2)), (0, 200))
+    _, scores = find_peaks(sh.heatmap, 10.0, 0.02, 1.0)
+    assert len(scores) == 100
+    mixture = mixture_threshold([sh], 10.0, 1.0)
+    assert mixture is not None
+    threshold, mode = mixture
+    assert scores[scores < 0.5].max() < threshold < scores[scores > 0.5].min()  # keeps exactly the 40 particles
+    assert scores[scores > 0.5].min() < mode < scores.max()  # the particles' mean score (smoothing lowers the blobs)
+    # a model that calls no peak a particle (every score below 0.5): no population to part, the count rule stands
+    low = ScoredHeatmap("u", blobs((200, 200), xy, values * 0.3), (1.0, 1.0), np.zeros((0, 2)), (0, 200))
+    assert mixture_threshold([low], 10.0, 1.0) is None
+    # too few peaks to say anything about two populations
+    few = ScoredHeatmap("u", blobs((200, 200), xy[:30], np.r_[values[:15], values[-15:]]), (1.0, 1.0), np.zeros((0, 2)), (0, 200))
+    assert mixture_threshold([few], 10.0, 1.0) is None
+
+
 def test_unsure_peaks_are_ignored_not_taught_as_background() -> None:
     """A half-seen particle (peak precision between negative and positive) must not become background:
     its rim and, with a weak model, its centre are below ``negative`` on the pixel table."""

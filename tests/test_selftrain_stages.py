@@ -70,6 +70,15 @@ def test_scored_micrographs_and_the_count_matched_threshold(tmp_path: Path, sim_
     sparse_thr, sparse_note = stages.choose_threshold(best, [item], data, share=0.02, sparse=True)
     assert f"the {k}th best peak" in sparse_note and "one pick per particle" in sparse_note
     assert sparse_thr == (0.9 - 0.1 * (k - 1) if k <= 5 else stages.CANDIDATE_FLOOR)
+    # sparse picks and a confident model: the threshold parts the unlabeled peaks' two populations, whatever the share
+    two = np.zeros((240, 240), np.float32)
+    for i, (x, y) in enumerate((12 + 24 * (i % 10), 12 + 24 * (i // 10)) for i in range(100)):
+        two[y - 2:y + 3, x - 2:x + 3] = 0.95 if i % 3 == 0 else 0.06  # 34 particles, 66 background peaks
+    mixed = ScoredHeatmap("u", two, (1.0, 1.0), np.zeros((0, 2)), (0, 240))
+    for share in (0.02, 0.5):
+        t, why = stages.choose_threshold(best, [mixed], data, share=share, sparse=True)
+        assert 0.06 < t < 0.95 and "part into particles" in why
+    assert "picks per expected particle" in stages.choose_threshold(best, [mixed], data)[1]  # complete picks: the count
 
 
 def _ranked_strip(picked: list[int], n: int = 40) -> ScoredHeatmap:

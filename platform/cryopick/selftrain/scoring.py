@@ -23,6 +23,8 @@ from cryopick.io.atomic import atomic_write
 from cryopick.selftrain.outputs import block_reduce, write_pr_curve
 
 PREVIEW_MAX_SIDE = 512  # preview images are block-averaged down to at most this many px
+MIXTURE_MIN_PEAKS = 50  # fewer candidate peaks say too little about two populations (mixture_threshold)
+CONFIDENT_MODE = 0.5  # the upper population's mean probability at least this: the model calls those peaks particles
 
 
 @dataclass
@@ -196,6 +198,38 @@ def count_matched_threshold(items: Sequence[ScoredHeatmap], picks_per_true: floa
     if k > len(ranked):
         return CANDIDATE_FLOOR, k
     return float(ranked[k - 1]), k
+
+
+def mixture_threshold(items: Sequence[ScoredHeatmap], min_distance: float, smooth_sigma: float) -> tuple[float, float] | None:
+    """The score where the candidate peaks of ``items`` part into two populations, particles and background.
+
+    A two-component Gaussian mixture on the logits of every candidate peak (score >= the candidate floor) of
+    ``items`` (heatmaps of unlabeled micrographs; no labels used); the threshold is where the upper component
+    becomes the more probable one. It needs no particle count, so it serves where sparse picks cannot give one.
+
+    Returns:
+        (threshold, the upper component's mean as a probability), or None with fewer than
+        :data:`MIXTURE_MIN_PEAKS` peaks or an upper component below :data:`CONFIDENT_MODE` (a model that does not
+        call its likeliest peaks particles, such as one trained on sparse picks with their unpicked areas as
+        background, has no particle population to part from).
+    """
+    from sklearn.mixture import GaussianMixture  # deferred: scikit-learn is slow to import
+
+    scores = [picks_of(sh, CANDIDATE_FLOOR, min_distance, smooth_sigma)[1] for sh in items]
+    s = np.concatenate(scores) if scores else np.zeros(0)
+    if len(s) < MIXTURE_MIN_PEAKS:
+        return None
+    p = np.clip(s.astype(np.float64), 1e-4, 1 - 1e-4)
+    x = np.log(p / (1 - p))[:, None]
+    gm = GaussianMixture(2, random_state=0).fit(x)
+    lo, hi = np.argsort(gm.means_[:, 0])
+    mode = float(1 / (1 + np.exp(-gm.means_[hi, 0])))
+    if mode < CONFIDENT_MODE:
+        return None
+    grid = np.linspace(gm.means_[lo, 0], gm.means_[hi, 0], 1001)
+    upper = gm.predict_proba(grid[:, None])[:, hi] >= 0.5
+    cut = float(grid[int(np.argmax(upper))])  # the first point between the means where the upper component wins
+    return float(1 / (1 + np.exp(-cut))), mode
 
 
 

@@ -32,7 +32,9 @@ from cryopick.preprocessing.binning import bin_factor
 from cryopick.preprocessing.labels import circle_mask
 from cryopick.selftrain.config import COUNT_MICROGRAPHS, ResolvedData, SelftrainConfig
 from cryopick.selftrain.pseudo import PseudoLabeler, fit_calibration, fit_peak_calibration, no_particles_note, pseudo_summary
-from cryopick.selftrain.scoring import RoundScore, ScoredHeatmap, count_matched_threshold, load_heatmap, picks_per_true, pooled
+from cryopick.selftrain.scoring import (
+    RoundScore, ScoredHeatmap, count_matched_threshold, load_heatmap, mixture_threshold, picks_per_true, pooled,
+)
 from cryopick.selftrain.state import CAMPAIGN_FILE, config_mismatch, round_dir, too_few_pseudo_particles
 from cryopick.io.coords import Box
 from cryopick.training.dataset import held_strip, label_radius
@@ -222,18 +224,27 @@ def sparse_share(val_items: list[ScoredHeatmap], min_distance: float, diameter: 
 
 def choose_threshold(best: dict[str, float], count_items: list[ScoredHeatmap], data: ResolvedData,
                      share: float = 1.0, sparse: bool = False) -> tuple[float, str]:
-    """The threshold a round stores: Tune's, or matched to the expected pick count on unlabeled micrographs.
+    """The threshold a round stores: Tune's, matched to the expected pick count on unlabeled micrographs, or
+    (sparse picks, a confident model) where the unlabeled micrographs' peak scores part into two populations.
 
     ``share``: the share of the particles the expert picked (sparse labels: the expected count is the
-    picks' density / share). ``sparse``: keep one pick per expected particle, rather than the picks per
-    expert particle of Tune's best setting, whose precision against sparse picks is itself an estimate
-    from the same count (and at most 1), so the count's error would enter twice.
+    picks' density / share). ``sparse``: first :func:`~cryopick.selftrain.scoring.mixture_threshold`, which needs
+    no count: the share behind a sparse count comes from the few picks on the validation strips and can be
+    off several-fold (docs/selftrain.md, "A sparse campaign's threshold"); where the model has no confident
+    population, one pick per expected particle, rather than the picks per expert particle of Tune's best
+    setting, whose precision against sparse picks is itself an estimate from the same count (and at most 1),
+    so the count's error would enter twice.
 
     Returns:
         (threshold, a log line; '' when Tune's threshold stands).
     """
     if not count_items or not data.complete:  # no micrograph labeled whole: no density to expect
         return best["threshold"], ""
+    mixture = mixture_threshold(count_items, best["min_distance"], SMOOTH_SIGMA) if sparse else None
+    if mixture is not None:
+        t, mode = mixture
+        return t, (f"threshold {t:.3f}, where the peak scores on {len(count_items)} unlabeled micrograph(s) part into "
+                   f"particles (mean score {mode:.2f}) and background; sparse picks give no reliable count to match")
     per_true = 1.0 if sparse else picks_per_true(best)
     threshold, k = count_matched_threshold(count_items, per_true, expert_density(data) / max(share, 1e-3), best["min_distance"],
                                            SMOOTH_SIGMA)
