@@ -27,9 +27,7 @@ from cryopick.inference.picker import load_picker
 from cryopick.io.coords import read_coords
 from cryopick.selftrain.scoring import load_heatmap, mixture_threshold, pooled
 from cryopick.selftrain.stages import SMOOTH_SIGMA
-
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-DIAMETERS = {"empiar10017": 27.0, "empiar10028": 56.0}
+from sparse_campaign_threshold import DATA, DIAMETERS  # the research/ folder is the script's path
 
 
 def replay(rdir: Path, data: str) -> dict[str, float]:

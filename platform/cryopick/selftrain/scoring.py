@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from scipy.special import expit, logit
 
 from cryopick.evaluation.metrics import (
     CANDIDATE_FLOOR, SPARSE_MIN_MATCHED, SPARSE_Z, PRCurve, average_precision, estimated_count, in_strip, pooled_curve, score_at, share_picked, sparse_precision,
@@ -176,6 +177,12 @@ def picks_per_true(trial: dict[str, float]) -> float:
     return trial["recall"] / trial["precision"] if trial["precision"] > 0 else 1.0
 
 
+def candidate_scores(items: Sequence[ScoredHeatmap], min_distance: float, smooth_sigma: float) -> np.ndarray:
+    """(N,) scores of every candidate peak (at or above the candidate floor) on ``items``, pooled."""
+    scores = [picks_of(sh, CANDIDATE_FLOOR, min_distance, smooth_sigma)[1] for sh in items]
+    return np.concatenate(scores) if scores else np.zeros(0)
+
+
 def count_matched_threshold(items: Sequence[ScoredHeatmap], picks_per_true: float, density: float, min_distance: float,
                             smooth_sigma: float) -> tuple[float, int]:
     """The threshold that keeps as many picks per expected particle on ``items`` as validation kept.
@@ -191,8 +198,7 @@ def count_matched_threshold(items: Sequence[ScoredHeatmap], picks_per_true: floa
     Returns:
         (threshold, k); the candidate floor when the peaks run out before k.
     """
-    scores = [picks_of(sh, CANDIDATE_FLOOR, min_distance, smooth_sigma)[1] for sh in items]
-    ranked = np.sort(np.concatenate(scores))[::-1] if scores else np.zeros(0)
+    ranked = np.sort(candidate_scores(items, min_distance, smooth_sigma))[::-1]
     area = sum(sh.original_shape[0] * sh.original_shape[1] for sh in items)
     k = max(1, int(round(picks_per_true * density * area)))
     if k > len(ranked):
@@ -215,21 +221,19 @@ def mixture_threshold(items: Sequence[ScoredHeatmap], min_distance: float, smoot
     """
     from sklearn.mixture import GaussianMixture  # deferred: scikit-learn is slow to import
 
-    scores = [picks_of(sh, CANDIDATE_FLOOR, min_distance, smooth_sigma)[1] for sh in items]
-    s = np.concatenate(scores) if scores else np.zeros(0)
+    s = candidate_scores(items, min_distance, smooth_sigma)
     if len(s) < MIXTURE_MIN_PEAKS:
         return None
-    p = np.clip(s.astype(np.float64), 1e-4, 1 - 1e-4)
-    x = np.log(p / (1 - p))[:, None]
+    x = logit(np.clip(s.astype(np.float64), 1e-4, 1 - 1e-4))[:, None]
     gm = GaussianMixture(2, random_state=0).fit(x)
     lo, hi = np.argsort(gm.means_[:, 0])
-    mode = float(1 / (1 + np.exp(-gm.means_[hi, 0])))
+    mode = float(expit(gm.means_[hi, 0]))
     if mode < CONFIDENT_MODE:
         return None
     grid = np.linspace(gm.means_[lo, 0], gm.means_[hi, 0], 1001)
     upper = gm.predict_proba(grid[:, None])[:, hi] >= 0.5
     cut = float(grid[int(np.argmax(upper))])  # the first point between the means where the upper component wins
-    return float(1 / (1 + np.exp(-cut))), mode
+    return float(expit(cut)), mode
 
 
 
