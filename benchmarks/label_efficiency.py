@@ -8,9 +8,11 @@ turns the records into one table and a PNG):
   micrograph; EMPIAR-10028 has 3), ``s10`` / ``s30`` (a seeded 10 % / 30 % of the picks of those);
 * arm ``selftrain``: a campaign through ``run_campaign`` (the code behind ``cryopick selftrain``) with
   the defaults: round 0 on the budget's picks, then teacher–student rounds over every other non-test
-  micrograph, unlabeled; ``selftrain.labels`` is left on auto, as a new user would;
+  micrograph, unlabeled; ``selftrain.labels`` is left on auto, as a new user would; sparse budgets tell the
+  campaign the particles a micrograph holds (``selftrain.expected_particles``, the number Topaz gets as ``-n``);
 * arm ``offline``: the same round 0 (adopted, not retrained), then ``selftrain.method: offline``;
-* arm ``variant``: the same round 0, then the rounds with the ``--set`` settings (``--tag`` names it);
+* arm ``variant``: the same round 0 (``--fresh-round0``: its own), then the rounds with the ``--set`` settings
+  (``--tag`` names it);
 * arm ``ceiling``: one round on every non-test micrograph with its expert picks, for the campaign's total steps;
 * arm ``topaz``: Topaz 0.3.20 trained on the budget's picks (``benchmarks/topaz_runner.py``).
 
@@ -45,7 +47,9 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from _cache import finish, records, start  # noqa: E402
 
 DIAMETERS = {"empiar10017": 27.0, "empiar10028": 56.0}  # px, as the data sets' READMEs
-TOPAZ_N = {"empiar10017": 600, "empiar10028": 90}  # Topaz's expected particles per micrograph (topaz_compare.py)
+# particles per micrograph a user expects: Topaz's -n (as topaz_compare.py) and, for sparse budgets, cryopick's
+# selftrain.expected_particles, so both pickers are told the same
+EXPECTED_PARTICLES = {"empiar10017": 600, "empiar10028": 90}
 BUDGETS = ("1", "5", "s10", "s30")
 DEV_POOL = 5  # pool micrographs scored with --score-on dev when the budget takes every labeled micrograph
 DEV_SUFFIX = "-dev"  # the name a pool micrograph is scored under (a campaign refuses one micrograph in two roles)
@@ -144,7 +148,9 @@ def campaign(args: argparse.Namespace, arm: str, out: Path) -> dict[str, Any]:
     over = {**settings(args), "out": str(out), "name": f"{args.data}-{args.budget}-{arm}-s{args.seed}",
             "data.labeled": mics(args.data, names), "data.unlabeled": mics(args.data, pool), "data.test": scored_mics,
             "data.coords": str(coords), "data.diameter": DIAMETERS[args.data]}
-    if arm in ("offline", "variant"):
+    if args.budget.startswith("s") and arm != "ceiling":  # a user with sparse picks says how many particles there are
+        over.setdefault("selftrain.expected_particles", EXPECTED_PARTICLES[args.data])
+    if arm == "offline" or (arm == "variant" and not args.fresh_round0):
         over["selftrain.round0_model"] = str(out.parent / "selftrain" / "round_000")
     if arm == "offline":
         over["selftrain.method"] = "offline"
@@ -157,7 +163,8 @@ def campaign(args: argparse.Namespace, arm: str, out: Path) -> dict[str, Any]:
     t0 = time.monotonic()
     result = run_campaign(cfg, progress=False, verbose=False, log=lambda s: print(f"[{arm}] {s}", flush=True))
     rows = [round_row(out, int(m["round"]), m) for m in result.rounds]
-    return {"arm": arm, "n_labeled": n_labeled, "rounds": rows, "minutes": (time.monotonic() - t0) / 60}
+    return {"arm": arm, "n_labeled": n_labeled, "rounds": rows, "minutes": (time.monotonic() - t0) / 60,
+            "expected_particles": over.get("selftrain.expected_particles")}
 
 
 def round_row(cdir: Path, rnd: int, m: dict[str, Any]) -> dict[str, Any]:
@@ -181,7 +188,7 @@ def topaz(args: argparse.Namespace, out: Path) -> dict[str, Any]:
 
     names, coords, n_labeled = budget_picks(args.data, args.budget, args.seed, out.parent)
     exe = ensure_topaz_venv()
-    model, train_s = train_topaz(exe, [Path(m) for m in mics(args.data, names)], coords, out / "train", n=TOPAZ_N[args.data])
+    model, train_s = train_topaz(exe, [Path(m) for m in mics(args.data, names)], coords, out / "train", n=EXPECTED_PARTICLES[args.data])
     scored = scored_names(args, names)
     ds = DATASETS[args.data]
     run_topaz(exe, [Path(m) for m in mics(args.data, scored)], out / "picks", model=str(model), radius=int(round(ds.radius)))
@@ -227,6 +234,7 @@ def main() -> None:
     p.add_argument("--set", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"), type=str,
                    help="another campaign setting (YAML value), e.g. --set selftrain.ema 0.999")
     p.add_argument("--tag", default="x", help="name of a --arm variant")
+    p.add_argument("--fresh-round0", action="store_true", help="a variant trains its own round 0 (its --set changes round 0)")
     p.add_argument("--again", action="store_true", help="rerun even if cached")
     p.add_argument("--merge", action="store_true", help="merge every cached result into docs/benchmarks.md and a PNG")
     args = p.parse_args()

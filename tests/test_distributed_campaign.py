@@ -268,6 +268,29 @@ def test_teacher_round_trains_online_against_an_ema_teacher_with_sparse_labels(c
     assert run.data.metrics["pseudo_positive"] == pytest.approx(pos)
 
 
+@pytest.mark.timeout(240)
+def test_expected_particles_make_round_zero_learn_sparse_picks_as_positive_unlabeled(campaign: dict[str, Any], tmp_path: Path) -> None:
+    """A user who expects four times the particles they picked: round 0 already knows the picks are sparse (auto),
+    trains the unpicked pixels as positive-unlabeled with the prior those numbers give, and stores that share."""
+    from cryopick.distributed.orchestrator import run_campaign
+    from cryopick.selftrain import stages
+    from cryopick.selftrain.config import load_config, resolve_data
+
+    data = {f"data.{k}": v for k, v in campaign["cfg"].as_dict()["data"].items() if v}
+    picks = len(read_coords(Path(data["data.coords"]) / f"{Path(data['data.labeled'][0]).stem}.star")[0])
+    cfg = load_config(None, {**data, **TINY, "selftrain.rounds": 1, "selftrain.expected_particles": 4 * picks,
+                             "out": str(tmp_path / "pu")})
+    said: list[str] = []
+    run_campaign(cfg, progress=False, log=said.append)
+    rdir = cfg.campaign_dir / "round_000"
+    result = json.loads((rdir / "config.json").read_text())["result"]
+    prior = stages.unpicked_prior(resolve_data(cfg), 27.0, 0.25)
+    assert result["sparse_labels"] is True and 0.0 < prior < stages.MAX_PRIOR
+    assert result["unpicked_prior"] == pytest.approx(prior)
+    assert json.loads((rdir / stages.CALIBRATION_FILE).read_text())["picked_share"] == pytest.approx(0.25)
+    assert any("sparse" in line for line in said)
+
+
 def test_labels_imported_after_a_round_join_the_labeled_set_from_the_next_round(
         campaign: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Round 0 (the fixture's, adopted), then the user labels a region of the unlabeled micrograph (`cryopick label import --region`); the

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from cryopick.config import ModelConfig
-from cryopick.preprocessing.labels import IGNORE, circle_mask, mask_coverage, pseudo_label_mask
+from cryopick.preprocessing.labels import HELD, IGNORE, UNPICKED, circle_mask, mask_coverage, pseudo_label_mask
 from cryopick.training.loss import masked_bce
 from cryopick.model.unet import build_unet, count_parameters
 
@@ -61,6 +61,30 @@ def test_masked_bce_ignores_and_never_nans() -> None:
     a = masked_bce(logits.detach(), target)
     b = masked_bce(logits.detach() + (torch.arange(128).reshape(2, 1, 8, 8) > 0) * 5.0, target)
     assert a.item() == pytest.approx(b.item())
+
+
+def test_unpicked_pixels_are_positive_unlabeled_with_the_prior() -> None:
+    """The non-negative PU risk by hand: prior 0 makes unpicked pixels background; with a prior, the unpicked
+    mean's background term is reduced by the particle pixels' background term, never below zero."""
+    p = torch.tensor([0.9, 0.6, 0.2, 0.3, 0.5])
+    logits = torch.log(p / (1 - p))
+    target = torch.tensor([1, UNPICKED, UNPICKED, 0, HELD])
+    as_background = masked_bce(logits, torch.tensor([1, 0, 0, 0, IGNORE]))
+    assert masked_bce(logits, target, prior=0.0).item() == pytest.approx(as_background.item(), rel=1e-6)
+    prior = 0.2
+    u_bg = -(math.log(0.4) + math.log(0.8)) / 2
+    risk = prior * -math.log(0.9) + max(0.0, u_bg - prior * -math.log(0.1))
+    expected = (-math.log(0.9) - math.log(0.7) + 2 * risk) / 4
+    assert masked_bce(logits, target, prior=prior).item() == pytest.approx(expected, rel=1e-6)
+    # a particle pixel scored low makes E_pos[-log(1-p)] small... and a large prior clamps the negative part at 0
+    clamp = torch.tensor([0.99, 0.05, 0.05, 0.3, 0.5])
+    lg = torch.log(clamp / (1 - clamp))
+    assert masked_bce(lg, target, prior=0.5).item() == pytest.approx(
+        (-math.log(0.99) - math.log(0.7) + 2 * 0.5 * -math.log(0.99)) / 4, rel=1e-6)
+    # no particle pixel in the batch: unpicked pixels are background weighted by 1 - prior
+    none = torch.tensor([0, UNPICKED, UNPICKED, 0, HELD])
+    assert masked_bce(logits, none, prior=prior).item() == pytest.approx(
+        (-math.log(0.1) - math.log(0.7) + 2 * (1 - prior) * u_bg) / 4, rel=1e-6)
 
 
 @pytest.mark.parametrize("shape", [(1, 1, 64, 64), (2, 1, 37, 101), (1, 1, 16, 200)])

@@ -114,6 +114,24 @@ def test_later_rounds_judge_and_count_on_round_zeros_share(tmp_path: Path, sim_d
     assert stages.judged_share_of_round0(camp) == 1.0
 
 
+def test_expected_particles_give_the_picked_share_and_the_unpicked_prior(tmp_path: Path, sim_data: Path) -> None:
+    """The user's particles per micrograph make the share known before round 0: picks per labeled micrograph
+    over the expected count, and from it the share of the unpicked pixels that lie on a particle's label disk."""
+    data = resolve_data(_cfg(tmp_path, sim_data))
+    assert stages.expected_share(_cfg(tmp_path, sim_data), data) is None
+    picks = sum(len(xy) for xy, _ in stages.expert_labels(data)) / len(data.complete)
+    cfg = _cfg(tmp_path, sim_data, **{"selftrain.expected_particles": 4 * picks})
+    share = stages.expected_share(cfg, data)
+    assert share == pytest.approx(0.25)
+    assert stages.expected_share(_cfg(tmp_path, sim_data, **{"selftrain.expected_particles": picks / 2}), data) == 1.0
+    d = stages.expert_density(data) * np.pi * (0.35 * 24.0 / 2) ** 2
+    assert stages.unpicked_prior(data, 24.0, share) == pytest.approx(d * 3 / (1 - d))
+    assert stages.unpicked_prior(data, 24.0, 1.0) == 0.0
+    assert stages.unpicked_prior(data, 24.0, 1e-6) == stages.MAX_PRIOR
+    with pytest.raises(Exception, match="expected_particles must be > 0"):
+        _cfg(tmp_path, sim_data, **{"selftrain.expected_particles": 0})
+
+
 def test_round_metrics_hold_what_the_contract_lists(tmp_path: Path, sim_data: Path) -> None:
     curve = PRCurve(np.array([0.9]), np.array([1.0]), np.array([0.5]), np.array([1]), 2)
     score = RoundScore(1.0, 0.5, 0.667, 0.5, 1, curve)

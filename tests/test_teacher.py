@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from cryopick.preprocessing.labels import HELD, IGNORE
+from cryopick.preprocessing.labels import HELD, IGNORE, UNPICKED
 from cryopick.training.teacher import ema_update, make_teacher, strong_view, teacher_targets
 
 
@@ -92,6 +92,9 @@ def test_unlabeled_rows_become_fully_ignored_patches_and_sparse_rows_leave_backg
     names = list(patches["name"])
     assert names.count(m) == 7  # both rows keep their patches, the fully ignored one too
     assert (patches["mask"][3:] == IGNORE).all()
+    params["prior"] = 0.1  # the share of particles among the unpicked pixels is known: they are positive-unlabeled
+    pu = load_micrographs(batch, params)["mask"][0]
+    assert set(np.unique(pu)) == {HELD, UNPICKED, 1} and ((pu == UNPICKED) == (sparse == IGNORE)).all()
 
 
 def _trials(n_particles: int, picked: float) -> list[dict[str, float]]:

@@ -41,6 +41,7 @@ FLAGS = {  # argparse dest -> dotted config key
     "rounds": "selftrain.rounds", "positive": "selftrain.positive", "negative": "selftrain.negative",
     "labeled_fraction": "selftrain.labeled_fraction", "round0_model": "selftrain.round0_model",
     "min_pseudo_share": "selftrain.min_pseudo_share", "method": "selftrain.method", "labels": "selftrain.labels",
+    "expected_particles": "selftrain.expected_particles",
     "steps": "train.steps", "batch_size": "train.batch_size",
     "patch_size": "train.patch_size", "bin": "preprocess.bin", "width": "model.base_width",
     "workers": "ray.num_workers", "cpu_per_worker": "ray.cpu_per_worker", "use_gpu": "ray.use_gpu",
@@ -67,6 +68,9 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--labels", choices=("auto", "complete", "sparse"),
                    help="are all particles of the labeled micrographs picked (complete) or only some (sparse)? "
                         "default auto: judged from round 0's picks, with a message")
+    g.add_argument("--expected-particles", type=float, metavar="N",
+                   help="particles a labeled micrograph holds, picked or not (as Topaz's -n); with sparse picks round 0 "
+                        "then learns the unpicked areas as partly particle instead of as background")
     g.add_argument("--method", choices=("teacher", "offline"),
                    help="teacher (default): each round trains a student online against an EMA teacher; "
                         "offline: pseudo-labels predicted once per round by the previous model")

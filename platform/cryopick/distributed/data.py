@@ -27,7 +27,7 @@ from cryopick.io.micrograph import read_micrograph
 from cryopick.selftrain.labels import label_boxes
 from cryopick.training.patches import sample_patches
 from cryopick.preprocessing.binning import preprocess
-from cryopick.preprocessing.labels import IGNORE
+from cryopick.preprocessing.labels import IGNORE, trainable
 from cryopick.selftrain.pseudo import PseudoLabeler
 from cryopick.runtime import CPU_ENV
 
@@ -68,6 +68,9 @@ class StageParams:
     pseudo: dict[str, Any]  # PseudoLabeler fields
     pixel_size: float | None = None
     sparse: bool = False  # expert picks are some of the particles: unpicked pixels ignored, not background
+    # with sparse picks, the share of unpicked pixels that lie on a particle: > 0 teaches them positive-unlabeled
+    # (training/loss.py) instead of ignoring them
+    prior: float = 0.0
 
 
 def node_id() -> str:
@@ -85,7 +88,7 @@ def node_id() -> str:
 def load_micrographs(batch: dict[str, np.ndarray], params: dict[str, Any]) -> dict[str, Any]:
     """Stage 1: read, preprocess and build the target mask of each micrograph row.
 
-    Returns a batch with ``image`` (h, w) float32, ``mask`` (h, w) int8 in {-2, -1, 0, 1}, ``name``, ``kind``,
+    Returns a batch with ``image`` (h, w) float32, ``mask`` (h, w) int8 in {-3, -2, -1, 0, 1}, ``name``, ``kind``,
     ``n_patches`` and ``node`` (the Ray node that did the work) per row.
     """
     p = StageParams(**params)
@@ -98,7 +101,8 @@ def load_micrographs(batch: dict[str, np.ndarray], params: dict[str, Any]) -> di
             boxes = label_boxes(Path(str(label)))  # regions labeled in the campaign: the rest is ignored
             shape, scale = lm.binned.image.shape, lm.binned.scale
             held = [held_strip(shape, scale, p.val_fraction, b) for b in (boxes or [None])] if hold else []
-            item = make_train_item(lm, label_radius(p.diameter, lm.binned.mean_scale), held, boxes, sparse=p.sparse)
+            item = make_train_item(lm, label_radius(p.diameter, lm.binned.mean_scale), held, boxes, sparse=p.sparse,
+                                   positive_unlabeled=p.prior > 0)
             image, mask, name = item.image, item.mask, item.name
         elif kind == UNLABELED:
             image = preprocess(read_micrograph(path, p.pixel_size).data, pre, p.pixel_size).image
@@ -146,7 +150,7 @@ def cut_patches(
     for name, kind, image, mask, n, node in zip(batch["name"], kinds, batch["image"], batch["mask"], batch["n_patches"], batch["node"]):
         item = TrainItem(str(name), np.asarray(image, np.float32), np.asarray(mask, np.int8))
         unlabeled = str(kind) == UNLABELED
-        if int(n) < 1 or not (unlabeled or (item.mask >= 0).any()):
+        if int(n) < 1 or not (unlabeled or trainable(item.mask).any()):
             continue  # nothing to learn from (fully ignored pseudo-labels)
         im, mk = sample_patches([item], int(n), patch_size, rng, intensity=0.0 if unlabeled else intensity, weighted=not unlabeled)
         images.append(im[:, 0])

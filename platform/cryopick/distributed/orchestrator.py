@@ -287,15 +287,18 @@ def _tune_stage(r: _Round, val_items: list[Any], count_items: list[Any]) -> tupl
         tolerance=TUNE_TOLERANCE, quiet=not r.progress,
     )
     write_tune_csv(r.dir / "tune.csv", trials)
-    share = judged_share(trials, at_picks(val_items, c.data.diameter))  # whether the picks are sparse
-    sparse = stages.sparse_labels(c, r.campaign, share if r.rnd == 0 else None)
+    expected = stages.expected_share(c, r.data)  # the user's expected particles say what share is picked
+    share = expected if expected is not None else judged_share(trials, at_picks(val_items, c.data.diameter))
+    sparse = stages.sparse_labels(c, r.campaign, share if r.rnd == 0 or expected is not None else None)
     if sparse:  # unpicked particles are not false picks: rescore the trials with the estimated particle count
         best = best_trial(sparse_trials(trials), TUNE_TOLERANCE)
         if r.rnd == 0 and c.selftrain.labels == "auto":
             r.log(f"round 0: {stages.sparse_note(share)}")
     val_threshold = best["threshold"]
     count_share = 1.0
-    if sparse:  # the count's share: matches where enough, else the share round 0 judged on (the peaks at the picks)
+    if sparse and expected is not None:
+        count_share = expected
+    elif sparse:  # the count's share: matches where enough, else the share round 0 judged on (the peaks at the picks)
         bounded = picked_share(trials, default=None)
         fallback = bounded if bounded is not None else share if r.rnd == 0 else stages.judged_share_of_round0(r.campaign)
         count_share = stages.sparse_share(val_items, best["min_distance"], c.data.diameter, fallback)
@@ -330,9 +333,14 @@ def _train(r: _Round, pseudo_pairs: list[tuple[Path, Path]], labeler: PseudoLabe
                                 diameter=cfg.data.diameter, scale=stages.bin_of(cfg, data))
     unlabeled = data.unlabeled if teacher is not None else []
     patches = patch_counts(len(data.labeled), len(pseudo_pairs) + len(unlabeled), st.patches_per_epoch, st.labeled_fraction)
+    # sparse picks: left to the teacher in rounds >= 1; in round 0 taught as positive-unlabeled where the user's
+    # expected particles give the share of particles among the unpicked pixels, else (unknown yet) as background
+    expected = stages.expected_share(cfg, data) if r.rnd == 0 and teacher is None else None
+    sparse = (teacher is not None or expected is not None) and stages.sparse_labels(cfg, r.campaign, expected)
+    prior = stages.unpicked_prior(data, cfg.data.diameter, expected) if sparse and expected is not None else 0.0
     params = StageParams(diameter=cfg.data.diameter, preprocess=asdict(cfg.preprocess), val_fraction=cfg.train.val_fraction,
                          pseudo=asdict(labeler or PseudoLabeler()), pixel_size=cfg.data.pixel_size,
-                         sparse=teacher is not None and stages.sparse_labels(cfg, r.campaign))
+                         sparse=sparse and (teacher is not None or prior > 0), prior=prior)
     rows = training_rows(data.labeled, data.coords_file, pseudo_pairs, *patches, hold, unlabeled)
     ds = build_train_dataset(rows, params, cfg.train.patch, cfg.ray.data_cpus, INTENSITY_AUGMENT)
     val = [asdict(v) for v in validation_specs(data.validation, data.labeled, data.coords_file, cfg.train.val_fraction, data.boxes)]
@@ -357,7 +365,8 @@ def _train(r: _Round, pseudo_pairs: list[tuple[Path, Path]], labeler: PseudoLabe
     result = {"best_step": out.best_step, "best_val_f1_in_training": out.best_val_f1, "train_seconds": out.seconds,
               "resumed_from_step": out.start_step, "final_loss": losses[-1] if losses else None,
               "method": "teacher" if teacher is not None else "supervised" if not pseudo_pairs else "offline",
-              "sparse_labels": params.sparse, "warm_start_floor": floor if init is not None else None}
+              "sparse_labels": params.sparse, "unpicked_prior": prior if prior > 0 else None,
+              "warm_start_floor": floor if init is not None else None}
     taught = [h for h in out.history if "teacher_positive" in h]
     if taught:  # what the teacher labeled over the last validation interval
         result.update(teacher_positive=taught[-1]["teacher_positive"], teacher_negative=taught[-1]["teacher_negative"])

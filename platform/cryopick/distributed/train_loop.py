@@ -128,7 +128,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             masks = torch.from_numpy(np.ascontiguousarray(batch["mask"][:, None], dtype=np.int8)).to(device)
             if teacher is not None and tcfg is not None:
                 images, masks = _teach(teacher, images, masks, tcfg, gen, taught)
-            running.append(train_step(model, opt, images, masks))
+            running.append(train_step(model, opt, images, masks, prior=params.prior))
             if teacher is not None and tcfg is not None:
                 ema_update(teacher, core, tcfg.ema)
             step += 1

@@ -1,7 +1,9 @@
 """Particle centres -> label masks (expert circles, pseudo-label thresholds) and their coverage.
 
 Mask values: 1 = particle, 0 = background, -1 = ignore (no gradient; a teacher may fill it),
--2 = held back for validation (never a target, not even the teacher's).
+-2 = held back for validation (never a target, not even the teacher's), -3 = unpicked pixel of a sparsely
+picked micrograph where the share of particles among such pixels is known (positive-unlabeled: see
+:func:`cryopick.training.loss.masked_bce`).
 """
 
 from __future__ import annotations
@@ -10,9 +12,15 @@ import numpy as np
 
 IGNORE = -1
 HELD = -2
+UNPICKED = -3
 # circle radius of a labeled particle, as a share of the particle radius: the centre, not the whole
 # particle, is what the network learns to mark (chosen on EMPIAR-10017 dev; docs/design.md)
 LABEL_RADIUS_FRACTION = 0.35
+
+
+def trainable(mask: np.ndarray) -> np.ndarray:
+    """Pixels of a label mask that carry a training target: labeled (0 or 1) or unpicked (positive-unlabeled)."""
+    return (mask >= 0) | (mask == UNPICKED)
 
 
 def disk_offsets(radius: float) -> np.ndarray:

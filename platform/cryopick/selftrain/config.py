@@ -70,6 +70,10 @@ class RoundsSection:
     # complete: every particle of a labeled micrograph is picked; sparse: some are (unpicked pixels are
     # not background: the teacher labels them, thresholds are set for sparse picks); auto: from round 0's picks
     labels: str = "auto"
+    # particles a micrograph holds, as the user expects (Topaz's -n); None: unknown. With it, whether the picks
+    # are sparse is known before round 0, and round 0 learns the unpicked areas of sparse picks as
+    # positive-unlabeled (that share of them is particle) instead of as background
+    expected_particles: float | None = None
     positive: float = 0.95  # pseudo-label: p > positive -> particle
     negative: float = 0.05  # pseudo-label: p < negative -> background, else ignored
     pseudo_rule: str = "calibrated"  # calibrated | plain (see PSEUDO_RULES; method offline)
@@ -102,6 +106,8 @@ class RoundsSection:
             raise CryopickError(f"{where}.pseudo_rule must be one of {', '.join(PSEUDO_RULES)}, got {self.pseudo_rule!r}")
         if self.patience < 1:
             raise CryopickError(f"{where}.patience must be >= 1, got {self.patience}")
+        if self.expected_particles is not None and not self.expected_particles > 0:
+            raise CryopickError(f"{where}.expected_particles must be > 0 (particles per micrograph), got {self.expected_particles}")
         if not 0.0 <= self.min_pseudo_share <= 1.0:
             raise CryopickError(f"{where}.min_pseudo_share must be in [0, 1], got {self.min_pseudo_share}")
         if self.round0_model is not None and not Path(self.round0_model).expanduser().exists():

@@ -29,7 +29,7 @@ from cryopick.io.atomic import atomic_write, write_json
 from cryopick.io.coords import read_coords
 from cryopick.io.micrograph import read_pixel_size, read_shape
 from cryopick.preprocessing.binning import bin_factor
-from cryopick.preprocessing.labels import circle_mask
+from cryopick.preprocessing.labels import LABEL_RADIUS_FRACTION, circle_mask
 from cryopick.selftrain.config import COUNT_MICROGRAPHS, ResolvedData, SelftrainConfig
 from cryopick.selftrain.pseudo import PseudoLabeler, fit_calibration, fit_peak_calibration, no_particles_note, pseudo_summary
 from cryopick.selftrain.scoring import (
@@ -40,6 +40,7 @@ from cryopick.io.coords import Box
 from cryopick.training.dataset import held_strip, label_radius
 
 SMOOTH_SIGMA = 1.0  # binned px, as single-process training
+MAX_PRIOR = 0.5  # an unpicked pixel is never taken as more likely particle than background
 # what campaigns begun before these settings existed did (their campaign.json lacks the keys)
 LEGACY_SELFTRAIN = {"method": "offline", "labels": "complete"}
 CALIBRATION_FILE = "calibration.json"
@@ -68,6 +69,34 @@ def expert_density(data: ResolvedData) -> float:
     micrograph's area: it was chosen where particles, or doubts, are)."""
     labels = expert_labels(data)
     return sum(len(xy) for xy, _ in labels) / max(1, sum(h * w for _, (h, w) in labels))
+
+
+def expected_share(cfg: SelftrainConfig, data: ResolvedData) -> float | None:
+    """Share of the particles the expert picked, from ``selftrain.expected_particles``: picks per micrograph
+    labeled whole ÷ the particles the user expects on one (at most 1). None without the setting or such a
+    micrograph (a labeled region is no sample of a micrograph)."""
+    expected = cfg.selftrain.expected_particles
+    labels = expert_labels(data)
+    if expected is None or not labels:
+        return None
+    picks = sum(len(xy) for xy, _ in labels) / len(labels)
+    return float(min(1.0, picks / expected))
+
+
+def unpicked_prior(data: ResolvedData, diameter: float, share: float) -> float:
+    """Share of the unpicked pixels of sparsely picked micrographs that lie on a particle's label disk: the
+    positive-unlabeled prior of the training loss (:func:`cryopick.training.loss.masked_bce`).
+
+    With d the share of the pixels the expert picks' disks cover and ``share`` the share of the particles
+    picked, the unpicked particles cover d (1 / share - 1) of the pixels and the unpicked pixels 1 - d.
+    0 where no micrograph is labeled whole (no density) or the picks are complete.
+    """
+    radius = LABEL_RADIUS_FRACTION * diameter / 2.0  # ORIGINAL px; the disks' share of the pixels is the same binned
+    d = expert_density(data) * np.pi * radius**2 if data.complete else 0.0
+    if not 0.0 < d < 1.0 or share >= 1.0:
+        return 0.0
+    s = max(share, 1e-3)
+    return float(min(MAX_PRIOR, d * (1.0 / s - 1.0) / (1.0 - d)))
 
 
 def prepare_campaign(cfg: SelftrainConfig, data: ResolvedData) -> Path:

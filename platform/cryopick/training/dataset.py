@@ -20,7 +20,7 @@ from cryopick.config import PreprocessConfig
 from cryopick.errors import CryopickError
 from cryopick.io.coords import Box, check_inside, drop_duplicate_picks, duplicate_distance, find_coords_file, read_coords
 from cryopick.io.micrograph import read_micrograph
-from cryopick.preprocessing.labels import HELD, IGNORE, LABEL_RADIUS_FRACTION, circle_mask
+from cryopick.preprocessing.labels import HELD, IGNORE, LABEL_RADIUS_FRACTION, UNPICKED, circle_mask
 from cryopick.preprocessing.binning import Binned, preprocess, resolve_binning
 
 
@@ -129,16 +129,18 @@ def held_strip(shape: tuple[int, int], scale: tuple[float, float], val_fraction:
 
 
 def make_train_item(lm: LabeledMicrograph, radius: float, held: Sequence[Strip] = (),
-                    regions: Sequence[Box] | None = None, sparse: bool = False) -> TrainItem:
+                    regions: Sequence[Box] | None = None, sparse: bool = False, positive_unlabeled: bool = False) -> TrainItem:
     """Circle mask for ``lm``; the ``held`` strips are held back for validation (never a target).
 
     ``regions``: boxes (x0, y0, x1, y1) in ORIGINAL px that were labeled completely; everything outside
     them is ignored, so the particles nobody picked there are not taught as background.
-    ``sparse``: the picks are some of the particles, so unpicked pixels are ignored (left to a teacher), not background.
+    ``sparse``: the picks are some of the particles, so unpicked pixels are ignored (left to a teacher), not
+    background; with ``positive_unlabeled`` they are :data:`UNPICKED` (a particle with the loss's prior, else
+    background).
     """
     mask = circle_mask(lm.binned.image.shape, lm.xy, radius)
     if sparse:
-        mask[mask == 0] = IGNORE
+        mask[mask == 0] = UNPICKED if positive_unlabeled else IGNORE
     if regions is not None:
         inside = np.zeros(mask.shape, dtype=bool)
         for box in regions:

@@ -81,16 +81,18 @@ def train_step(
     masks: torch.Tensor,
     pos_weight: float = POS_WEIGHT,
     amp: bool = False,
+    prior: float = 0.0,
 ) -> float:
-    """One optimisation step on a batch: images (B, 1, P, P) float, masks (B, 1, P, P) in {-1,0,1}.
+    """One optimisation step on a batch: images (B, 1, P, P) float, masks (B, 1, P, P) in {-3, -2, -1, 0, 1}.
 
-    With ``amp`` the forward pass runs under bfloat16 autocast (weights and loss stay float32).
+    With ``amp`` the forward pass runs under bfloat16 autocast (weights and loss stay float32). ``prior``: share
+    of the unpicked pixels (-3) that are particle (:func:`cryopick.training.loss.masked_bce`).
     """
     model.train()
     optimizer.zero_grad(set_to_none=True)
     with torch.autocast(device_type=images.device.type, dtype=torch.bfloat16, enabled=amp):
         logits = model(images, return_logits=True)
-    loss = masked_bce(logits.float(), masks, pos_weight)
+    loss = masked_bce(logits.float(), masks, pos_weight, prior)
     loss.backward()
     optimizer.step()
     return float(loss.detach())

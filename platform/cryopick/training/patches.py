@@ -10,7 +10,7 @@ from scipy import ndimage
 
 from cryopick.config import PreprocessConfig, TrainConfig
 from cryopick.preprocessing.binning import binned_diameter, resolve_binning
-from cryopick.preprocessing.labels import IGNORE
+from cryopick.preprocessing.labels import IGNORE, trainable
 from cryopick.training.dataset import TrainItem
 
 PATCH_DIAMETERS = 7.0  # default patch edge in particle diameters: several particles and their surroundings
@@ -77,9 +77,9 @@ def sample_patches(
 
     Returns:
         images: (n, 1, size, size) float32.
-        masks: (n, 1, size, size) int8 in {-1, 0, 1}.
+        masks: (n, 1, size, size) int8, values as the items' masks.
     """
-    weights = np.array([float((it.mask >= 0).sum() if weighted else it.mask.size) for it in items])
+    weights = np.array([float(trainable(it.mask).sum() if weighted else it.mask.size) for it in items])
     if weights.sum() == 0:
         raise ValueError("no labeled pixels to train on")
     weights /= weights.sum()
