@@ -79,6 +79,9 @@ def test_scored_micrographs_and_the_count_matched_threshold(tmp_path: Path, sim_
         t, why = stages.choose_threshold(best, [mixed], data, share=share, sparse=True)
         assert 0.06 < t < 0.95 and "part into particles" in why
     assert "picks per expected particle" in stages.choose_threshold(best, [mixed], data)[1]  # complete picks: the count
+    # a positive-unlabeled round 0 with the user's share: the count of expected particles, not the mixture
+    t, why = stages.choose_threshold(best, [mixed], data, share=0.5, sparse=True, mixture=False)
+    assert "one pick per particle" in why and "part into" not in why
 
 
 def _ranked_strip(picked: list[int], n: int = 40) -> ScoredHeatmap:

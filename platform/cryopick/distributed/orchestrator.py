@@ -220,7 +220,7 @@ def run_round(cfg: SelftrainConfig, data: ResolvedData, campaign: Path, rnd: int
     round_suggestions(r.dir, data.unlabeled, cfg.predict, cfg.data.pixel_size, cfg.data.diameter, seed=rnd, labeled=partial)
     r.timings["time_suggest_s"] = time.monotonic() - t0
     r.timings["time_total_s"] = time.monotonic() - t_start
-    train_result = json.loads((r.dir / "config.json").read_text())["result"]
+    train_result = _train_result(r.dir)
     metrics = stages.round_metrics(rnd, score, best, val_threshold, pseudo, train_result, r.timings)
     stop = {"stop": pseudo.stop} if pseudo and pseudo.stop else {}
     final = {**metrics, "scored_on": scored_on, "n_true": score.curve.n_true, "n_scored_micrographs": len(scored), **stop}
@@ -302,7 +302,9 @@ def _tune_stage(r: _Round, val_items: list[Any], count_items: list[Any]) -> tupl
         bounded = picked_share(trials, default=None)
         fallback = bounded if bounded is not None else share if r.rnd == 0 else stages.judged_share_of_round0(r.campaign)
         count_share = stages.sparse_share(val_items, best["min_distance"], c.data.diameter, fallback)
-    best["threshold"], note = stages.choose_threshold(best, count_items, r.data, count_share, sparse=sparse)
+    positive_unlabeled = bool(_train_result(r.dir).get("unpicked_prior"))
+    best["threshold"], note = stages.choose_threshold(best, count_items, r.data, count_share, sparse=sparse,
+                                                      mixture=not positive_unlabeled)
     if note:
         r.detail(f"round {r.rnd}: {note}")  # how the threshold was set: --verbose
     model, meta = load_picker(r.dir, "cpu")
@@ -311,6 +313,11 @@ def _tune_stage(r: _Round, val_items: list[Any], count_items: list[Any]) -> tupl
     stages.write_calibration(r.dir, val_items, c, best, share)
     r.timings["time_tune_s"] = time.monotonic() - t0
     return best, val_threshold
+
+
+def _train_result(rdir: Path) -> dict[str, Any]:
+    """What the round's training recorded (config.json's ``result``)."""
+    return dict(json.loads((rdir / "config.json").read_text())["result"])
 
 
 def _storage(cfg: SelftrainConfig, campaign: Path) -> str:

@@ -252,7 +252,7 @@ def sparse_share(val_items: list[ScoredHeatmap], min_distance: float, diameter: 
 
 
 def choose_threshold(best: dict[str, float], count_items: list[ScoredHeatmap], data: ResolvedData,
-                     share: float = 1.0, sparse: bool = False) -> tuple[float, str]:
+                     share: float = 1.0, sparse: bool = False, mixture: bool = True) -> tuple[float, str]:
     """The threshold a round stores: Tune's, matched to the expected pick count on unlabeled micrographs, or
     (sparse picks, a confident model) where the unlabeled micrographs' peak scores part into two populations.
 
@@ -262,16 +262,18 @@ def choose_threshold(best: dict[str, float], count_items: list[ScoredHeatmap], d
     off several-fold (docs/selftrain.md, "A sparse campaign's threshold"); where the model has no confident
     population, one pick per expected particle, rather than the picks per expert particle of Tune's best
     setting, whose precision against sparse picks is itself an estimate from the same count (and at most 1),
-    so the count's error would enter twice.
+    so the count's error would enter twice. ``mixture`` False: the count even for sparse picks (a round 0 that
+    learned the unpicked pixels as positive-unlabeled, whose scores do not part cleanly, with the share the user's
+    expected particles give).
 
     Returns:
         (threshold, a log line; '' when Tune's threshold stands).
     """
     if not count_items or not data.complete:  # no micrograph labeled whole: no density to expect
         return best["threshold"], ""
-    mixture = mixture_threshold(count_items, best["min_distance"], SMOOTH_SIGMA) if sparse else None
-    if mixture is not None:
-        t, mode = mixture
+    parted = mixture_threshold(count_items, best["min_distance"], SMOOTH_SIGMA) if sparse and mixture else None
+    if parted is not None:
+        t, mode = parted
         return t, (f"threshold {t:.3f}, where the peak scores on {len(count_items)} unlabeled micrograph(s) part into "
                    f"particles (mean score {mode:.2f}) and background; sparse picks give no reliable count to match")
     per_true = 1.0 if sparse else picks_per_true(best)
