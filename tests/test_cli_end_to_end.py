@@ -145,3 +145,27 @@ def test_train_judges_a_tenth_of_real_picks_sparse(empiar: Path, split: dict, tm
                 "--val-every", 40, "--quiet", "--threads", 2]) == 0
     result = json.loads((run / "config.json").read_text())["result"]
     assert result["sparse_labels"] is True and result["picked_share"] < 0.6, result
+    assert result["unpicked_prior"] is None  # the share is unknown before training: unpicked pixels are background
+
+    # the user says how many particles a micrograph holds: the share is known, unpicked pixels are positive-unlabeled
+    pu = tmp_path / "pu"
+    assert cli(["train", "--micrographs", *mic_paths(empiar, split["labeled"][:2]), "--coords", coords,
+                "--diameter", DIAMETER, "--out", pu, "--bin", 4, "--width", 8, "--steps", 120, "--patch-size", 64,
+                "--val-every", 40, "--quiet", "--threads", 2, "--expected-particles", 600]) == 0
+    config = json.loads((pu / "config.json").read_text())
+    picks = sum(len(read_coords(coords / f"{n}.star")[0]) for n in split["labeled"][:2]) / 2
+    assert config["expected_particles"] == 600 and config["labels"] == "sparse"
+    assert config["result"]["picked_share"] == pytest.approx(picks / 600) and 0 < config["result"]["unpicked_prior"] < 0.5
+    # the unpicked particles of a training micrograph: the PU model finds more of them than the background-taught one
+    found = {}
+    for name, rundir in (("background", run), ("pu", pu)):
+        out = tmp_path / f"picks_{name}"
+        assert cli(["pick", "--model", rundir, "--micrographs", *mic_paths(empiar, split["labeled"][:1]), "--out", out,
+                    "--threshold", 0.3, "--quiet"]) == 0
+        xy, _ = read_coords(out / f"{split['labeled'][0]}.star")
+        truth, _ = read_coords(empiar / "coords" / f"{split['labeled'][0]}.star")
+        picked, _ = read_coords(coords / f"{split['labeled'][0]}.star")
+        unpicked = truth[np.min(np.linalg.norm(truth[:, None] - picked[None], axis=2), axis=1) > 1.0]
+        near = np.min(np.linalg.norm(unpicked[:, None] - xy[None], axis=2), axis=1) < DIAMETER / 2 if len(xy) else np.zeros(0)
+        found[name] = float(np.mean(near)) if len(xy) else 0.0
+    assert found["pu"] > found["background"] + 0.1, found

@@ -285,7 +285,7 @@ def test_expected_particles_make_round_zero_learn_sparse_picks_as_positive_unlab
     rdir = cfg.campaign_dir / "round_000"
     result = json.loads((rdir / "config.json").read_text())["result"]
     prior = stages.unpicked_prior(resolve_data(cfg), 27.0, 0.25)
-    assert result["sparse_labels"] is True and 0.0 < prior < stages.MAX_PRIOR
+    assert result["sparse_labels"] is True and 0.0 < prior < 0.5
     assert result["unpicked_prior"] == pytest.approx(prior)
     assert json.loads((rdir / stages.CALIBRATION_FILE).read_text())["picked_share"] == pytest.approx(0.25)
     assert any("sparse" in line for line in said)

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cryopick.preprocessing.labels import MAX_PRIOR
 from cryopick.selftrain import stages
 from cryopick.selftrain.config import ResolvedData, load_config, resolve_data
 from cryopick.selftrain.pseudo import PseudoLabeler
@@ -130,7 +131,7 @@ def test_expected_particles_give_the_picked_share_and_the_unpicked_prior(tmp_pat
     d = stages.expert_density(data) * np.pi * (0.35 * 24.0 / 2) ** 2
     assert stages.unpicked_prior(data, 24.0, share) == pytest.approx(d * 3 / (1 - d))
     assert stages.unpicked_prior(data, 24.0, 1.0) == 0.0
-    assert stages.unpicked_prior(data, 24.0, 1e-6) == stages.MAX_PRIOR
+    assert stages.unpicked_prior(data, 24.0, 1e-6) == MAX_PRIOR
     with pytest.raises(Exception, match="expected_particles must be > 0"):
         _cfg(tmp_path, sim_data, **{"selftrain.expected_particles": 0})
 

@@ -29,6 +29,9 @@ def add_args(parser: argparse.ArgumentParser) -> None:
                         help="are all particles of the micrographs picked (complete) or only some (sparse)? sets how the "
                              "stored threshold is chosen; default auto: against the particle count estimated from the "
                              "validation picks, with a message when the picks look sparse")
+    parser.add_argument("--expected-particles", type=float, metavar="N",
+                        help="particles a micrograph holds, picked or not (as Topaz's -n); with sparse picks the "
+                             "unpicked areas are then learned as partly particle instead of as background")
     g = parser.add_argument_group("preprocessing")
     g.add_argument("--bin", type=float, help="Fourier-crop factor (default: diameter / --target-diameter)")
     g.add_argument("--target-pixel-size", type=float, help="bin to this Å/px instead of --bin")
@@ -94,6 +97,7 @@ def main(args: argparse.Namespace) -> int:
     result = train_from_files(
         mics, args.coords, diameter, args.out, pre, model_cfg, train_cfg, val, args.pixel_size, not args.quiet,
         device=args.device or "auto", amp=args.amp, threads=args.threads, max_minutes=args.max_minutes, labels=args.labels,
+        expected_particles=args.expected_particles,
     )
     m = result.meta
     f1 = "n/a" if m.val_f1 is None else f"{m.val_f1:.3f}"

@@ -293,7 +293,7 @@ def _tune_stage(r: _Round, val_items: list[Any], count_items: list[Any]) -> tupl
     if sparse:  # unpicked particles are not false picks: rescore the trials with the estimated particle count
         best = best_trial(sparse_trials(trials), TUNE_TOLERANCE)
         if r.rnd == 0 and c.selftrain.labels == "auto":
-            r.log(f"round 0: {stages.sparse_note(share)}")
+            r.log(f"round 0: {stages.sparse_note(share, expected is not None)}")
     val_threshold = best["threshold"]
     count_share = 1.0
     if sparse and expected is not None:

@@ -235,10 +235,13 @@ def judged_share(matched_share: float | None, at_picks: float | None) -> float:
     return max(readings) if readings else 1.0
 
 
-def sparse_note(share: float, consequence: str) -> str:
-    """What a user is told when the picks are judged sparse (``cryopick train`` and campaigns alike)."""
-    return (f"the expert picks look sparse: on the validation picks they seem to cover about {share:.0%} of the particles "
-            f"(matches and the model's probability at the picks); {consequence} (--labels complete if every particle was picked)")
+def sparse_note(share: float, consequence: str, expected: bool = False) -> str:
+    """What a user is told when the picks are judged sparse (``cryopick train`` and campaigns alike); ``expected``:
+    the share came from the user's ``--expected-particles``, not from the validation picks."""
+    how = (f"they are about {share:.0%} of the particles you expect per micrograph (--expected-particles)" if expected else
+           f"on the validation picks they seem to cover about {share:.0%} of the particles "
+           f"(matches and the model's probability at the picks)")
+    return f"the expert picks look sparse: {how}; {consequence} (--labels complete if every particle was picked)"
 
 
 def sparse_precision(n_picks: ArrayLike, n_matched: ArrayLike, recall: ArrayLike) -> np.ndarray | None:

@@ -18,6 +18,29 @@ UNPICKED = -3
 LABEL_RADIUS_FRACTION = 0.35
 
 
+MAX_PRIOR = 0.5  # an unpicked pixel is never taken as more likely particle than background
+
+
+def unpicked_prior(disk_cover: float, share: float) -> float:
+    """Share of the unpicked pixels that lie on an unpicked particle's label disk: the positive-unlabeled prior of
+    the training loss (:func:`cryopick.training.loss.masked_bce`).
+
+    With d = ``disk_cover``, the share of the pixels the picks' disks cover, and ``share`` the share of the particles
+    picked, the unpicked particles cover d (1 / share - 1) of the pixels and the unpicked pixels 1 - d. 0 for
+    complete picks or no cover; at most :data:`MAX_PRIOR`.
+    """
+    if not 0.0 < disk_cover < 1.0 or share >= 1.0:
+        return 0.0
+    s = max(share, 1e-3)
+    return float(min(MAX_PRIOR, disk_cover * (1.0 / s - 1.0) / (1.0 - disk_cover)))
+
+
+def disk_cover(picks_per_px2: float, diameter: float) -> float:
+    """Share of a micrograph's pixels that label disks cover at ``picks_per_px2`` picks per ORIGINAL px² (the same
+    share after binning)."""
+    return float(picks_per_px2 * np.pi * (LABEL_RADIUS_FRACTION * diameter / 2.0) ** 2)
+
+
 def trainable(mask: np.ndarray) -> np.ndarray:
     """Pixels of a label mask that carry a training target: labeled (0 or 1) or unpicked (positive-unlabeled)."""
     return (mask >= 0) | (mask == UNPICKED)

@@ -29,7 +29,8 @@ from cryopick.io.atomic import atomic_write, write_json
 from cryopick.io.coords import read_coords
 from cryopick.io.micrograph import read_pixel_size, read_shape
 from cryopick.preprocessing.binning import bin_factor
-from cryopick.preprocessing.labels import LABEL_RADIUS_FRACTION, circle_mask
+from cryopick.preprocessing.labels import circle_mask, disk_cover
+from cryopick.preprocessing.labels import unpicked_prior as prior_of
 from cryopick.selftrain.config import COUNT_MICROGRAPHS, ResolvedData, SelftrainConfig
 from cryopick.selftrain.pseudo import PseudoLabeler, fit_calibration, fit_peak_calibration, no_particles_note, pseudo_summary
 from cryopick.selftrain.scoring import (
@@ -40,7 +41,6 @@ from cryopick.io.coords import Box
 from cryopick.training.dataset import held_strip, label_radius
 
 SMOOTH_SIGMA = 1.0  # binned px, as single-process training
-MAX_PRIOR = 0.5  # an unpicked pixel is never taken as more likely particle than background
 # what campaigns begun before these settings existed did (their campaign.json lacks the keys)
 LEGACY_SELFTRAIN = {"method": "offline", "labels": "complete"}
 CALIBRATION_FILE = "calibration.json"
@@ -84,19 +84,9 @@ def expected_share(cfg: SelftrainConfig, data: ResolvedData) -> float | None:
 
 
 def unpicked_prior(data: ResolvedData, diameter: float, share: float) -> float:
-    """Share of the unpicked pixels of sparsely picked micrographs that lie on a particle's label disk: the
-    positive-unlabeled prior of the training loss (:func:`cryopick.training.loss.masked_bce`).
-
-    With d the share of the pixels the expert picks' disks cover and ``share`` the share of the particles
-    picked, the unpicked particles cover d (1 / share - 1) of the pixels and the unpicked pixels 1 - d.
-    0 where no micrograph is labeled whole (no density) or the picks are complete.
-    """
-    radius = LABEL_RADIUS_FRACTION * diameter / 2.0  # ORIGINAL px; the disks' share of the pixels is the same binned
-    d = expert_density(data) * np.pi * radius**2 if data.complete else 0.0
-    if not 0.0 < d < 1.0 or share >= 1.0:
-        return 0.0
-    s = max(share, 1e-3)
-    return float(min(MAX_PRIOR, d * (1.0 / s - 1.0) / (1.0 - d)))
+    """The positive-unlabeled prior (:func:`cryopick.preprocessing.labels.unpicked_prior`) of the campaign's
+    picks on the micrographs labeled whole; 0 without such a micrograph (no density)."""
+    return prior_of(disk_cover(expert_density(data), diameter), share) if data.complete else 0.0
 
 
 def prepare_campaign(cfg: SelftrainConfig, data: ResolvedData) -> Path:
@@ -230,9 +220,12 @@ def judged_share_of_round0(campaign: Path) -> float:
     return float(read_calibration(round_dir(campaign, 0)).get("picked_share", 1.0))
 
 
-def sparse_note(share: float) -> str:
-    """What a user is told when auto decides the labels are sparse."""
-    return metrics_sparse_note(share, "unpicked areas are left to the teacher and the threshold is set for sparse picks")
+def sparse_note(share: float, expected: bool = False) -> str:
+    """What a user is told when auto decides the labels are sparse (``expected``: the share is the user's)."""
+    what = ("round 0 learns unpicked areas as partly particle, later rounds leave them to the teacher, and the threshold "
+            "is set for sparse picks" if expected else
+            "unpicked areas are left to the teacher and the threshold is set for sparse picks")
+    return metrics_sparse_note(share, what, expected)
 
 
 def sparse_share(val_items: list[ScoredHeatmap], min_distance: float, diameter: float, fallback: float) -> float:

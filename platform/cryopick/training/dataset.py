@@ -164,16 +164,22 @@ def split_items(
     val: list[LabeledMicrograph],
     diameter: float,
     val_fraction: float,
+    positive_unlabeled: bool = False,
 ) -> tuple[list[TrainItem], list[ValItem]]:
-    """Training and validation items; hold back each labeled micrograph's bottom rows if no ``val``."""
+    """Training and validation items; hold back each labeled micrograph's bottom rows if no ``val``.
+
+    ``positive_unlabeled``: the picks are sparse and the unpicked pixels are taught as positive-unlabeled
+    (:func:`make_train_item`); otherwise they are background.
+    """
     train_items: list[TrainItem] = []
     val_items = [make_val_item(v) for v in val]
+    pu = positive_unlabeled
     for lm in labeled:
         r = label_radius(diameter, lm.binned.mean_scale)
         if val or val_fraction <= 0:
-            train_items.append(make_train_item(lm, r))
+            train_items.append(make_train_item(lm, r, sparse=pu, positive_unlabeled=pu))
             continue
         rows = hold_rows(lm.binned.image.shape[0], val_fraction)
-        train_items.append(make_train_item(lm, r, held=[(rows, (0, lm.binned.image.shape[1]))]))
+        train_items.append(make_train_item(lm, r, held=[(rows, (0, lm.binned.image.shape[1]))], sparse=pu, positive_unlabeled=pu))
         val_items.append(make_val_item(lm, rows=rows))
     return train_items, val_items

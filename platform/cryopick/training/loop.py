@@ -200,6 +200,7 @@ def train_picker(
     threads: int | None = None,
     max_minutes: float | None = None,
     labels: str = "auto",
+    prior: float = 0.0,
 ) -> TrainResult:
     """Train a U-Net on patches of ``train_items``; keep a checkpoint by :class:`CheckpointRule`.
 
@@ -214,6 +215,7 @@ def train_picker(
         max_minutes: stop after this wall time (the best checkpoint so far is kept).
         labels: complete | sparse | auto (sparse when the validation picks look sparse, with a message):
             how the stored threshold is chosen (:func:`evaluate`'s ``sparse``).
+        prior: share of the unpicked pixels (mask -3) that are particle (:func:`cryopick.training.loss.masked_bce`).
     """
     if threads:
         torch.set_num_threads(threads)
@@ -234,7 +236,7 @@ def train_picker(
             group["lr"] = lr_at(step, cfg.steps, cfg.lr)
         images, masks = sample_patches(train_items, cfg.batch_size, cfg.patch, rng, intensity=INTENSITY_AUGMENT)
         x = torch.from_numpy(images).to(dev).contiguous(memory_format=memory_format)
-        loss = train_step(model, opt, x, torch.from_numpy(masks).to(dev), POS_WEIGHT, use_amp)
+        loss = train_step(model, opt, x, torch.from_numpy(masks).to(dev), POS_WEIGHT, use_amp, prior)
         running.append(loss)
         out_of_time = max_minutes is not None and time.monotonic() - start > max_minutes * 60
         last = step == cfg.steps - 1 or out_of_time

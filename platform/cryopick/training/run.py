@@ -23,7 +23,9 @@ from cryopick.io.atomic import write_json
 from cryopick.io.lock import OutputLock
 from cryopick.io.manifest import output_dir
 from cryopick.preprocessing.binning import resolve_binning
-from cryopick.training.dataset import load_labeled, split_items
+from cryopick.evaluation.metrics import SPARSE_SHARE, sparse_note
+from cryopick.preprocessing.labels import disk_cover, unpicked_prior
+from cryopick.training.dataset import LabeledMicrograph, load_labeled, split_items
 from cryopick.training.loop import TrainResult, train_picker
 from cryopick.training.patches import patch_size_for
 
@@ -45,8 +47,13 @@ def train_from_files(
     threads: int | None = None,
     max_minutes: float | None = None,
     labels: str = "auto",
+    expected_particles: float | None = None,
 ) -> TrainResult:
     """Train a picker on labeled micrographs; write model.pt, config.json, history and plots.
+
+    ``expected_particles``: particles a micrograph holds, picked or not (as Topaz's ``-n``). With it the picked
+    share is known; sparse picks (``labels`` sparse, or auto and a share below ``SPARSE_SHARE``) then teach the
+    unpicked pixels as positive-unlabeled (:func:`positive_unlabeled_plan`) instead of as background.
 
     The run is built in ``OUT/.partial/`` (its plan, config.json without a result, is there from the start)
     and its files replace the previous run's only when it has finished, config.json last, so ``OUT``
@@ -61,7 +68,13 @@ def train_from_files(
     val = [load_labeled(m, coords_dir, diameter, pre, pixel_size) for m in val_micrographs]
     if train_cfg.patch_size is None:  # several particles per patch, at the binning just resolved
         train_cfg = replace(train_cfg, patch_size=patch_size_for(diameter / labeled[0].binned.mean_scale, 2**model_cfg.depth))
-    train_items, val_items = split_items(labeled, val, diameter, train_cfg.val_fraction)
+    share, prior = positive_unlabeled_plan(labeled, diameter, labels, expected_particles)
+    if share is not None and prior > 0:
+        if labels == "auto":
+            print(sparse_note(share, "unpicked areas are learned as partly particle and the threshold is set for sparse picks",
+                              expected=True))
+        labels = "sparse"  # the threshold, too, is chosen for sparse picks
+    train_items, val_items = split_items(labeled, val, diameter, train_cfg.val_fraction, positive_unlabeled=prior > 0)
     border = learn_border([(lm.binned.to_original(lm.xy), lm.binned.original_shape) for lm in [*labeled, *val]], diameter)
     meta = PickerMeta(diameter=diameter, preprocess=pre, model=model_cfg, smooth_sigma=1.0, border=border)
     with OutputLock(output_dir(Path(out_dir))):  # one writer per run directory
@@ -69,7 +82,8 @@ def train_from_files(
         shutil.rmtree(work, ignore_errors=True)  # a killed earlier attempt's (the lock says none is running)
         result = _train_into(work, micrographs, coords_dir, diameter, pre, model_cfg, train_cfg, val_micrographs, pixel_size,
                              train_items, val_items, meta, progress, time.monotonic() - t0,
-                             dict(device=device, amp=amp, threads=threads, max_minutes=max_minutes, labels=labels))
+                             dict(device=device, amp=amp, threads=threads, max_minutes=max_minutes, labels=labels,
+                                  expected_particles=expected_particles, share=share, prior=prior))
         _publish(work, Path(out_dir))
     return result
 
@@ -86,17 +100,19 @@ def _train_into(work: Path, micrographs: Sequence[Path], coords_dir: Path, diame
         "val_micrographs": [str(m) for m in val_micrographs], "coords": str(coords_dir), "diameter": diameter,
         "pixel_size": pixel_size, "preprocess": to_dict(pre), "model": to_dict(model_cfg), "train": to_dict(train_cfg),
         "runtime": {"device": device, "amp": amp, "threads": threads, "max_minutes": max_minutes}, "labels": runtime["labels"],
+        "expected_particles": runtime["expected_particles"],
     }
     write_json(out_dir / "config.json", config)  # the plan, before the long part
     result = train_picker(train_items, val_items, meta, train_cfg, out_dir, progress=progress, device=device, amp=amp,
-                          threads=threads, max_minutes=max_minutes, labels=runtime["labels"])
+                          threads=threads, max_minutes=max_minutes, labels=runtime["labels"], prior=runtime["prior"])
     m = result.meta
     config["result"] = {
         "threshold": m.threshold, "min_distance": m.min_distance, "border": m.border, "val_f1": m.val_f1,
         "val_average_precision": result.val.average_precision if result.val else None, "best_step": result.best_step,
         "train_seconds": result.seconds, "load_seconds": load_s,
         "sparse_labels": result.val.sparse if result.val else None,  # the picks looked sparse (or --labels sparse)
-        "picked_share": result.val.picked_share if result.val else None,
+        "picked_share": runtime["share"] if runtime["share"] is not None else result.val.picked_share if result.val else None,
+        "unpicked_prior": runtime["prior"] or None,
     }
     write_json(out_dir / "config.json", config)
     if result.val is not None and result.val.curve is not None:
@@ -104,6 +120,26 @@ def _train_into(work: Path, micrographs: Sequence[Path], coords_dir: Path, diame
 
         plot_pr_curves(out_dir / "val_pr.png", {"validation": result.val.curve}, "Validation precision-recall")
     return result
+
+
+def positive_unlabeled_plan(labeled: Sequence[LabeledMicrograph], diameter: float, labels: str,
+                            expected_particles: float | None) -> tuple[float | None, float]:
+    """(picked share from ``expected_particles`` or None, positive-unlabeled prior or 0) for these picks.
+
+    The share is the picks per micrograph ÷ the particles expected on one (at most 1); the prior is
+    :func:`cryopick.preprocessing.labels.unpicked_prior` of the picks' disk cover, where the picks are sparse:
+    ``labels`` sparse, or auto and the share below ``SPARSE_SHARE``; 0 for complete labels.
+    """
+    if expected_particles is None or not labeled:
+        return None, 0.0
+    if expected_particles <= 0:
+        raise CryopickError(f"--expected-particles must be positive, got {expected_particles:g}")
+    picks = sum(len(lm.xy) for lm in labeled)
+    share = min(1.0, picks / len(labeled) / expected_particles)
+    if labels == "complete" or (labels == "auto" and share >= SPARSE_SHARE):
+        return share, 0.0
+    area = sum(lm.binned.original_shape[0] * lm.binned.original_shape[1] for lm in labeled)
+    return share, unpicked_prior(disk_cover(picks / area, diameter), share)
 
 
 PARTIAL = ".partial"
