@@ -287,11 +287,15 @@ def _tune_stage(r: _Round, val_items: list[Any], count_items: list[Any]) -> tupl
         tolerance=TUNE_TOLERANCE, quiet=not r.progress,
     )
     write_tune_csv(r.dir / "tune.csv", trials)
+    chosen_from, few = stages.distance_trials(trials, val_items, c.data.diameter)
+    if few:
+        best = best_trial(chosen_from, TUNE_TOLERANCE)
+        r.detail(f"round {r.rnd}: {few}")
     expected = stages.expected_share(c, r.data)  # the user's expected particles say what share is picked
     share = expected if expected is not None else judged_share(trials, at_picks(val_items, c.data.diameter))
     sparse = stages.sparse_labels(c, r.campaign, share if r.rnd == 0 or expected is not None else None)
     if sparse:  # unpicked particles are not false picks: rescore the trials with the estimated particle count
-        best = best_trial(sparse_trials(trials), TUNE_TOLERANCE)
+        best = best_trial(sparse_trials(chosen_from), TUNE_TOLERANCE)
         if r.rnd == 0 and c.selftrain.labels == "auto":
             r.log(f"round 0: {stages.sparse_note(share, expected is not None)}")
     val_threshold = best["threshold"]

@@ -21,7 +21,7 @@ import numpy as np
 
 from cryopick import __version__
 from cryopick.errors import CryopickError
-from cryopick.evaluation.metrics import CANDIDATE_FLOOR, SPARSE_SHARE
+from cryopick.evaluation.metrics import CANDIDATE_FLOOR, SPARSE_MIN_MATCHED, SPARSE_SHARE
 from cryopick.evaluation.metrics import sparse_note as metrics_sparse_note
 from cryopick.evaluation.metrics import picked_share as curve_share
 from cryopick.inference.border import learn_border
@@ -35,12 +35,16 @@ from cryopick.selftrain.config import COUNT_MICROGRAPHS, ResolvedData, Selftrain
 from cryopick.selftrain.pseudo import PseudoLabeler, fit_calibration, fit_peak_calibration, no_particles_note, pseudo_summary
 from cryopick.selftrain.scoring import (
     RoundScore, ScoredHeatmap, count_matched_threshold, load_heatmap, mixture_threshold, picks_per_true, pooled,
+    truth_in_rows,
 )
 from cryopick.selftrain.state import CAMPAIGN_FILE, config_mismatch, round_dir, too_few_pseudo_particles
 from cryopick.io.coords import Box
 from cryopick.training.dataset import held_strip, label_radius
 
 SMOOTH_SIGMA = 1.0  # binned px, as single-process training
+# peak distance (× diameter) of a round whose validation picks are too few (< SPARSE_MIN_MATCHED) to rank distances
+# (chosen on both shared proteins' dev micrographs; docs/selftrain.md, "Few validation picks")
+FEW_PICKS_DISTANCE = 0.4
 # what campaigns begun before these settings existed did (their campaign.json lacks the keys)
 LEGACY_SELFTRAIN = {"method": "offline", "labels": "complete"}
 CALIBRATION_FILE = "calibration.json"
@@ -242,6 +246,23 @@ def sparse_share(val_items: list[ScoredHeatmap], min_distance: float, diameter: 
     curve = pooled(val_items, CANDIDATE_FLOOR, min_distance, SMOOTH_SIGMA, diameter)
     share = curve_share(curve, z=0.0, default=None)
     return share if share is not None and share < 1.0 else fallback
+
+
+def distance_trials(trials: list[dict[str, float]], val_items: list[ScoredHeatmap], diameter: float
+                    ) -> tuple[list[dict[str, float]], str]:
+    """Tune's trials a round chooses its setting from, and a log line ('' when all of them).
+
+    With fewer than ``SPARSE_MIN_MATCHED`` expert picks on the validation strips (a few sparse picks), F1 ties
+    across peak distances and the tie-break would pick the largest, which drops particles closer than a
+    diameter; those rounds take the trials at the grid's distance nearest ``FEW_PICKS_DISTANCE`` × diameter.
+    """
+    n_true = sum(len(truth_in_rows(sh)) for sh in val_items)
+    distances = sorted({t["min_distance"] for t in trials})
+    if n_true >= SPARSE_MIN_MATCHED or len(distances) < 2:
+        return trials, ""
+    md = min(distances, key=lambda d: abs(d - FEW_PICKS_DISTANCE * diameter))
+    return ([t for t in trials if t["min_distance"] == md],
+            f"peak distance {md:.1f} px: {n_true} validation pick(s) are too few to choose it")
 
 
 def choose_threshold(best: dict[str, float], count_items: list[ScoredHeatmap], data: ResolvedData,
