@@ -122,11 +122,11 @@ def test_few_validation_picks_leave_the_peak_distance_to_the_default() -> None:
     """Three picks on the strips tie F1 across distances and the tie-break would take the largest: the round
     chooses among the trials at the default distance instead; with enough picks every trial stays."""
     trials = [{"threshold": t, "min_distance": md, "f1": 0.5, "recall": 0.5, "precision": 0.5}
-              for t in (0.3, 0.6) for md in (0.3 * 56, 0.4 * 56, 0.6 * 56, 56.0)]
+              for t in (0.3, 0.6) for md in (0.3 * 56, 0.5 * 56, 0.75 * 56, 56.0)]
     strip = lambda n: ScoredHeatmap("v", np.zeros((64, 64), np.float32), (4.0, 4.0),  # noqa: E731
                                     np.array([(10.0 + 20 * i, 10.0) for i in range(n)]), (0, 64))
     few, why = stages.distance_trials(trials, [strip(3)], 56.0)
-    assert {t["min_distance"] for t in few} == {0.4 * 56} and len(few) == 2 and "3 validation pick(s)" in why
+    assert {t["min_distance"] for t in few} == {0.5 * 56} and len(few) == 2 and "3 validation pick(s)" in why
     assert stages.distance_trials(trials, [strip(6), strip(6)], 56.0) == (trials, "")
 
 

@@ -44,7 +44,7 @@ from cryopick.training.dataset import held_strip, label_radius
 SMOOTH_SIGMA = 1.0  # binned px, as single-process training
 # peak distance (× diameter) of a round whose validation picks are too few (< SPARSE_MIN_MATCHED) to rank distances
 # (chosen on both shared proteins' dev micrographs; docs/selftrain.md, "Few validation picks")
-FEW_PICKS_DISTANCE = 0.4
+FEW_PICKS_DISTANCE = 0.5
 # what campaigns begun before these settings existed did (their campaign.json lacks the keys)
 LEGACY_SELFTRAIN = {"method": "offline", "labels": "complete"}
 CALIBRATION_FILE = "calibration.json"
