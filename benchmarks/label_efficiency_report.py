@@ -154,10 +154,13 @@ def merge(root: Path, score_on: str = "test") -> None:
     if points:
         plot(points, PNG)
     runs = sorted({" ".join(a for a in r["argv"][1:] if a != "--again") for r in results})
+    expected = sorted({(r["data"], r["budget"], r["expected_particles"]) for r in results if r.get("expected_particles")})
+    told = ("Told the particles a micrograph holds (`selftrain.expected_particles`, the number Topaz gets as `-n`): "
+            + ", ".join(f"{d} {b} ({n:g})" for d, b, n in expected) + ". ") if expected else ""
     body = "\n\n".join(parts) + (
         "\n\nEach arm was run by `python benchmarks/label_efficiency.py` with: " + "; ".join(f"`{a}`" for a in runs) + ". "
         "Defaults: U-Net width 16, 300 steps of batch 8 per round on each of 2 DDP workers, 3 rounds (round 0 + 2 "
-        "teacher–student rounds), binning and patch edge from the particle diameter; the ceiling trains 900 steps once. "
+        "teacher–student rounds), binning and patch edge from the particle diameter; the ceiling trains 900 steps once. " + told +
         "Seconds per round are wall time of the rounds after round 0, measured while other arms or the test suite "
         "often shared the 2 cores: upper bounds. –: no recorded run. "
         "\n\nBest F1: the best any threshold reaches on the scored micrographs (a diagnosis); F1 at its threshold: at the "
