@@ -234,7 +234,12 @@ def test_round0_model_is_adopted_checked_and_its_overlap_reported(tmp_path: Path
     assert meta.border == 12.5 and meta.threshold == 0.4
     written = json.loads((rdir / "config.json").read_text())
     assert written["adopted_from"] == str(run.resolve()) and written["result"]["best_step"] == 0
+    assert written["result"]["unpicked_prior"] is None
     assert (rdir / "history.csv").read_text() == "step,loss\n10,0.5\n"
+    # a picker trained positive-unlabeled (--expected-particles) stays so: its round chooses the count threshold
+    (run / "config.json").write_text(json.dumps({**trained, "result": {"unpicked_prior": 0.024}}))
+    adopt_picker(run, tmp_path / "pu", cfg, border=12.5)
+    assert json.loads((tmp_path / "pu" / "config.json").read_text())["result"]["unpicked_prior"] == 0.024
     # the same strip held back (or separate validation micrographs it never saw): no warning
     assert adopt_picker(run, tmp_path / "r2", load_config(None, {**base, "train.val_fraction": 0.1}), 0.0) == []
     # a picker of another width or binning is refused, naming the file and the setting

@@ -46,10 +46,13 @@ def adopt_picker(source: str | Path, rdir: Path, cfg: SelftrainConfig, border: f
         trained = json.loads((run_dir / "config.json").read_text())
     if (run_dir / "history.csv").is_file():
         write_text_atomic(rdir / "history.csv", (run_dir / "history.csv").read_text())
+    # a picker trained positive-unlabeled keeps saying so: its threshold is chosen by the count, not the mixture
+    prior = (trained.get("result") or {}).get("unpicked_prior")
     write_json(rdir / "config.json", {
         "command": "selftrain", "round": 0, "adopted_from": str(src.resolve()), "diameter": cfg.data.diameter,
         "labeled": cfg.data.labeled, "preprocess": asdict(cfg.preprocess), "model": asdict(cfg.model),
-        "trained": trained, "result": {"best_step": 0, "train_seconds": 0.0, "final_loss": None}, "labels_sha256": labels,
+        "trained": trained, "result": {"best_step": 0, "train_seconds": 0.0, "final_loss": None, "unpicked_prior": prior},
+        "labels_sha256": labels,
     })
     return validation_overlap(trained, cfg)
 
