@@ -79,6 +79,14 @@ def test_scored_micrographs_and_the_count_matched_threshold(tmp_path: Path, sim_
     for share in (0.02, 0.5):
         t, why = stages.choose_threshold(best, [mixed], data, share=share, sparse=True)
         assert 0.06 < t < 0.95 and "part into particles" in why
+    asked: list[int] = []  # an estimated share is only worked out where the count is used
+
+    def estimate() -> float:
+        asked.append(1)
+        return 0.02
+
+    assert "part into particles" in stages.choose_threshold(best, [mixed], data, share=estimate, sparse=True)[1] and not asked
+    assert stages.choose_threshold(best, [item], data, share=estimate, sparse=True) == (sparse_thr, sparse_note) and asked
     assert "picks per expected particle" in stages.choose_threshold(best, [mixed], data)[1]  # complete picks: the count
     # a positive-unlabeled round 0 with the user's share: the count of expected particles, not the mixture
     t, why = stages.choose_threshold(best, [mixed], data, share=0.5, sparse=True, mixture=False)

@@ -299,13 +299,14 @@ def _tune_stage(r: _Round, val_items: list[Any], count_items: list[Any]) -> tupl
         if r.rnd == 0 and c.selftrain.labels == "auto":
             r.log(f"round 0: {stages.sparse_note(share, expected is not None)}")
     val_threshold = best["threshold"]
-    count_share = 1.0
-    if sparse and expected is not None:
-        count_share = expected
-    elif sparse:  # the count's share: matches where enough, else the share round 0 judged on (the peaks at the picks)
+
+    def estimated_share() -> float:  # the count's share: matches where enough, else the share round 0 judged on
         bounded = picked_share(trials, default=None)
         fallback = bounded if bounded is not None else share if r.rnd == 0 else stages.judged_share_of_round0(r.campaign)
-        count_share = stages.sparse_share(val_items, best["min_distance"], c.data.diameter, fallback)
+        return stages.sparse_share(val_items, best["min_distance"], c.data.diameter, fallback)
+
+    # the user's share where given; estimated only if the count is used (not where the mixture sets the threshold)
+    count_share: float | Callable[[], float] = 1.0 if not sparse else expected if expected is not None else estimated_share
     positive_unlabeled = bool(_train_result(r.dir).get("unpicked_prior"))
     best["threshold"], note = stages.choose_threshold(best, count_items, r.data, count_share, sparse=sparse,
                                                       mixture=not positive_unlabeled)

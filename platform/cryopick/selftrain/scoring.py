@@ -184,7 +184,7 @@ def candidate_scores(items: Sequence[ScoredHeatmap], min_distance: float, smooth
 
 
 def count_matched_threshold(items: Sequence[ScoredHeatmap], picks_per_true: float, density: float, min_distance: float,
-                            smooth_sigma: float) -> tuple[float, int]:
+                            smooth_sigma: float, scores: np.ndarray | None = None) -> tuple[float, int]:
     """The threshold that keeps as many picks per expected particle on ``items`` as validation kept.
 
     Held-back validation strips belong to training micrographs, where the model is more confident
@@ -194,11 +194,12 @@ def count_matched_threshold(items: Sequence[ScoredHeatmap], picks_per_true: floa
     and unseen micrographs hold about ``density`` (expert picks per ORIGINAL px², from the labeled
     micrographs) × their area particles. The threshold is the score of the k-th best candidate peak
     on ``items`` (heatmaps of unlabeled micrographs; no labels used), k = picks_per_true × expected.
+    ``scores``: :func:`candidate_scores` of ``items`` where the caller has them already.
 
     Returns:
         (threshold, k); the candidate floor when the peaks run out before k.
     """
-    ranked = np.sort(candidate_scores(items, min_distance, smooth_sigma))[::-1]
+    ranked = np.sort(candidate_scores(items, min_distance, smooth_sigma) if scores is None else scores)[::-1]
     area = sum(sh.original_shape[0] * sh.original_shape[1] for sh in items)
     k = max(1, int(round(picks_per_true * density * area)))
     if k > len(ranked):
@@ -206,12 +207,14 @@ def count_matched_threshold(items: Sequence[ScoredHeatmap], picks_per_true: floa
     return float(ranked[k - 1]), k
 
 
-def mixture_threshold(items: Sequence[ScoredHeatmap], min_distance: float, smooth_sigma: float) -> tuple[float, float] | None:
+def mixture_threshold(items: Sequence[ScoredHeatmap], min_distance: float, smooth_sigma: float,
+                      scores: np.ndarray | None = None) -> tuple[float, float] | None:
     """The score where the candidate peaks of ``items`` part into two populations, particles and background.
 
     A two-component Gaussian mixture on the logits of every candidate peak (score >= the candidate floor) of
     ``items`` (heatmaps of unlabeled micrographs; no labels used); the threshold is where the upper component
     becomes the more probable one. It needs no particle count, so it serves where sparse picks cannot give one.
+    ``scores``: :func:`candidate_scores` of ``items`` where the caller has them already.
 
     Returns:
         (threshold, the upper component's mean as a probability), or None with fewer than
@@ -221,7 +224,7 @@ def mixture_threshold(items: Sequence[ScoredHeatmap], min_distance: float, smoot
     """
     from sklearn.mixture import GaussianMixture  # deferred: scikit-learn is slow to import
 
-    s = candidate_scores(items, min_distance, smooth_sigma)
+    s = candidate_scores(items, min_distance, smooth_sigma) if scores is None else scores
     if len(s) < MIXTURE_MIN_PEAKS:
         return None
     x = logit(np.clip(s.astype(np.float64), 1e-4, 1 - 1e-4))[:, None]

@@ -15,6 +15,7 @@ import json
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -34,7 +35,7 @@ from cryopick.preprocessing.labels import unpicked_prior as prior_of
 from cryopick.selftrain.config import COUNT_MICROGRAPHS, ResolvedData, SelftrainConfig
 from cryopick.selftrain.pseudo import PseudoLabeler, fit_calibration, fit_peak_calibration, no_particles_note, pseudo_summary
 from cryopick.selftrain.scoring import (
-    RoundScore, ScoredHeatmap, count_matched_threshold, load_heatmap, mixture_threshold, picks_per_true, pooled,
+    RoundScore, ScoredHeatmap, candidate_scores, count_matched_threshold, load_heatmap, mixture_threshold, picks_per_true, pooled,
     truth_in_rows,
 )
 from cryopick.selftrain.state import CAMPAIGN_FILE, config_mismatch, round_dir, too_few_pseudo_particles
@@ -266,12 +267,12 @@ def distance_trials(trials: list[dict[str, float]], val_items: list[ScoredHeatma
 
 
 def choose_threshold(best: dict[str, float], count_items: list[ScoredHeatmap], data: ResolvedData,
-                     share: float = 1.0, sparse: bool = False, mixture: bool = True) -> tuple[float, str]:
+                     share: float | Callable[[], float] = 1.0, sparse: bool = False, mixture: bool = True) -> tuple[float, str]:
     """The threshold a round stores: Tune's, matched to the expected pick count on unlabeled micrographs, or
     (sparse picks, a confident model) where the unlabeled micrographs' peak scores part into two populations.
 
     ``share``: the share of the particles the expert picked (sparse labels: the expected count is the
-    picks' density / share). ``sparse``: first :func:`~cryopick.selftrain.scoring.mixture_threshold`, which needs
+    picks' density / share), or a function that estimates it, called only when the count is used. ``sparse``: first :func:`~cryopick.selftrain.scoring.mixture_threshold`, which needs
     no count: the share behind a sparse count comes from the few picks on the validation strips and can be
     off several-fold (docs/selftrain.md, "A sparse campaign's threshold"); where the model has no confident
     population, one pick per expected particle, rather than the picks per expert particle of Tune's best
@@ -285,14 +286,17 @@ def choose_threshold(best: dict[str, float], count_items: list[ScoredHeatmap], d
     """
     if not count_items or not data.complete:  # no micrograph labeled whole: no density to expect
         return best["threshold"], ""
-    parted = mixture_threshold(count_items, best["min_distance"], SMOOTH_SIGMA) if sparse and mixture else None
+    scores = candidate_scores(count_items, best["min_distance"], SMOOTH_SIGMA)  # the peaks, found once for either rule
+    parted = mixture_threshold(count_items, best["min_distance"], SMOOTH_SIGMA, scores) if sparse and mixture else None
     if parted is not None:
         t, mode = parted
         return t, (f"threshold {t:.3f}, where the peak scores on {len(count_items)} unlabeled micrograph(s) part into "
                    f"particles (mean score {mode:.2f}) and background; sparse picks give no reliable count to match")
     per_true = 1.0 if sparse else picks_per_true(best)
+    if callable(share):
+        share = share()
     threshold, k = count_matched_threshold(count_items, per_true, expert_density(data) / max(share, 1e-3), best["min_distance"],
-                                           SMOOTH_SIGMA)
+                                           SMOOTH_SIGMA, scores)
     why = (f"one pick per particle expected from sparse picks covering {share:.0%} of them" if sparse else
            f"{per_true:.2f} picks per expected particle, as {best['threshold']:.2f} keeps on the validation strips")
     return threshold, f"threshold {threshold:.3f}, the score of the {k}th best peak on {len(count_items)} unlabeled micrograph(s) ({why})"
