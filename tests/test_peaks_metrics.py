@@ -7,7 +7,9 @@ import time
 import numpy as np
 import pytest
 
-from cryopick.evaluation.metrics import average_precision, best_threshold, match, pooled_curve, pr_curve, summarize
+from cryopick.evaluation.metrics import (
+    average_precision, best_threshold, curve_from_hits, lowest_within_noise, match, pooled_curve, pr_curve, summarize,
+)
 from cryopick.inference.peaks import connected_boxes, find_peaks, greedy_nms
 
 
@@ -75,6 +77,21 @@ def test_pr_curve_ap_and_best_threshold_by_hand() -> None:
     s = summarize(c, threshold=0.7)
     assert (s.n_picks, s.n_matched, s.precision, s.recall) == (3, 2, pytest.approx(2 / 3), 0.5)
     assert s.f1 == pytest.approx(4 / 7)
+
+
+def test_the_stored_threshold_is_the_lowest_one_validation_cannot_tell_from_the_best() -> None:
+    # 30 true particles: 29 found at scores 0.99..0.71, a false pick at 0.70, the last particle at 0.30, then 5 false
+    scores = np.r_[np.linspace(0.99, 0.71, 29), 0.70, 0.30, np.linspace(0.25, 0.05, 5)]
+    hits = np.r_[np.ones(29, bool), False, True, np.zeros(5, bool)]
+    c = curve_from_hits(scores, hits, 30)
+    best, at = best_threshold(c)
+    assert at == pytest.approx(0.30) and best == pytest.approx(2 * 30 / 61)  # all 30 found, one false pick
+    # one standard error (0.03 at 30 picks) reaches down past the first false picks below 0.30
+    f1, low = lowest_within_noise(c, 1.0)
+    assert low < 0.30 and f1 >= best - np.sqrt(best * (1 - best) / 30) and f1 < best
+    assert lowest_within_noise(c, 0.0) == (pytest.approx(best), pytest.approx(0.30))  # no slack: the best cut point
+    more = curve_from_hits(np.tile(scores, 10), np.tile(hits, 10), 300)  # ten times the picks: a narrower noise band
+    assert lowest_within_noise(more, 1.0)[1] >= low
 
 
 def test_pooled_curve_and_empty_cases() -> None:

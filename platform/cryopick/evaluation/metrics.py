@@ -15,6 +15,9 @@ from numpy.typing import ArrayLike
 from scipy.spatial import cKDTree
 
 CANDIDATE_FLOOR = 0.02  # weakest peak kept as a candidate for PR curves and average precision
+# `cryopick train` stores the lowest threshold whose validation F1 is within this many standard errors of the best
+# (0.5: the smaller worst case on dev of 0.5 and 1; docs/design.md, "Stored threshold")
+STRIP_NOISE_SE = 0.5
 
 
 @dataclass(frozen=True)
@@ -122,6 +125,24 @@ def best_threshold(curve: PRCurve) -> tuple[float, float]:
     f1 = np.where(last_of_value, curve.f1, -1.0)
     i = int(np.argmax(f1))
     return float(f1[i]), float(curve.thresholds[i])
+
+
+def lowest_within_noise(curve: PRCurve, k: float = STRIP_NOISE_SE) -> tuple[float, float]:
+    """(F1, threshold) at the lowest cut point whose F1 is within ``k`` binomial standard errors of the best.
+
+    The standard error is sqrt(F1 (1 - F1) / n_true) at the best cut point: with the few dozen picks of a
+    validation strip, cut points that far apart are one or two picks apart and cannot be told apart. Among them
+    the lowest is taken because strips are held back from the training micrographs, where the model scores
+    higher than on micrographs it has not seen, so the strip-best threshold is too high elsewhere
+    (docs/design.md, "Stored threshold").
+    """
+    best_f1, best_t = best_threshold(curve)
+    if len(curve.thresholds) == 0 or curve.n_true == 0:
+        return best_f1, best_t
+    se = float(np.sqrt(max(best_f1 * (1.0 - best_f1), 0.0) / curve.n_true))
+    last_of_value = np.r_[curve.thresholds[1:] != curve.thresholds[:-1], True]
+    i = int(np.nonzero(last_of_value & (curve.f1 >= best_f1 - k * se))[0].max())
+    return float(curve.f1[i]), float(curve.thresholds[i])
 
 
 def score_at(curve: PRCurve, threshold: float) -> tuple[float, float, float, int, int]:
