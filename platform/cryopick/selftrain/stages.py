@@ -14,8 +14,8 @@ import hashlib
 import json
 import shutil
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -272,9 +272,10 @@ def choose_threshold(best: dict[str, float], count_items: list[ScoredHeatmap], d
     (sparse picks, a confident model) where the unlabeled micrographs' peak scores part into two populations.
 
     ``share``: the share of the particles the expert picked (sparse labels: the expected count is the
-    picks' density / share), or a function that estimates it, called only when the count is used. ``sparse``: first :func:`~cryopick.selftrain.scoring.mixture_threshold`, which needs
-    no count: the share behind a sparse count comes from the few picks on the validation strips and can be
-    off several-fold (docs/selftrain.md, "A sparse campaign's threshold"); where the model has no confident
+    picks' density / share), or a function that estimates it, called only when the count is used.
+    ``sparse``: first :func:`~cryopick.selftrain.scoring.mixture_threshold`, which needs no count: the share
+    behind a sparse count comes from the few picks on the validation strips and can be off several-fold
+    (docs/selftrain.md, "A sparse campaign's threshold"); where the model has no confident
     population, one pick per expected particle, rather than the picks per expert particle of Tune's best
     setting, whose precision against sparse picks is itself an estimate from the same count (and at most 1),
     so the count's error would enter twice. ``mixture`` False: the count even for sparse picks (a round 0 that
