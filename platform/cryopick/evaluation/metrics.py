@@ -114,17 +114,23 @@ def average_precision(curve: PRCurve) -> float:
     return float(np.sum(d_recall * curve.precision))
 
 
-def best_threshold(curve: PRCurve) -> tuple[float, float]:
-    """(best F1, score threshold reaching it); ties go to the highest threshold.
+def cut_points(curve: PRCurve) -> np.ndarray:
+    """(N,) bool: the curve's points a threshold can stop at, the last pick of each distinct score (a threshold
+    keeps all equal scores)."""
+    return np.r_[curve.thresholds[1:] != curve.thresholds[:-1], True]
 
-    Only cut points between distinct scores count, since a threshold keeps all equal scores.
-    """
+
+def best_cut(curve: PRCurve) -> int:
+    """Index of the cut point with the best F1 (ties: the highest threshold); the curve must not be empty."""
+    return int(np.argmax(np.where(cut_points(curve), curve.f1, -1.0)))
+
+
+def best_threshold(curve: PRCurve) -> tuple[float, float]:
+    """(best F1, score threshold reaching it); ties go to the highest threshold (:func:`best_cut`)."""
     if len(curve.thresholds) == 0:
         return 0.0, 1.0
-    last_of_value = np.r_[curve.thresholds[1:] != curve.thresholds[:-1], True]
-    f1 = np.where(last_of_value, curve.f1, -1.0)
-    i = int(np.argmax(f1))
-    return float(f1[i]), float(curve.thresholds[i])
+    i = best_cut(curve)
+    return float(curve.f1[i]), float(curve.thresholds[i])
 
 
 def lowest_within_noise(curve: PRCurve, k: float = STRIP_NOISE_SE) -> tuple[float, float]:
@@ -140,8 +146,7 @@ def lowest_within_noise(curve: PRCurve, k: float = STRIP_NOISE_SE) -> tuple[floa
     if len(curve.thresholds) == 0 or curve.n_true == 0:
         return best_f1, best_t
     se = float(np.sqrt(max(best_f1 * (1.0 - best_f1), 0.0) / curve.n_true))
-    last_of_value = np.r_[curve.thresholds[1:] != curve.thresholds[:-1], True]
-    i = int(np.nonzero(last_of_value & (curve.f1 >= best_f1 - k * se))[0].max())
+    i = int(np.nonzero(cut_points(curve) & (curve.f1 >= best_f1 - k * se))[0].max())
     return float(curve.f1[i]), float(curve.thresholds[i])
 
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from cryopick.io.atomic import atomic_write
-from cryopick.evaluation.metrics import PRCurve, average_precision, best_threshold
+from cryopick.evaluation.metrics import PRCurve, average_precision, best_cut, best_threshold
 
 if TYPE_CHECKING:  # matplotlib is imported on first use: the picker needs it only for plots
     from matplotlib.figure import Figure
@@ -33,7 +33,7 @@ def plot_pr_curves(path: str | Path, curves: Mapping[str, PRCurve], title: str =
         if len(c.recall) == 0:
             continue
         f1, thr = best_threshold(c)
-        i = int(np.argmax(np.where(np.r_[c.thresholds[1:] != c.thresholds[:-1], True], c.f1, -1)))
+        i = best_cut(c)
         ax.plot(c.recall, c.precision, label=f"{label}: AP {average_precision(c):.3f}, best F1 {f1:.3f} @ {thr:.2f}")
         ax.plot(c.recall[i], c.precision[i], "o", color=ax.lines[-1].get_color())
     ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1.01), ylim=(0, 1.01), title=title)
