@@ -5,13 +5,17 @@ pretrained (resnet16), Topaz trained on the ``labeled`` micrographs (``topaz tra
 --epoch-size 200``, N = the data set's picks per micrograph; ``topaz preprocess -s 1``; ``topaz
 extract -r R -d -1``, R = the particle radius; see ``topaz_runner.py``), and cryopick trained on the
 same micrographs with the ``cryopick train`` defaults (or the runs of ``picker_empiar.py`` with
-``--cryopick-runs``). Every picker runs as its command-line tool in its own process over the test
+``--cryopick-runs``). With ``--topaz-runs K`` Topaz is trained K times (its training is unseeded, so each
+run is an independent draw) and each model picks ``test``; with several ``--cryopick-runs`` roots (the
+training seeds of ``picker_empiar.py --seed-outs``) each cryopick model picks ``test`` too, so both pickers'
+best F1 is reported as mean ± sd over runs measured side by side. Every picker runs as its command-line tool in its own process over the test
 micrographs; seconds per micrograph are that process's wall time ÷ micrographs (start-up included;
 Topaz: preprocess + extract). All picks are scored with ``cryopick.evaluation.metrics`` (greedy
 one-to-one matching, radius half the diameter). Each data set's results are kept in
 ``OUT/NAME/summary.json``; ``--render`` rebuilds the section from them without measuring.
 
     python benchmarks/topaz_compare.py [--datasets empiar10017 empiar10028] [--cryopick-runs benchmarks/out/picker_empiar]
+    python benchmarks/topaz_compare.py --topaz-runs 3 --cryopick-runs benchmarks/out/picker_empiar{,_s1,_s2}
     python benchmarks/topaz_compare.py --quick --no-doc      # check the script (1 micrograph, tiny training)
 """
 
@@ -23,6 +27,7 @@ import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -124,8 +129,10 @@ def cryopick_pick(model: Path, mics: list[Path], out: Path, extra: list[str]) ->
             "peak_rss_gb": rss, "load_before": load, "load_after": os.getloadavg()[0], "cmd": " ".join(cmd[:2] + extra)}
 
 
-def measure(ds: DataSet, out: Path, cryopick_runs: Path | None, quick: bool, reuse_topaz: bool = False) -> dict[str, Any]:
-    """Topaz (pretrained, trained) and cryopick on one data set's ``test`` micrographs.
+def measure(ds: DataSet, out: Path, cryopick_runs: list[Path], quick: bool, reuse_topaz: bool = False,
+            topaz_runs: int = 1) -> dict[str, Any]:
+    """Topaz (pretrained, trained ``topaz_runs`` times) and cryopick (each of ``cryopick_runs``' models, or one
+    trained here) on one data set's ``test`` micrographs.
 
     ``reuse_topaz``: take Topaz's figures from the data set's last summary (same Topaz, same picks) and
     measure cryopick only, e.g. after a cryopick change.
@@ -141,15 +148,35 @@ def measure(ds: DataSet, out: Path, cryopick_runs: Path | None, quick: bool, reu
     if reuse_topaz and last.is_file():
         old = json.loads(last.read_text())
         R.update({k: old[k] for k in ("topaz_train_s", "topaz_train_load", "topaz_model", "topaz_pretrained", "topaz_trained")})
+        R["topaz_trained_runs"] = old.get("topaz_trained_runs", [_run_score(old)])
         R["topaz_measured"] = old.get("topaz_measured", old["started"])
     else:
-        _measure_topaz(ds, R, mics, test, out, quick)
+        _measure_topaz(ds, R, mics, test, out, quick, topaz_runs)
         R["topaz_measured"] = R["started"]
-    return _measure_cryopick(ds, R, mics, test, out, cryopick_runs, quick)
+    R = _measure_cryopick(ds, R, mics, test, out, cryopick_runs[0] if cryopick_runs else None, quick)
+    R["cryopick_runs"] = [_run_score(R, "cryopick")]
+    for i, root in enumerate(cryopick_runs[1:], start=1):
+        run_dir = (root / ds.name / "run").resolve()
+        config = json.loads((run_dir / "config.json").read_text())
+        cryopick_pick(run_dir, test, out / f"cryopick_low_{i}", ["--threshold", str(LOW_THRESHOLD)])
+        s = score(ds, out / f"cryopick_low_{i}", float(config["result"]["threshold"]))
+        R["cryopick_runs"].append({"run": str(run_dir), "seed": config["train"]["seed"], "best_f1": s["best_f1"], "f1": s["f1"]})
+        print(ds.name, "cryopick", run_dir, json.dumps(R["cryopick_runs"][-1]), flush=True)
+    return R
 
 
-def _measure_topaz(ds: DataSet, R: dict[str, Any], mics: dict[str, list[Path]], test: list[Path], out: Path, quick: bool) -> None:
-    """Topaz: train on `labeled`, pick `test` with the pretrained and the trained model."""
+def _run_score(R: dict[str, Any], key: str = "topaz_trained") -> dict[str, Any]:
+    """One repeat's record (model or run, best F1, F1 at the stored threshold) from a data set's main figures."""
+    if key == "topaz_trained":
+        return {"model": R["topaz_model"], "train_s": R["topaz_train_s"], "best_f1": R[key]["score"]["best_f1"]}
+    s = R[key]["score"]
+    return {"run": R["cryopick_run"], "seed": R["cryopick_config"]["train"]["seed"], "best_f1": s["best_f1"], "f1": s["f1"]}
+
+
+def _measure_topaz(ds: DataSet, R: dict[str, Any], mics: dict[str, list[Path]], test: list[Path], out: Path, quick: bool,
+                   runs: int = 1) -> None:
+    """Topaz: train on `labeled`, pick `test` with the pretrained and the trained model; then ``runs - 1`` more
+    trainings, each model picking `test` (best F1 only)."""
     topaz = ensure_topaz_venv()
     kw = {"n": ds.topaz_n, "num_epochs": 1, "epoch_size": 5} if quick else {"n": ds.topaz_n}
     load = os.getloadavg()[0]
@@ -164,6 +191,13 @@ def _measure_topaz(ds: DataSet, R: dict[str, Any], mics: dict[str, list[Path]], 
         res["score"] = score(ds, out / key)
         R[key] = res
         print(ds.name, key, json.dumps(res["score"]), flush=True)
+    R["topaz_trained_runs"] = [_run_score(R)]
+    for i in range(1, runs):
+        model, seconds = train_topaz(topaz, mics["labeled"], ds.data / "coords", out / f"topaz_train_{i}", **kw)
+        run_topaz(topaz, test, out / f"topaz_trained_{i}", model=str(model), radius=R["topaz_radius"])
+        R["topaz_trained_runs"].append({"model": str(model), "train_s": seconds,
+                                        "best_f1": score(ds, out / f"topaz_trained_{i}")["best_f1"]})
+        print(ds.name, f"topaz_trained_{i}", json.dumps(R["topaz_trained_runs"][-1]), flush=True)
 
 
 def _measure_cryopick(ds: DataSet, R: dict[str, Any], mics: dict[str, list[Path]], test: list[Path], out: Path,
@@ -204,7 +238,10 @@ def _measure_cryopick(ds: DataSet, R: dict[str, Any], mics: dict[str, list[Path]
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--datasets", nargs="+", default=[n for n in DATASETS if (SHARED / n).is_dir()], choices=list(DATASETS))
-    p.add_argument("--cryopick-runs", type=Path, help="reuse ROOT/NAME/run (`picker_empiar.py`'s runs) instead of training")
+    p.add_argument("--cryopick-runs", type=Path, nargs="+", default=[],
+                   help="reuse ROOT/NAME/run (`picker_empiar.py`'s runs) instead of training; several roots (its --seed-outs): "
+                        "each model picks `test` too, the first is timed")
+    p.add_argument("--topaz-runs", type=int, default=1, help="train Topaz this many times (unseeded, independent draws)")
     p.add_argument("--out", type=Path, default=OUT)
     p.add_argument("--quick", action="store_true", help="1 test micrograph, tiny training: checks the script")
     p.add_argument("--no-doc", action="store_true")
@@ -218,7 +255,7 @@ def main() -> None:
         if a.render:
             R = json.loads((out / "summary.json").read_text())
         else:
-            R = measure(ds, out, a.cryopick_runs, a.quick, a.reuse_topaz)
+            R = measure(ds, out, a.cryopick_runs, a.quick, a.reuse_topaz, a.topaz_runs)
             (out / "summary.json").write_text(json.dumps(R, indent=1, default=str) + "\n")
         results.append(R)
     if a.render:
@@ -256,9 +293,38 @@ def render(results: list[dict[str, Any]]) -> str:
     for R in results:
         out += summary_row(R)
     out.append("")
+    if any(len(R.get("topaz_trained_runs", [])) > 1 or len(R.get("cryopick_runs", [])) > 1 for R in results):
+        out += repeats(results)
     for R in results:
         out += detail(R)
     return "\n".join(out)
+
+
+def _spread(values: list[float]) -> str:
+    """'mean ± sd (v1, v2, ...)' with the sample sd; one value alone as itself."""
+    if len(values) == 1:
+        return f"{values[0]:.3f}"
+    m, sd = statistics.mean(values), statistics.stdev(values)
+    return f"{m:.3f} ± {sd:.3f} ({', '.join(f'{v:.3f}' for v in values)})"
+
+
+def repeats(results: list[dict[str, Any]]) -> list[str]:
+    """Each trained picker over its repeats, measured in this run: Topaz's unseeded trainings, cryopick's seeds."""
+    out = ["Trained pickers over repeated trainings, every model picking the same `test` micrographs in this run "
+           "(Topaz: independent unseeded trainings; cryopick: training seeds of `picker_empiar.py`):", "",
+           "| data set | picker | trainings | best F1, mean ± sd (each) | F1 at stored threshold, mean ± sd (each) |",
+           "|---|---|---|---|---|"]
+    verdicts = []
+    for R in results:
+        ds = DATASETS[R["dataset"]]
+        tz, cp = R.get("topaz_trained_runs", [_run_score(R)]), R.get("cryopick_runs", [_run_score(R, "cryopick")])
+        out.append(f"| {ds.title} | Topaz trained on {R['n_labeled']} `labeled` | {len(tz)} | {_spread([r['best_f1'] for r in tz])} | – |")
+        out.append(f"| {ds.title} | cryopick (seeds {', '.join(str(r['seed']) for r in cp)}) | {len(cp)} | "
+                   f"{_spread([r['best_f1'] for r in cp])} | {_spread([r['f1'] for r in cp])} |")
+        gap = statistics.mean(r["best_f1"] for r in cp) - statistics.mean(r["best_f1"] for r in tz)
+        verdicts.append(f"{ds.title}: cryopick's mean best F1 {'above' if gap > 0 else '**not above**'} trained Topaz's "
+                        f"({gap:+.3f})")
+    return out + ["", "- " + "; ".join(verdicts) + ".", ""]
 
 
 def detail(R: dict[str, Any]) -> list[str]:
