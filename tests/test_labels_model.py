@@ -51,6 +51,21 @@ def test_masked_bce_hand_case() -> None:
     assert masked_bce(logits, target, pos_weight=2.0).item() == pytest.approx(weighted, rel=1e-6)
 
 
+def test_background_the_model_calls_particle_is_left_out() -> None:
+    """With ``confident`` a background pixel scored above it adds nothing (an unpicked particle, likely); particle
+    pixels and less confident background count as before, and the result is the plain loss over the rest."""
+    p = torch.tensor([0.97, 0.97, 0.2, 0.9])
+    logits = torch.log(p / (1 - p)).requires_grad_()
+    target = torch.tensor([0, 1, 0, 0])
+    plain = -(math.log(0.03) + math.log(0.97) + math.log(0.8) + math.log(0.1)) / 4
+    assert masked_bce(logits, target).item() == pytest.approx(plain, rel=1e-6)
+    loss = masked_bce(logits, target, confident=0.95)
+    assert loss.item() == pytest.approx(-(math.log(0.97) + math.log(0.8) + math.log(0.1)) / 3, rel=1e-6)
+    loss.backward()
+    assert logits.grad is not None and logits.grad[0] == 0 and bool(torch.all(logits.grad[1:] != 0))
+    assert masked_bce(logits, target, confident=0.98).item() == pytest.approx(plain, rel=1e-6)
+
+
 def test_masked_bce_ignores_and_never_nans() -> None:
     logits = torch.randn(2, 1, 8, 8, requires_grad=True)
     target = torch.full((2, 1, 8, 8), IGNORE)

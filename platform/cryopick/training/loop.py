@@ -39,6 +39,7 @@ from cryopick.inference.tiling import predict_heatmap, resolve_device
 WEIGHT_DECAY = 1e-4  # AdamW
 POS_WEIGHT = 1.0  # BCE weight of particle pixels
 INTENSITY_AUGMENT = 0.5  # share of patches given contrast/blur/noise jitter (docs/design.md)
+CONFIDENT_PARTICLE = 0.95  # background pixels the model calls particle above this p are ignored (docs/design.md)
 
 
 @dataclass
@@ -82,17 +83,19 @@ def train_step(
     pos_weight: float = POS_WEIGHT,
     amp: bool = False,
     prior: float = 0.0,
+    confident: float | None = CONFIDENT_PARTICLE,
 ) -> float:
     """One optimisation step on a batch: images (B, 1, P, P) float, masks (B, 1, P, P) in {-3, -2, -1, 0, 1}.
 
     With ``amp`` the forward pass runs under bfloat16 autocast (weights and loss stay float32). ``prior``: share
-    of the unpicked pixels (-3) that are particle (:func:`cryopick.training.loss.masked_bce`).
+    of the unpicked pixels (-3) that are particle; background pixels the model calls particle with p above
+    ``confident`` are ignored (:func:`cryopick.training.loss.masked_bce`).
     """
     model.train()
     optimizer.zero_grad(set_to_none=True)
     with torch.autocast(device_type=images.device.type, dtype=torch.bfloat16, enabled=amp):
         logits = model(images, return_logits=True)
-    loss = masked_bce(logits.float(), masks, pos_weight, prior)
+    loss = masked_bce(logits.float(), masks, pos_weight, prior, confident)
     loss.backward()
     optimizer.step()
     return float(loss.detach())

@@ -10,10 +10,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from cryopick.preprocessing.labels import UNPICKED
+from cryopick.preprocessing.labels import IGNORE, UNPICKED
 
 
-def masked_bce(logits: torch.Tensor, target: torch.Tensor, pos_weight: float = 1.0, prior: float = 0.0) -> torch.Tensor:
+def masked_bce(logits: torch.Tensor, target: torch.Tensor, pos_weight: float = 1.0, prior: float = 0.0,
+               confident: float | None = None) -> torch.Tensor:
     """Pixel-wise binary cross-entropy averaged over the pixels that carry a target.
 
     Labeled pixels (t in {0, 1}) add -[w * t * log p + (1 - t) * log(1 - p)], p = sigmoid(logits), computed
@@ -25,12 +26,21 @@ def masked_bce(logits: torch.Tensor, target: torch.Tensor, pos_weight: float = 1
     values (-1 ignore, -2 held back) add nothing. Returns 0 (with a gradient) when no pixel carries a
     target, so such a batch cannot produce NaN.
 
+    ``confident``: background pixels (t = 0) where the model's own p exceeds it add nothing either. Experts leave
+    particles unpicked; labeled as background they are what the model unlearns last, and memorising them teaches
+    it that some particles are background. A pixel the model already calls particle with that confidence is
+    more likely such a particle than background (the product's pseudo-label rule reads p > 0.95 the same way).
+
     Args:
         logits: (B, 1, H, W) or any shape matching ``target``.
         target: same shape, values in {-3, -2, -1, 0, 1}.
         prior: share of the unpicked pixels that are particle (label disks), in [0, 1).
+        confident: None (every background pixel counts) or a probability in (0, 1).
     """
     target = target.to(logits.dtype)
+    if confident is not None:
+        left_out = (target == 0) & (torch.sigmoid(logits.detach()) > confident)
+        target = torch.where(left_out, torch.full_like(target, float(IGNORE)), target)
     valid = target >= 0
     t = target.clamp(min=0.0)
     weight = torch.where(t > 0, torch.full_like(t, pos_weight), torch.ones_like(t)) * valid
