@@ -148,29 +148,31 @@ def measure(ds: DataSet, out: Path, cryopick_runs: list[Path], quick: bool, reus
     if reuse_topaz and last.is_file():
         old = json.loads(last.read_text())
         R.update({k: old[k] for k in ("topaz_train_s", "topaz_train_load", "topaz_model", "topaz_pretrained", "topaz_trained")})
-        R["topaz_trained_runs"] = old.get("topaz_trained_runs", [_run_score(old)])
+        R["topaz_trained_runs"] = old.get("topaz_trained_runs", [_topaz_record(old)])
         R["topaz_measured"] = old.get("topaz_measured", old["started"])
     else:
         _measure_topaz(ds, R, mics, test, out, quick, topaz_runs)
         R["topaz_measured"] = R["started"]
     R = _measure_cryopick(ds, R, mics, test, out, cryopick_runs[0] if cryopick_runs else None, quick)
-    R["cryopick_runs"] = [_run_score(R, "cryopick")]
+    R["cryopick_runs"] = [_cryopick_record(R["cryopick_run"], R["cryopick_config"], R["cryopick"]["score"])]
     for i, root in enumerate(cryopick_runs[1:], start=1):
         run_dir = (root / ds.name / "run").resolve()
         config = json.loads((run_dir / "config.json").read_text())
         cryopick_pick(run_dir, test, out / f"cryopick_low_{i}", ["--threshold", str(LOW_THRESHOLD)])
         s = score(ds, out / f"cryopick_low_{i}", float(config["result"]["threshold"]))
-        R["cryopick_runs"].append({"run": str(run_dir), "seed": config["train"]["seed"], "best_f1": s["best_f1"], "f1": s["f1"]})
+        R["cryopick_runs"].append(_cryopick_record(str(run_dir), config, s))
         print(ds.name, "cryopick", run_dir, json.dumps(R["cryopick_runs"][-1]), flush=True)
     return R
 
 
-def _run_score(R: dict[str, Any], key: str = "topaz_trained") -> dict[str, Any]:
-    """One repeat's record (model or run, best F1, F1 at the stored threshold) from a data set's main figures."""
-    if key == "topaz_trained":
-        return {"model": R["topaz_model"], "train_s": R["topaz_train_s"], "best_f1": R[key]["score"]["best_f1"]}
-    s = R[key]["score"]
-    return {"run": R["cryopick_run"], "seed": R["cryopick_config"]["train"]["seed"], "best_f1": s["best_f1"], "f1": s["f1"]}
+def _topaz_record(R: dict[str, Any]) -> dict[str, Any]:
+    """The repeat record (model, training seconds, best F1) of a data set's main trained Topaz."""
+    return {"model": R["topaz_model"], "train_s": R["topaz_train_s"], "best_f1": R["topaz_trained"]["score"]["best_f1"]}
+
+
+def _cryopick_record(run: str, config: dict[str, Any], s: dict[str, Any]) -> dict[str, Any]:
+    """The repeat record (run, seed, best F1, F1 at the stored threshold) of one cryopick model's `test` score."""
+    return {"run": run, "seed": config["train"]["seed"], "best_f1": s["best_f1"], "f1": s["f1"]}
 
 
 def _measure_topaz(ds: DataSet, R: dict[str, Any], mics: dict[str, list[Path]], test: list[Path], out: Path, quick: bool,
@@ -191,7 +193,7 @@ def _measure_topaz(ds: DataSet, R: dict[str, Any], mics: dict[str, list[Path]], 
         res["score"] = score(ds, out / key)
         R[key] = res
         print(ds.name, key, json.dumps(res["score"]), flush=True)
-    R["topaz_trained_runs"] = [_run_score(R)]
+    R["topaz_trained_runs"] = [_topaz_record(R)]
     for i in range(1, runs):
         model, seconds = train_topaz(topaz, mics["labeled"], ds.data / "coords", out / f"topaz_train_{i}", **kw)
         run_topaz(topaz, test, out / f"topaz_trained_{i}", model=str(model), radius=R["topaz_radius"])
@@ -317,7 +319,8 @@ def repeats(results: list[dict[str, Any]]) -> list[str]:
     verdicts = []
     for R in results:
         ds = DATASETS[R["dataset"]]
-        tz, cp = R.get("topaz_trained_runs", [_run_score(R)]), R.get("cryopick_runs", [_run_score(R, "cryopick")])
+        tz = R.get("topaz_trained_runs", [_topaz_record(R)])
+        cp = R.get("cryopick_runs", [_cryopick_record(R["cryopick_run"], R["cryopick_config"], R["cryopick"]["score"])])
         out.append(f"| {ds.title} | Topaz trained on {R['n_labeled']} `labeled` | {len(tz)} | {_spread([r['best_f1'] for r in tz])} | – |")
         out.append(f"| {ds.title} | cryopick (seeds {', '.join(str(r['seed']) for r in cp)}) | {len(cp)} | "
                    f"{_spread([r['best_f1'] for r in cp])} | {_spread([r['f1'] for r in cp])} |")
