@@ -224,7 +224,7 @@ def job_ablation(a: dict[str, Any]) -> dict[str, Any]:
 
     model, meta = load_picker(a["model"], torch.device(a["device"]))
     image = preprocess(read_micrograph(Path(a["micrograph"])).data, meta.preprocess).image
-    paths = {"plain (as before #5)": (PickConfig(), {"fuse": False, "channels_last": False}),
+    paths = {"plain (NCHW, BatchNorm unfolded)": (PickConfig(), {"fuse": False, "channels_last": False}),
              "channels-last weights": (PickConfig(), {"fuse": False}),
              "+ BatchNorm folded (default)": (PickConfig(), {}),
              "+ bf16 autocast (--amp)": (PickConfig(amp=True), {})}

@@ -39,7 +39,7 @@ from typing import Any
 # OpenMP's default busy-waiting slows whichever tool has it by several times under contention.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import REPO, update_section  # noqa: E402
+from _report import REPO, git_rev, update_section  # noqa: E402
 from topaz_runner import ensure_topaz_venv, run_topaz, train_topaz  # noqa: E402
 
 SHARED = Path(os.environ.get("CRYOPICK_DATA_ROOT", REPO.parent / "shared" / "data"))  # as label_efficiency.py reads it
@@ -142,7 +142,7 @@ def measure(ds: DataSet, out: Path, cryopick_runs: list[Path], quick: bool, reus
     test = mics["test"][:1] if quick else mics["test"]
     out.mkdir(parents=True, exist_ok=True)
     R: dict[str, Any] = {"dataset": ds.name, "started": time.strftime("%H:%M:%S"), "n_test": len(test),
-                         "n_labeled": len(mics["labeled"]), "argv": sys.argv, "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+                         "n_labeled": len(mics["labeled"]), "argv": sys.argv, "commit": git_rev(), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
                          "topaz_n": ds.topaz_n, "topaz_radius": int(round(ds.radius))}
     last = out / "summary.json"
     if reuse_topaz and last.is_file():
@@ -260,12 +260,14 @@ def main() -> None:
             R = measure(ds, out, a.cryopick_runs, a.quick, a.reuse_topaz, a.topaz_runs)
             (out / "summary.json").write_text(json.dumps(R, indent=1, default=str) + "\n")
         results.append(R)
-    if a.render:
-        sys.argv = results[0].get("argv", sys.argv)  # the doc names the command that measured
+    commits = None
+    if a.render:  # the doc names the command and the commits that measured, not the checkout that rendered
+        sys.argv = results[0].get("argv", sys.argv)
+        commits = list(dict.fromkeys(R.get("commit", "unknown") for R in results))
     body = render(results)
     print(body)
     if not a.no_doc:
-        update_section(a.section, TITLE, body)
+        update_section(a.section, TITLE, body, commits=commits)
 
 
 def summary_row(R: dict[str, Any]) -> list[str]:
@@ -310,6 +312,16 @@ def _spread(values: list[float]) -> str:
     return f"{m:.3f} ± {sd:.3f} ({', '.join(f'{v:.3f}' for v in values)})"
 
 
+def _verdict(cryopick: list[float], topaz: list[float]) -> str:
+    """cryopick's mean best F1 against Topaz's: above / below only beyond two standard errors of the difference."""
+    gap = statistics.mean(cryopick) - statistics.mean(topaz)
+    if min(len(cryopick), len(topaz)) < 2:
+        return f"cryopick's best F1 {'above' if gap > 0 else '**not above**'} trained Topaz's ({gap:+.3f}; one training of one of them)"
+    se = (statistics.variance(cryopick) / len(cryopick) + statistics.variance(topaz) / len(topaz)) ** 0.5
+    word = "above" if gap > 2 * se else "**below**" if gap < -2 * se else "**level with**"
+    return f"cryopick's mean best F1 {word} trained Topaz's ({gap:+.3f}, standard error of the difference {se:.3f})"
+
+
 def repeats(results: list[dict[str, Any]]) -> list[str]:
     """Each trained picker over its repeats, measured in this run: Topaz's unseeded trainings, cryopick's seeds."""
     out = ["Trained pickers over repeated trainings, every model picking the same `test` micrographs in this run "
@@ -324,9 +336,7 @@ def repeats(results: list[dict[str, Any]]) -> list[str]:
         out.append(f"| {ds.title} | Topaz trained on {R['n_labeled']} `labeled` | {len(tz)} | {_spread([r['best_f1'] for r in tz])} | – |")
         out.append(f"| {ds.title} | cryopick (seeds {', '.join(str(r['seed']) for r in cp)}) | {len(cp)} | "
                    f"{_spread([r['best_f1'] for r in cp])} | {_spread([r['f1'] for r in cp])} |")
-        gap = statistics.mean(r["best_f1"] for r in cp) - statistics.mean(r["best_f1"] for r in tz)
-        verdicts.append(f"{ds.title}: cryopick's mean best F1 {'above' if gap > 0 else '**not above**'} trained Topaz's "
-                        f"({gap:+.3f})")
+        verdicts.append(f"{ds.title}: {_verdict([r['best_f1'] for r in cp], [r['best_f1'] for r in tz])}")
     return out + ["", "- " + "; ".join(verdicts) + ".", ""]
 
 
