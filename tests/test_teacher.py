@@ -233,3 +233,24 @@ def test_a_few_sparse_picks_still_give_a_count_that_errs_towards_more_particles(
     count = estimated_count(k, tp, curve.recall)
     assert 34 <= count < 34 * 3
     assert not np.array_equal(for_sparse_picks(curve).precision, curve.precision)
+
+
+def test_sparse_picks_with_the_users_particle_count_put_the_threshold_where_the_particles_end() -> None:
+    """`cryopick train --expected-particles`: the count in the scored area is known, so the curve is rescored
+    against it rather than against a count estimated from eight picks."""
+    from cryopick.evaluation.metrics import PRCurve, best_threshold, for_sparse_picks
+
+    is_particle = np.r_[np.ones(30), np.zeros(2), np.ones(4), np.zeros(60)].astype(bool)
+    picked = np.zeros(len(is_particle), bool)
+    picked[[0, 3, 7, 12, 18, 22, 27, 33]] = True  # 8 of the 34 particles
+    tp = np.cumsum(picked)
+    k = np.arange(1, len(tp) + 1)
+    scores = np.linspace(1.0, 0.01, len(k))
+    curve = PRCurve(scores, tp / k, tp / 8, tp, 8)
+    rescored = for_sparse_picks(curve, count=34.0)
+    assert rescored.precision[33] == pytest.approx(1.0)  # 34 picks, recall 1: every particle found
+    assert rescored.precision[-1] == pytest.approx(34 / len(k))
+    _, thr = best_threshold(rescored)
+    assert thr == pytest.approx(scores[33])
+    _, plain = best_threshold(curve)
+    assert plain > scores[30]  # against the eight picks alone it stops before the particles end

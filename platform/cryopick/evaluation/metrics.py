@@ -288,7 +288,18 @@ def picked_share(curve: PRCurve, z: float = SPARSE_Z, default: float | None = 1.
     return share_picked(curve.n_true, np.arange(1, len(curve.tp) + 1), curve.tp, curve.recall, z, default)
 
 
-def for_sparse_picks(curve: PRCurve) -> PRCurve:
-    """The curve with :func:`sparse_precision` (unchanged when the particle count cannot be estimated)."""
-    precision = sparse_precision(np.arange(1, len(curve.tp) + 1), curve.tp, curve.recall)
+def for_sparse_picks(curve: PRCurve, count: float | None = None) -> PRCurve:
+    """The curve with precision against the particle count (unchanged when that count cannot be known).
+
+    ``count``: the particles in the scored area, where the user said how many a micrograph holds
+    (``--expected-particles``). Otherwise it is estimated from the picks themselves (:func:`sparse_precision`),
+    which a few sparse validation picks cannot do reliably. Precision is then the particles found (recall × count)
+    ÷ the picks, at most 1.
+    """
+    picks = np.arange(1, len(curve.tp) + 1)
+    precision: np.ndarray | None
+    if count is not None and count > 0:
+        precision = np.minimum(1.0, curve.recall * max(count, curve.n_true) / picks)
+    else:
+        precision = sparse_precision(picks, curve.tp, curve.recall)
     return curve if precision is None else PRCurve(curve.thresholds, precision, curve.recall, curve.tp, curve.n_true)

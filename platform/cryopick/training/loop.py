@@ -110,6 +110,7 @@ def evaluate(
     pick_cfg: PickConfig | None = None,
     border: float = 0.0,
     labels: str = "complete",
+    expected: float | None = None,
 ) -> ValResult:
     """Pick the validation micrographs and find the best threshold and peak distance.
 
@@ -121,7 +122,9 @@ def evaluate(
     (EMPIAR-10017), while picks that leave particles out (EMPIAR-10028's expert, or a user's few) get the
     threshold they need (docs/selftrain.md). ``sparse`` in the result says whether the picks look sparse:
     :func:`~cryopick.evaluation.metrics.judged_share` of the Wilson-bounded picked share and the model's mean
-    peak at the validation picks below ``SPARSE_SHARE`` (``auto``), or ``labels`` says so.
+    peak at the validation picks below ``SPARSE_SHARE`` (``auto``), or ``labels`` says so. ``expected``: the
+    particles a micrograph holds, as the user said; the sparse precision then counts that many per micrograph, in
+    proportion to the scored area.
     """
     core = getattr(model, "module", model)
     heatmaps = [predict_heatmap(core, v.image, pick_cfg) for v in val_items]
@@ -141,9 +144,21 @@ def evaluate(
     share = judged_share(picked_share(best.curve, default=None) if best.curve is not None else None, at_picks)
     if labels in ("sparse", "auto"):
         best = _best_of([(md, for_sparse_picks(c)) for md, c in curves])
+        if expected is not None:  # the peak distance as chosen; its threshold against the user's count
+            count = expected * sum(_scored_share(v) for v in val_items)
+            by_md = best.by_min_distance
+            best = _best_of([(md, for_sparse_picks(c, count)) for md, c in curves if md == best.min_distance])
+            best.by_min_distance = by_md
     best.sparse = labels == "sparse" or (labels == "auto" and share < SPARSE_SHARE)
     best.picked_share = share
     return best
+
+
+def _scored_share(v: ValItem) -> float:
+    """Share of a validation micrograph's area that is scored (its strip or region)."""
+    h, w = v.image.shape
+    (r0, r1), (c0, c1) = v.rows, v.cols or (0, w)
+    return max(0, min(r1, h) - max(r0, 0)) * max(0, min(c1, w) - max(c0, 0)) / float(h * w)
 
 
 def _best_of(curves: Sequence[tuple[float, PRCurve]]) -> ValResult:
@@ -204,6 +219,7 @@ def train_picker(
     max_minutes: float | None = None,
     labels: str = "auto",
     prior: float = 0.0,
+    expected: float | None = None,
 ) -> TrainResult:
     """Train a U-Net on patches of ``train_items``; keep a checkpoint by :class:`CheckpointRule`.
 
@@ -219,6 +235,7 @@ def train_picker(
         labels: complete | sparse | auto (sparse when the validation picks look sparse, with a message):
             how the stored threshold is chosen (:func:`evaluate`'s ``sparse``).
         prior: share of the unpicked pixels (mask -3) that are particle (:func:`cryopick.training.loss.masked_bce`).
+        expected: particles a micrograph holds, as the user said (None: the sparse count is estimated).
     """
     if threads:
         torch.set_num_threads(threads)
@@ -256,7 +273,7 @@ def train_picker(
             break
     bar.close()
     model.load_state_dict(best_state)
-    val = _choose_picking(model, val_items, meta, labels)  # the sparse note prints even without a progress bar
+    val = _choose_picking(model, val_items, meta, labels, expected=expected)  # the sparse note prints even without a progress bar
     if out_dir is not None:
         save_picker(Path(out_dir), model, meta)
         write_history(Path(out_dir) / "history.csv", history)
@@ -264,17 +281,18 @@ def train_picker(
 
 
 def _choose_picking(model: nn.Module, val_items: Sequence[ValItem], meta: PickerMeta, labels: str = "complete",
-                    say: bool = True) -> ValResult | None:
+                    say: bool = True, expected: float | None = None) -> ValResult | None:
     """Store in ``meta`` the peak distance that maximises F1 on validation and the lowest threshold whose F1 there
     is within sampling noise of the best (:func:`~cryopick.evaluation.metrics.lowest_within_noise`); None: no
     validation.
 
     With sparse labels (``labels``, or ``auto`` and an estimated picked share below ``SPARSE_SHARE``) F1 is
-    taken against the estimated particle count.
+    taken against the particle count: ``expected`` (the particles a micrograph holds, as the user said) sets it,
+    else it is estimated from the validation picks.
     """
     if not val_items:
         return None
-    val = evaluate(model, val_items, meta.diameter, meta.smooth_sigma, border=meta.border, labels=labels)
+    val = evaluate(model, val_items, meta.diameter, meta.smooth_sigma, border=meta.border, labels=labels, expected=expected)
     if val.curve is not None:
         val.f1, val.threshold = lowest_within_noise(val.curve)
     if val.sparse and labels == "auto" and say:

@@ -104,7 +104,8 @@ def _train_into(work: Path, micrographs: Sequence[Path], coords_dir: Path, diame
     }
     write_json(out_dir / "config.json", config)  # the plan, before the long part
     result = train_picker(train_items, val_items, meta, train_cfg, out_dir, progress=progress, device=device, amp=amp,
-                          threads=threads, max_minutes=max_minutes, labels=runtime["labels"], prior=runtime["prior"])
+                          threads=threads, max_minutes=max_minutes, labels=runtime["labels"], prior=runtime["prior"],
+                          expected=runtime["expected_particles"] if runtime["prior"] > 0 else None)
     m = result.meta
     config["result"] = {
         "threshold": m.threshold, "min_distance": m.min_distance, "border": m.border, "val_f1": m.val_f1,
