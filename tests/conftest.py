@@ -24,8 +24,12 @@ for _key, _value in {"OMP_WAIT_POLICY": "PASSIVE"}.items():
     os.environ.setdefault(_key, _value)  # EMPIAR-10017 particle diameter in micrograph pixels (see its README)
 
 
-def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    """In CI a skip is a failure: the suite must really run everything."""
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """In CI a skip is a failure: the suite must really run everything. Changed where the report is made, so the
+    progress line, the summary and the exit status all see a failure."""
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
     if os.environ.get("CRYOPICK_FAIL_ON_SKIP") == "1" and report.skipped and not hasattr(report, "wasxfail"):
         report.outcome = "failed"
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
