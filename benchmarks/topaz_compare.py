@@ -154,7 +154,7 @@ def measure(ds: DataSet, out: Path, cryopick_runs: list[Path], quick: bool, reus
         _measure_topaz(ds, R, mics, test, out, quick, topaz_runs)
         R["topaz_measured"] = R["started"]
     R = _measure_cryopick(ds, R, mics, test, out, cryopick_runs[0] if cryopick_runs else None, quick)
-    R["cryopick_runs"] = [_cryopick_record(R["cryopick_run"], R["cryopick_config"], R["cryopick"]["score"])]
+    R["cryopick_runs"] = [_main_cryopick_record(R)]
     for i, root in enumerate(cryopick_runs[1:], start=1):
         run_dir = (root / ds.name / "run").resolve()
         config = json.loads((run_dir / "config.json").read_text())
@@ -168,6 +168,11 @@ def measure(ds: DataSet, out: Path, cryopick_runs: list[Path], quick: bool, reus
 def _topaz_record(R: dict[str, Any]) -> dict[str, Any]:
     """The repeat record (model, training seconds, best F1) of a data set's main trained Topaz."""
     return {"model": R["topaz_model"], "train_s": R["topaz_train_s"], "best_f1": R["topaz_trained"]["score"]["best_f1"]}
+
+
+def _main_cryopick_record(R: dict[str, Any]) -> dict[str, Any]:
+    """The repeat record of a data set's main (timed) cryopick model."""
+    return _cryopick_record(R["cryopick_run"], R["cryopick_config"], R["cryopick"]["score"])
 
 
 def _cryopick_record(run: str, config: dict[str, Any], s: dict[str, Any]) -> dict[str, Any]:
@@ -332,7 +337,7 @@ def repeats(results: list[dict[str, Any]]) -> list[str]:
     for R in results:
         ds = DATASETS[R["dataset"]]
         tz = R.get("topaz_trained_runs", [_topaz_record(R)])
-        cp = R.get("cryopick_runs", [_cryopick_record(R["cryopick_run"], R["cryopick_config"], R["cryopick"]["score"])])
+        cp = R.get("cryopick_runs", [_main_cryopick_record(R)])
         out.append(f"| {ds.title} | Topaz trained on {R['n_labeled']} `labeled` | {len(tz)} | {_spread([r['best_f1'] for r in tz])} | – |")
         out.append(f"| {ds.title} | cryopick (seeds {', '.join(str(r['seed']) for r in cp)}) | {len(cp)} | "
                    f"{_spread([r['best_f1'] for r in cp])} | {_spread([r['f1'] for r in cp])} |")

@@ -22,10 +22,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from label_efficiency import DATA, budget_picks, mics, split_of  # noqa: E402
-
-DIAMETER = {"empiar10017": 27.0, "empiar10028": 56.0}
-EXPECTED = {"empiar10017": 600, "empiar10028": 90}  # what label_efficiency.py tells sparse campaigns
+from label_efficiency import DATA, DIAMETERS, EXPECTED_PARTICLES, budget_picks, mics, split_of  # noqa: E402
 
 
 def run(cmd: list[str]) -> str:
@@ -66,14 +63,14 @@ def one(data: str, budget: str, seed: int, out: Path, train_args: list[str], aga
         run_dir, picks = replay(run_dir, out / "run_replay"), out / "picks_dev_replay"
     else:
         run(["cryopick", "train", "--micrographs", *mics(data, names), "--coords", str(coords), "--diameter",
-             str(DIAMETER[data]), "--expected-particles", str(EXPECTED[data]), "--seed", str(seed), "--out", str(run_dir),
+             str(DIAMETERS[data]), "--expected-particles", str(EXPECTED_PARTICLES[data]), "--seed", str(seed), "--out", str(run_dir),
              "--quiet", *train_args])
     train_s = time.monotonic() - t0
     stored = json.loads((run_dir / "config.json").read_text())["result"]["threshold"]
     run(["cryopick", "pick", "--model", str(run_dir), "--micrographs", *mics(data, split_of(data)["unlabeled"]),
          "--out", str(picks), "--threshold", "0.02", "--quiet"])
     ev = ["cryopick", "evaluate", "--picks", str(picks), "--truth", str(DATA / data / "coords"), "--diameter",
-          str(DIAMETER[data]), "--json"]
+          str(DIAMETERS[data]), "--json"]
     best = json.loads(run(ev))
     at_stored = json.loads(run([*ev, "--threshold", str(stored)]))
     return {"picks": n, "best": best["best_f1"], "stored": at_stored["f1"], "ap": best["average_precision"],
@@ -82,7 +79,7 @@ def one(data: str, budget: str, seed: int, out: Path, train_args: list[str], aga
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", default="empiar10028", choices=list(DIAMETER))
+    p.add_argument("--data", default="empiar10028", choices=list(DIAMETERS))
     p.add_argument("--budget", default="s10")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--out", type=Path, required=True)
