@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import REPO, update_section  # noqa: E402
 from _throughput_report import render  # noqa: E402
 
-DATA = REPO.parent / "shared" / "data" / "empiar10017"
+DATA = Path(os.environ.get("CRYOPICK_DATA_ROOT", REPO.parent / "shared" / "data")) / "empiar10017"  # as label_efficiency.py
 OUT = REPO / "benchmarks" / "out" / "throughput"
 DIAMETER = 27.0
 TILE = 512  # PickConfig default; FLOPs are counted per pixel on a tile of this size
@@ -99,7 +99,7 @@ def job_pick(a: dict[str, Any]) -> dict[str, Any]:
     t = time.perf_counter()
     model, meta = load_picker(a["model"], dev)
     load_s = time.perf_counter() - t
-    cfg = PickConfig(amp=a["amp"])
+    cfg = PickConfig(amp=a["amp"], tta=a.get("tta", PickConfig().tta))
     threshold = meta.threshold if cfg.threshold is None else cfg.threshold
     runs = []
     for r in range(a["repeats"]):
@@ -310,6 +310,8 @@ def main() -> None:
     p.add_argument("--ray-widths", type=int, nargs="*", default=[16, 32, 64])
     p.add_argument("--no-ray", action="store_true")
     p.add_argument("--amp", action="store_true", help="also pick with bfloat16 autocast")
+    p.add_argument("--tta", type=int, nargs="+", help="test-time-augmentation views to time (default: cryopick's); "
+                   "the first count is the one the targets use, the others add rows")
     p.add_argument("--compile", action="store_true", help="add torch.compile to the inference ablation (slow to compile)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--quick", action="store_true", help="tiny settings to check the script")
@@ -344,13 +346,16 @@ def main() -> None:
     R["conv"] = run_job("conv", device=a.device, conv_size=128 if a.quick else 512, repeats=3 if a.quick else 5)
     R["pick"] = []
     variants = [False, True] if a.amp else [False]
+    from cryopick.config import PickConfig
+
+    ttas = a.tta or [PickConfig().tta]
     for size, mic, reps in mics:
-        for w in a.widths:
+        for w, tta in ((w, t) for w in a.widths for t in ttas):
             for amp in variants:
                 # the reference conv again right before and after (own processes, so the pick's peak RSS
                 # stays its own): the share then compares like with like while other work comes and goes
                 conv = [run_job("conv", device=a.device, conv_size=512, repeats=3, bf16=amp)]
-                res = run_job("pick", width=w, size=size, micrograph=str(mic), model=str(models[w]), amp=amp,
+                res = run_job("pick", width=w, size=size, micrograph=str(mic), model=str(models[w]), amp=amp, tta=tta,
                               device=a.device, repeats=reps, out=str(tmp))
                 conv.append(run_job("conv", device=a.device, conv_size=512, repeats=3, bf16=amp))
                 res["conv"] = {k: max(c[k] for c in conv) for k in conv[0] if k.startswith("gflops")}
