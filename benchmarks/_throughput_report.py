@@ -14,7 +14,7 @@ def render(R: dict[str, Any], a: argparse.Namespace) -> str:
     out = [f"Measured {R['started']}–{R['finished']} (machine clock) on `{a.device}`. Each row is a fresh process; "
            "*peak RSS* is that process's `ru_maxrss` (whole process: Python, torch and its libraries; "
            "*after import* is its RSS once torch and cryopick are loaded). *load* is the 1-minute load average "
-           "before → after the row (2 cores, shared with other work: rows with load ≫ 2 are slowed by contention).",
+           f"before → after the row ({R.get('cores', 2)} cores, shared with other work: rows with load ≫ cores are slowed by contention).",
            "",
            f"**Reference conv** (64→64, 3×3, 1×64×512², channels-last, inference mode, best of 5): "
            f"{conv32:.0f} GFLOP/s float32, {conv16:.0f} GFLOP/s under bfloat16 autocast "
@@ -117,7 +117,7 @@ def targets(R: dict[str, Any], a: argparse.Namespace) -> list[str]:
         for r in (r for r in R["pick"] if r["width"] == 64 and r["size"] == big):
             t = _warm(r, "total")
             lines.append(f"- Full width (64), {big}, {'bf16' if r['amp'] else 'fp32'}, bin {R.get('bin', 2.0):g}, "
-                         f"{r.get('tta', 1)} views: {1000 * t:.0f} ms end to end (warm; heatmap {1000 * _warm(r, 'heatmap'):.0f} ms) "
+                         f"{r.get('tta', 1)} view{'s' if r.get('tta', 1) > 1 else ''}: {1000 * t:.0f} ms end to end (warm; heatmap {1000 * _warm(r, 'heatmap'):.0f} ms) "
                          f"against the seed design's 500 ms on an RTX A6000 → {'met' if t <= 0.5 else 'missed'} on this GPU.")
     if a.device == "cpu":
         lines.append("- Not measured by this script here: the full-width timing on a 3710×3838 micrograph on a GPU, against "

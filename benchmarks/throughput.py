@@ -340,7 +340,8 @@ def main() -> None:
     shapes = [tuple(int(v) for v in s.lower().split("x")) * (1 if "x" in s.lower() else 2) for s in a.large]
     mics = [("1024²", test_mic, a.repeats)] + [(f"{h}×{w}", simulated((h, w)), a.large_repeats) for h, w in shapes]
     models = make_models(a.widths, tmp / "models", a.bin)
-    R: dict[str, Any] = {"started": time.strftime("%H:%M:%S"), "device": a.device, "bin": a.bin, "argv": sys.argv}
+    R: dict[str, Any] = {"started": time.strftime("%H:%M:%S"), "device": a.device, "bin": a.bin, "argv": sys.argv,
+                      "cores": os.cpu_count()}
     print("flops / conv reference", flush=True)
     R["flops"] = run_job("flops", widths=a.widths)
     R["conv"] = run_job("conv", device=a.device, conv_size=128 if a.quick else 512, repeats=3 if a.quick else 5)
