@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from cryopick.evaluation.metrics import (
-    average_precision, best_threshold, curve_from_hits, lowest_within_noise, match, pooled_curve, pr_curve, summarize,
+    average_precision, best_threshold, centre_within_noise, curve_from_hits, lowest_within_noise, match, pooled_curve, pr_curve,
+    score_at, summarize,
 )
 from cryopick.inference.peaks import connected_boxes, find_peaks, greedy_nms
 
@@ -79,7 +80,7 @@ def test_pr_curve_ap_and_best_threshold_by_hand() -> None:
     assert s.f1 == pytest.approx(4 / 7)
 
 
-def test_the_stored_threshold_is_the_lowest_one_validation_cannot_tell_from_the_best() -> None:
+def test_the_sparse_threshold_is_the_lowest_one_validation_cannot_tell_from_the_best() -> None:
     # 30 true particles: 29 found at scores 0.99..0.71, a false pick at 0.70, the last particle at 0.30, then 5 false
     scores = np.r_[np.linspace(0.99, 0.71, 29), 0.70, 0.30, np.linspace(0.25, 0.05, 5)]
     hits = np.r_[np.ones(29, bool), False, True, np.zeros(5, bool)]
@@ -92,6 +93,25 @@ def test_the_stored_threshold_is_the_lowest_one_validation_cannot_tell_from_the_
     assert lowest_within_noise(c, 0.0) == (pytest.approx(best), pytest.approx(0.30))  # no slack: the best cut point
     more = curve_from_hits(np.tile(scores, 10), np.tile(hits, 10), 300)  # ten times the picks: a narrower noise band
     assert lowest_within_noise(more, 1.0)[1] >= low
+
+
+def test_the_stored_threshold_is_the_middle_of_those_validation_cannot_tell_from_the_best() -> None:
+    # a clean strip of 12 particles: one strong false peak, the particles at 0.90..0.60, weak false peaks at 0.05, 0.03
+    scores = np.r_[0.95, np.linspace(0.90, 0.60, 12), 0.05, 0.03]
+    hits = np.r_[False, np.ones(12, bool), False, False]
+    c = curve_from_hits(scores, hits, 12)
+    best, at = best_threshold(c)
+    assert at == pytest.approx(0.60) and best == pytest.approx(24 / 25)  # all 12 found, one false pick
+    se = np.sqrt(best * (1 - best) / 12)
+    assert score_at(c, 0.05)[2] >= best - se  # one standard error reaches down to the weak false peak...
+    f1, t = centre_within_noise(c, 1.0)
+    assert t == pytest.approx(0.60) and f1 == pytest.approx(best)  # ...but the middle of the band stays with the particles
+    assert centre_within_noise(c, 0.0) == (pytest.approx(best), pytest.approx(0.60))  # no slack: the best cut point
+    # a band of many cut points (scores 0.99..0.01, every other one a particle): its middle in log-odds is 0.5
+    s = np.linspace(0.99, 0.01, 99)
+    flat = curve_from_hits(s, np.arange(99) % 2 == 0, 50)
+    f1, t = centre_within_noise(flat, 1e9)  # every cut point within noise
+    assert t == pytest.approx(0.50)
 
 
 def test_pooled_curve_and_empty_cases() -> None:

@@ -15,9 +15,10 @@ from numpy.typing import ArrayLike
 from scipy.spatial import cKDTree
 
 CANDIDATE_FLOOR = 0.02  # weakest peak kept as a candidate for PR curves and average precision
-# `cryopick train` stores the lowest threshold whose validation F1 is within this many standard errors of the best
-# (0.5: the smaller worst case on dev of 0.5 and 1; docs/design.md, "Stored threshold")
-STRIP_NOISE_SE = 0.5
+# `cryopick train` stores the threshold in the middle of those whose validation F1 is within this many standard
+# errors of the best; with sparse picks the lowest of those within SPARSE_STRIP_SE (docs/design.md, "Stored threshold")
+STRIP_NOISE_SE = 1.0
+SPARSE_STRIP_SE = 0.5
 
 
 @dataclass(frozen=True)
@@ -133,20 +134,44 @@ def best_threshold(curve: PRCurve) -> tuple[float, float]:
     return float(curve.f1[i]), float(curve.thresholds[i])
 
 
-def lowest_within_noise(curve: PRCurve, k: float = STRIP_NOISE_SE) -> tuple[float, float]:
+def lowest_within_noise(curve: PRCurve, k: float = SPARSE_STRIP_SE) -> tuple[float, float]:
     """(F1, threshold) at the lowest cut point whose F1 is within ``k`` binomial standard errors of the best.
 
-    The standard error is sqrt(F1 (1 - F1) / n_true) at the best cut point: with the few dozen picks of a
-    validation strip, cut points that far apart are one or two picks apart and cannot be told apart. Among them
-    the lowest is taken because strips are held back from the training micrographs, where the model scores
-    higher than on micrographs it has not seen, so the strip-best threshold is too high elsewhere
-    (docs/design.md, "Stored threshold").
+    The rule for sparse picks, whose curve counts precision against the particles a micrograph holds
+    (:func:`for_sparse_picks`): a strip holds a handful of their picks, the band spans most of the curve, and
+    its middle stores too high a threshold (docs/design.md, "Stored threshold").
     """
     best_f1, best_t = best_threshold(curve)
     if len(curve.thresholds) == 0 or curve.n_true == 0:
         return best_f1, best_t
+    i = int(_within_noise(curve, best_f1, k).max())
+    return float(curve.f1[i]), float(curve.thresholds[i])
+
+
+def _within_noise(curve: PRCurve, best_f1: float, k: float) -> np.ndarray:
+    """Indices of the cut points whose F1 is within ``k`` binomial standard errors, sqrt(F1 (1 - F1) / n_true), of
+    ``best_f1``."""
     se = float(np.sqrt(max(best_f1 * (1.0 - best_f1), 0.0) / curve.n_true))
-    i = int(np.nonzero(cut_points(curve) & (curve.f1 >= best_f1 - k * se))[0].max())
+    return np.nonzero(cut_points(curve) & (curve.f1 >= best_f1 - k * se))[0]
+
+
+def centre_within_noise(curve: PRCurve, k: float = STRIP_NOISE_SE) -> tuple[float, float]:
+    """(F1, threshold) at the cut point nearest the middle, in log-odds, of those whose F1 is within ``k``
+    binomial standard errors of the best.
+
+    The standard error is sqrt(F1 (1 - F1) / n_true) at the best cut point: with the few dozen picks of a
+    validation strip, cut points that far apart are one or two picks apart and cannot be told apart. Either end
+    of that band is where the strip's evidence is thinnest: a flat curve on a clean strip reaches down to the
+    candidate floor, where unseen micrographs hold many weak false peaks, and the strip's own best can sit high
+    (docs/design.md, "Stored threshold"). With many picks the band narrows to the best cut point.
+    """
+    best_f1, best_t = best_threshold(curve)
+    if len(curve.thresholds) == 0 or curve.n_true == 0:
+        return best_f1, best_t
+    idx = _within_noise(curve, best_f1, k)
+    t = np.clip(curve.thresholds[idx], 1e-6, 1.0 - 1e-6)
+    logit = np.log(t / (1.0 - t))
+    i = int(idx[np.argmin(np.abs(logit - 0.5 * (logit.min() + logit.max())))])
     return float(curve.f1[i]), float(curve.thresholds[i])
 
 

@@ -27,7 +27,7 @@ from cryopick.training.checkpoint import CheckpointRule
 from cryopick.training.loss import masked_bce
 from cryopick.evaluation.metrics import (
     CANDIDATE_FLOOR, SPARSE_SHARE, PRCurve, average_precision, best_threshold, for_sparse_picks, in_strip, judged_share,
-    lowest_within_noise, picked_share, pooled_curve, sparse_note,
+    centre_within_noise, lowest_within_noise, picked_share, pooled_curve, sparse_note,
 )
 from cryopick.model.unet import build_unet
 from cryopick.training.patches import sample_patches
@@ -282,8 +282,9 @@ def train_picker(
 
 def _choose_picking(model: nn.Module, val_items: Sequence[ValItem], meta: PickerMeta, labels: str = "complete",
                     say: bool = True, expected: float | None = None) -> ValResult | None:
-    """Store in ``meta`` the peak distance that maximises F1 on validation and the lowest threshold whose F1 there
-    is within sampling noise of the best (:func:`~cryopick.evaluation.metrics.lowest_within_noise`); None: no
+    """Store in ``meta`` the peak distance that maximises F1 on validation and the threshold in the middle of those
+    whose F1 there is within sampling noise of the best (:func:`~cryopick.evaluation.metrics.centre_within_noise`;
+    for sparse picks the lowest of them, :func:`~cryopick.evaluation.metrics.lowest_within_noise`); None: no
     validation.
 
     With sparse labels (``labels``, or ``auto`` and an estimated picked share below ``SPARSE_SHARE``) F1 is
@@ -294,7 +295,7 @@ def _choose_picking(model: nn.Module, val_items: Sequence[ValItem], meta: Picker
         return None
     val = evaluate(model, val_items, meta.diameter, meta.smooth_sigma, border=meta.border, labels=labels, expected=expected)
     if val.curve is not None:
-        val.f1, val.threshold = lowest_within_noise(val.curve)
+        val.f1, val.threshold = (lowest_within_noise if val.sparse else centre_within_noise)(val.curve)
     if val.sparse and labels == "auto" and say:
         print(sparse_note(val.picked_share, "the threshold is set for sparse picks"))
     meta.threshold, meta.min_distance, meta.val_f1 = val.threshold, val.min_distance, val.f1
