@@ -120,8 +120,8 @@ def targets(R: dict[str, Any], a: argparse.Namespace) -> list[str]:
                          f"{r.get('tta', 1)} view{'s' if r.get('tta', 1) > 1 else ''}: {1000 * t:.0f} ms end to end (warm; heatmap {1000 * _warm(r, 'heatmap'):.0f} ms) "
                          f"against the seed design's 500 ms on an RTX A6000 → {'met' if t <= 0.5 else 'missed'} on this GPU.")
     if a.device == "cpu":
-        lines.append("- Not measured by this script here: the full-width timing on a 3710×3838 micrograph on a GPU, against "
-                     "the seed design's 500 ms (RTX A6000; the CUDA path of train / pick is checked in \"CUDA path\"). On a GPU machine run "
-                     "`python benchmarks/throughput.py --device cuda --large 3710x3838 --widths 64 --no-ray` "
-                     "(add `--bin 1` for unbinned input).")
+        lines.append("- The full-width timing on a 3710×3838 micrograph on a GPU, against the seed design's 500 ms (RTX A6000), "
+                     "is not measured on this CPU machine: section \"Throughput on a GPU\" below, measured by "
+                     "`python benchmarks/throughput.py --device cuda --large 3710x3838 --widths 64 --no-ray --amp --tta 8 1 "
+                     "--section throughput_cuda`.")
     return lines
