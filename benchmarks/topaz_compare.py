@@ -378,7 +378,8 @@ def detail(R: dict[str, Any]) -> list[str]:
              f"width {md['base_width']}, {tr['steps']} steps × batch {tr['batch_size']} × {tr['patch_size']}², bin {c['preprocess']['bin']:g}, "
              f"stored threshold {c['result']['threshold']:.3f}" + ("" if same else " (**not** the current `cryopick train` defaults)") + ".",
              f"- cryopick best F1 {f1s['cryopick']:.3f} vs Topaz trained {f1s['topaz_trained']:.3f} and pretrained {f1s['topaz_pretrained']:.3f}: "
-             f"{'higher than both' if f1s['cryopick'] > max(f1s['topaz_trained'], f1s['topaz_pretrained']) else '**not higher than both**'}; "
+             f"{'higher than both' if f1s['cryopick'] > max(f1s['topaz_trained'], f1s['topaz_pretrained']) else '**not higher than both**'} "
+             "in this one training each (over repeated trainings: the verdict above); "
              f"{speedup:.1f}× faster per micrograph than trained Topaz; bfloat16 changes best F1 by {f1s['cryopick_bf16'] - f1s['cryopick']:+.3f}.",
              f"- Edge band: cryopick drops picks within the {R['edge_band']:.1f} px band its training picks left empty; Topaz's picks "
              f"with that band removed too: trained best F1 {band['best_f1']:.3f}, pretrained {R['topaz_pretrained']['score_band']['best_f1']:.3f}.", ""]
