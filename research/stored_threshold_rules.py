@@ -26,32 +26,19 @@ import statistics
 import sys
 from pathlib import Path
 
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from label_efficiency import DATA, DIAMETERS  # noqa: E402
 
 
-def within(curve, k: float) -> np.ndarray:
-    """Indices of the cut points whose F1 is within ``k`` binomial standard errors of the best."""
-    from cryopick.evaluation.metrics import best_threshold, cut_points
-
-    best_f1, _ = best_threshold(curve)
-    se = float(np.sqrt(max(best_f1 * (1 - best_f1), 0.0) / max(curve.n_true, 1)))
-    return np.nonzero(cut_points(curve) & (curve.f1 >= best_f1 - k * se))[0]
-
-
 def rules(curve) -> dict[str, float]:
-    from cryopick.evaluation.metrics import best_threshold
+    """The threshold each rule chooses on ``curve`` (the product's own rule functions, at each k)."""
+    from cryopick.evaluation.metrics import best_threshold, centre_within_noise, lowest_within_noise
 
     out = {"best": best_threshold(curve)[1]}
     for k in (0.5, 1.0):
-        idx = within(curve, k)
-        t = curve.thresholds[idx]
-        out[f"lowest {k:g}"] = float(t.min())
-        logit = np.log(np.clip(t, 1e-6, 1 - 1e-6) / np.clip(1 - t, 1e-6, 1))
-        mid = 0.5 * (logit.min() + logit.max())
-        out[f"centre {k:g}"] = float(t[np.argmin(np.abs(logit - mid))])
+        out[f"lowest {k:g}"] = lowest_within_noise(curve, k)[1]
+        out[f"centre {k:g}"] = centre_within_noise(curve, k)[1]
     return out
 
 
