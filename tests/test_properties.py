@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
@@ -83,6 +83,8 @@ def _damaged_reads_cleanly(good: Path, bad: Path, cut: int, junk: bytes, offset:
 
 @SETTINGS
 @given(cut=st.integers(0, 4000), junk=st.binary(max_size=64), offset=st.integers(0, 1100))
+@example(cut=1024, junk=b"\x00\x00\x00\x7f\x00\x00\x00A", offset=0)  # a header declaring ~2e9 x 1e9 values
+@example(cut=1024, junk=b"\x00\x00\x00\x0c", offset=0)  # ~2e8 columns: gigabytes, had they been allocated
 def test_corrupt_mrc_files_give_cryopick_errors(cut: int, junk: bytes, offset: int) -> None:
     with tempfile.TemporaryDirectory() as d:
         good = Path(d) / "good.mrc"

@@ -60,10 +60,11 @@ def _read_mrc(path: Path) -> tuple[np.ndarray, float | None]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # mrcfile warns on odd headers; we check what matters
+            _check_declared_size(path)
             with mrcfile.open(path, mode="r", permissive=False) as mrc:
                 data = np.asarray(mrc.data)
                 voxel = float(mrc.voxel_size.x)
-    except (ValueError, OSError, EOFError) as exc:
+    except (ValueError, OSError, EOFError, OverflowError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise CryopickError(f"not a readable MRC file ({reason})", path) from None
     if data is None or data.size == 0:
@@ -71,6 +72,26 @@ def _read_mrc(path: Path) -> tuple[np.ndarray, float | None]:
     if np.iscomplexobj(data):  # modes 3/4: a Fourier transform, not an image
         raise CryopickError(f"MRC holds complex values (dtype {data.dtype}), not a real-space micrograph", path)
     return data, (voxel if voxel > 0 else None)
+
+
+def _check_declared_size(path: Path) -> None:
+    """Refuse a header that declares more data than the file holds, before anything that size is allocated.
+
+    mrcfile allocates the declared data block before it finds the file short, so a corrupt size field would take
+    gigabytes of memory on the way to its error.
+    """
+    import mrcfile
+    from mrcfile.utils import data_dtype_from_header, data_shape_from_header
+
+    with mrcfile.open(path, mode="r", permissive=False, header_only=True) as mrc:
+        header = mrc.header
+        shape = data_shape_from_header(header)
+        declared = int(np.prod(shape, dtype=object)) * data_dtype_from_header(header).itemsize
+        declared += int(header.nsymbt) + header.nbytes
+    size = path.stat().st_size
+    if declared > size:
+        raise ValueError(f"header declares {'x'.join(map(str, shape[::-1]))} values ({declared} bytes) but the file "
+                         f"holds {size}: truncated or a corrupt header")
 
 
 def _read_tiff(path: Path) -> tuple[np.ndarray, float | None]:
