@@ -36,7 +36,7 @@ def test_default_binning_brings_every_particle_to_the_target_size() -> None:
 
 
 def test_patch_edge_follows_the_particle() -> None:
-    assert patch_size_for(14.0) == 96  # the default binned diameter: about 7 particles across
+    assert patch_size_for(20.0) == 144  # the default binned diameter: about 7 particles across
     sizes = [patch_size_for(d) for d in (4.0, 10.0, 14.0, 20.0, 30.0, 80.0)]
     assert sizes == sorted(sizes) and sizes[0] == 64 and sizes[-1] == 256
     assert all(s % 16 == 0 for s in sizes)
@@ -62,15 +62,15 @@ def test_diameter_in_angstrom_uses_the_header_or_the_given_pixel_size(tmp_path: 
 
 
 def test_train_cli_resolves_and_stores_binning_from_a_diameter_in_angstrom(sim_data: Path, tmp_path: Path) -> None:
-    """Simulated particles are 24 px at 4 Å/px: ``--diameter 96A`` is 24 px, binned to the 14-px target."""
+    """Simulated particles are 24 px at 4 Å/px: ``--diameter 96A`` is 24 px, binned to the 20-px target."""
     run = tmp_path / "run"
     mics = mic_paths(sim_data, ["sim_0000"])
     assert main(["train", "--micrographs", *map(str, mics), "--coords", str(sim_data / "coords"), "--diameter", "96A",
                  "--out", str(run), "--width", "4", "--steps", "2", "--val-every", "2", "--quiet"]) == 0
     config = json.loads((run / "config.json").read_text())
     assert config["diameter"] == pytest.approx(24.0)
-    assert config["preprocess"]["bin"] == pytest.approx(24.0 / 14.0, abs=1e-3)
-    assert config["train"]["patch_size"] == 96
+    assert config["preprocess"]["bin"] == pytest.approx(24.0 / 20.0, abs=1e-3)
+    assert config["train"]["patch_size"] == 144
     _, meta = load_picker(run)
     assert meta.preprocess.bin == config["preprocess"]["bin"]  # picking bins as training did
 
@@ -100,7 +100,7 @@ def test_campaign_config_resolves_binning_and_patch_from_the_diameter(tmp_path: 
     from cryopick.selftrain.config import load_config
 
     cfg = load_config(None, {"out": str(tmp_path), "data.diameter": 56.0})
-    assert cfg.preprocess.bin == 4.0 and cfg.train.patch_size == 96
+    assert cfg.preprocess.bin == 2.8 and cfg.train.patch_size == 144
     shipped = Path(__file__).resolve().parents[1] / "pipelines" / "configs" / "tiny_cpu.yaml"
     tiny = load_config(shipped, {"out": str(tmp_path), "data.diameter": 56.0})
     assert tiny.preprocess.bin == 2.0 and tiny.train.patch_size == 64  # explicit settings are kept
@@ -115,4 +115,4 @@ def test_a_resumed_campaign_keeps_the_binning_it_started_with(tmp_path: Path) ->
     cfg = load_config(None, {"out": str(tmp_path), "data.diameter": 56.0})
     assert cfg.preprocess.bin == 2.0 and cfg.train.patch_size == 128
     fresh = load_config(None, {"out": str(tmp_path / "new"), "data.diameter": 56.0})
-    assert fresh.preprocess.bin == 4.0 and fresh.train.patch_size == 96
+    assert fresh.preprocess.bin == 2.8 and fresh.train.patch_size == 144

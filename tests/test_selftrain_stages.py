@@ -177,7 +177,7 @@ def test_the_teacher_gets_the_campaign_binning_from_a_factor_or_a_target_pixel_s
     (tmp_path / "m.star").write_text("data_\n\nloop_\n_rlnCoordinateX #1\n_rlnCoordinateY #2\n10 10\n")
     base = {"data.labeled": [str(mic)], "data.coords": str(tmp_path), "data.diameter": 28.0, "out": str(tmp_path / "c")}
     cfg = load_config(None, base)
-    assert bin_of(cfg, resolve_data(cfg)) == pytest.approx(2.0)  # 28 px / 14 px
+    assert bin_of(cfg, resolve_data(cfg)) == pytest.approx(1.4)  # 28 px / the 20-px target
     cfg = load_config(None, {**base, "preprocess.target_pixel_size": 4.5})
     assert bin_of(cfg, resolve_data(cfg)) == pytest.approx(3.0)  # 4.5 Å/px from the header's 1.5
 

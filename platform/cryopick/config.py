@@ -31,7 +31,7 @@ class PreprocessConfig:
 
     bin: float | None = None  # Fourier-crop factor; None = diameter / target_diameter (resolved at training)
     target_pixel_size: float | None = None  # Å/px after binning (needs a pixel size); overrides bin
-    target_diameter: float = 14.0  # particle diameter in binned px that the default binning aims at
+    target_diameter: float = 20.0  # particle diameter in binned px that the default binning aims at (docs/design.md)
 
     def validate(self, where: str = "preprocess") -> None:
         if self.bin is not None:
@@ -76,7 +76,7 @@ class TrainConfig:
     }
 
     patch_size: int | None = None  # binned px, a multiple of 16; None = PATCH_DIAMETERS particle diameters
-    batch_size: int = 16
+    batch_size: int = 8  # patches per step (per worker under DDP); 8 patches of 7 diameters at 20 px (docs/design.md)
     steps: int = 1000
     lr: float = 1e-3
     val_fraction: float = 0.2  # share of each labeled micrograph's area held back if no val set

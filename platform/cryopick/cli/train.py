@@ -36,11 +36,11 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--bin", type=float, help="Fourier-crop factor (default: diameter / --target-diameter)")
     g.add_argument("--target-pixel-size", type=float, help="bin to this Å/px instead of --bin")
     g.add_argument("--target-diameter", type=float, metavar="PX",
-                   help="without --bin: bin so that the particle is this many px across (default 14)")
+                   help="without --bin: bin so that the particle is this many px across (default 20)")
     g = parser.add_argument_group("model and training")
     g.add_argument("--width", type=int, help="U-Net base width (default 16; 64 = full 31 M-parameter model)")
     g.add_argument("--steps", type=int, help="optimisation steps (default 1000)")
-    g.add_argument("--batch-size", type=int)
+    g.add_argument("--batch-size", type=int, help="patches per step (default 8)")
     g.add_argument("--patch-size", type=int, help="patch edge in binned px, multiple of 16 (default: 7 particle diameters)")
     g.add_argument("--lr", type=float)
     g.add_argument("--val-fraction", type=float, help="share of each micrograph held back without --val-micrographs")
