@@ -17,7 +17,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import starfile
 from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -40,9 +39,8 @@ def disk_mean(image: np.ndarray, radius: float) -> np.ndarray:
 def main() -> None:
     from cryopick.config import PickConfig
     from cryopick.evaluation.metrics import CANDIDATE_FLOOR, average_precision, best_threshold, pooled_curve
-    from cryopick.inference.border import outside_band
-    from cryopick.inference.peaks import find_peaks
-    from cryopick.inference.picker import load_picker
+    from cryopick.inference.picker import heatmap_to_picks, load_picker
+    from cryopick.io.coords import read_coords
     from cryopick.inference.tiling import predict_views
     from cryopick.io.micrograph import read_micrograph
     from cryopick.preprocessing.binning import preprocess
@@ -61,17 +59,15 @@ def main() -> None:
             binned = preprocess(mic.data, meta.preprocess, mic.pixel_size)
             views = predict_views(model, binned.image, PickConfig())
             heat, logits = views.mean(0), logit(views).mean(0)
-            allowed = outside_band(heat.shape, binned.scale, binned.original_shape, meta.border)
-            xy, peak = find_peaks(heat, meta.resolved_min_distance() / binned.mean_scale, CANDIDATE_FLOOR,
-                                  meta.smooth_sigma, allowed=allowed)
-            truth = starfile.read(data / "coords" / f"{stem}.star")[["rlnCoordinateX", "rlnCoordinateY"]].to_numpy(float)
-            rows, cols = xy[:, 1].astype(int), xy[:, 0].astype(int)
+            xy, peak = heatmap_to_picks(heat, binned, meta, CANDIDATE_FLOOR)  # as `cryopick pick` finds them
+            truth = read_coords(data / "coords" / f"{stem}.star")[0]
+            cols, rows = np.rint(binned.to_binned(xy)).astype(int).T
             r = meta.diameter / 4 / binned.mean_scale
             scores = {"peak": peak, "logit mean": logits[rows, cols], "disk": disk_mean(heat, r)[rows, cols],
                       "disk logit": disk_mean(logits, r)[rows, cols],
                       "smoothed 2": ndimage.gaussian_filter(heat, 2.0)[rows, cols]}
             for key, s in scores.items():
-                per[key].append((binned.to_original(xy), s, truth))
+                per[key].append((xy, s, truth))
         cells = []
         for key, items in per.items():
             curve = pooled_curve(items, radius=meta.diameter / 2)

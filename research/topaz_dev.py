@@ -18,8 +18,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
-import starfile
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from label_efficiency import DATA, DIAMETERS  # noqa: E402
@@ -28,29 +26,21 @@ from topaz_runner import ensure_topaz_venv, run_topaz  # noqa: E402
 RECALLS = (0.1, 0.2, 0.5, 0.8, 0.9)
 
 
-def load_picks(folder: Path, stem: str) -> tuple[np.ndarray, np.ndarray]:
-    """(xy, scores) of one micrograph's picks: Topaz's ``STEM.csv`` (x, y, score) or cryopick's ``STEM.star``."""
-    if (folder / f"{stem}.csv").exists():
-        t = pd.read_csv(folder / f"{stem}.csv")
-        return t[["x", "y"]].to_numpy(float), t["score"].to_numpy(float)
-    t = starfile.read(folder / f"{stem}.star")
-    return t[["rlnCoordinateX", "rlnCoordinateY"]].to_numpy(float), t["rlnAutopickFigureOfMerit"].to_numpy(float)
-
-
 def score(folder: Path, data: Path, stems: list[str], diameter: float, band: float) -> dict[str, float]:
-    """Best F1, AP and precision at :data:`RECALLS` of the pooled picks (match radius half the diameter)."""
-    import mrcfile
+    """Best F1, AP and precision at :data:`RECALLS` of the pooled picks (match radius half the diameter).
 
+    ``folder`` holds one pick file per micrograph stem: Topaz's ``STEM.csv`` (x, y, score) or cryopick's ``STEM.star``.
+    """
     from cryopick.evaluation.metrics import average_precision, best_threshold, pooled_curve
+    from cryopick.inference.border import drop_near_edge
+    from cryopick.io.coords import read_coords
+    from cryopick.io.micrograph import read_shape
 
     per = []
     for stem in stems:
-        xy, s = load_picks(folder, stem)
-        with mrcfile.mmap(data / "micrographs" / f"{stem}.mrc", permissive=True) as m:
-            h, w = m.data.shape[-2:]
-        keep = (xy[:, 0] >= band) & (xy[:, 1] >= band) & (xy[:, 0] < w - band) & (xy[:, 1] < h - band)
-        truth = starfile.read(data / "coords" / f"{stem}.star")[["rlnCoordinateX", "rlnCoordinateY"]].to_numpy(float)
-        per.append((xy[keep], s[keep], truth))
+        xy, s = read_coords(next(f for f in (folder / f"{stem}.csv", folder / f"{stem}.star") if f.is_file()))
+        xy, s = drop_near_edge(xy, s, read_shape(data / "micrographs" / f"{stem}.mrc"), band)
+        per.append((xy, s, read_coords(data / "coords" / f"{stem}.star")[0]))
     curve = pooled_curve(per, radius=diameter / 2)
     recall, precision = np.asarray(curve.recall), np.asarray(curve.precision)
     out = {"best": best_threshold(curve)[0], "ap": average_precision(curve)}
