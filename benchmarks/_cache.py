@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from _report import git_rev
+from _report import git_rev, machine
 
 SUMMARY = "summary.json"
 BENCH = Path(__file__).resolve().parent
@@ -51,8 +51,9 @@ def _write(path: Path, text: str) -> None:
 
 
 def finish(dest: Path, result: dict[str, Any]) -> None:
-    """Write ``dest/summary.json`` and its record atomically (their presence marks the arm done), with the commit it ran on."""
-    result = {**result, "commit": result.get("commit") or git_rev()}
+    """Write ``dest/summary.json`` and its record atomically (their presence marks the arm done), with the commit
+    and the machine it ran on."""
+    result = {**result, "commit": result.get("commit") or git_rev(), "machine": result.get("machine") or machine()}
     text = json.dumps(result, indent=1)
     _write(dest / SUMMARY, text)
     if records(dest) != dest:

@@ -189,7 +189,9 @@ def main() -> None:
     p.add_argument("--arm", choices=ARMS, default="combined")
     p.add_argument("--regions", default="1,2,4,8,16", help="labeled regions after each acquisition step")
     p.add_argument("--steps", type=int, default=200, help="training steps per round and worker")
-    p.add_argument("--batch-size", type=int, default=8, help="patches per step and worker")
+    p.add_argument("--batch-size", type=int, default=4,
+                   help="patches per step and worker (4 patches of 7 diameters at the 20-px binning target hold about "
+                   "the pixels of 8 at 14 px, which the runs before 2026-12-06 used)")
     p.add_argument("--width", type=int, default=16, help="U-Net base width")
     p.add_argument("--val-every", type=int, default=50)
     p.add_argument("--set", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"), type=str)
@@ -225,7 +227,7 @@ def main() -> None:
     finally:
         shutdown()
     R.update(data=args.data, seed=args.seed, score_on=args.score_on, settings=dict(args.set), argv=sys.argv, finished=time.strftime("%F %T"),
-             steps_per_round=args.steps, width=args.width)
+             steps_per_round=args.steps, width=args.width, batch_size=args.batch_size)
     finish(dest, R)
     print(json.dumps({k: v for k, v in R.items() if k != "steps"}, indent=1))
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from _report import REPO, update_section
+from _report import REPO, batch_sizes, update_section
 from label_efficiency_report import ms
 
 PNG = REPO / "docs" / "img" / "active_learning.png"
@@ -149,11 +149,12 @@ def merge(root: Path) -> None:
         "\n\nEach arm was run by `python benchmarks/active_learning.py` with: " + "; ".join(f"`{a}`" for a in runs) + ". "
         "An oracle reveals the expert picks inside each region a strategy asks for (a square of 10 particle diameters, "
         "labeled completely, ignored outside); every arm starts from the same seeded random region and round 0, and runs "
-        "one teacher–student round (width 16, the steps per round in its command, batch 8, 2 DDP workers) after each "
+        f"one teacher–student round (width 16, the steps per round in its command, batch {batch_sizes(results, 8)}, 2 DDP workers) after each "
         "acquisition. combined: the round's own `suggestions.csv` (the default strategy); random: seeded random regions. "
         "Correction clicks: cumulative false picks + missed particles of the round's picks inside each acquired region "
         "(the first region: one click per particle). F1 on the `test` micrographs. Cells: mean ± sd (number of seeds). "
         "Seconds per round: wall time, other runs often sharing the 2 cores (upper bounds). "
         f"![F1 against labeled particles](img/{PNG.name})")
     commits = sorted({r.get("commit", "unknown") for r in results})
-    update_section("active-learning", "Active learning: suggested regions against random regions", body, commits=commits)
+    update_section("active-learning", "Active learning: suggested regions against random regions", body, commits=commits,
+                   machines=[r.get("machine") for r in results])

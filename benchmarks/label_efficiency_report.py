@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from _report import REPO, update_section
+from _report import REPO, batch_sizes, update_section
 
 PNG = REPO / "docs" / "img" / "label_efficiency.png"
 BUDGET_NAMES = {"1": "1 micrograph, complete", "5": "all labeled, complete", "s10": "10 % sparse", "s30": "30 % sparse"}
@@ -159,7 +159,7 @@ def merge(root: Path, score_on: str = "test") -> None:
             + ", ".join(f"{d} {b} ({n:g})" for d, b, n in expected) + ". ") if expected else ""
     body = "\n\n".join(parts) + (
         "\n\nEach arm was run by `python benchmarks/label_efficiency.py` with: " + "; ".join(f"`{a}`" for a in runs) + ". "
-        "Defaults: U-Net width 16, 300 steps of batch 8 per round on each of 2 DDP workers, 3 rounds (round 0 + 2 "
+        f"Defaults: U-Net width 16, 300 steps of batch {batch_sizes(results, 8)} per round on each of 2 DDP workers, 3 rounds (round 0 + 2 "
         "teacher–student rounds), binning and patch edge from the particle diameter; the ceiling trains 900 steps once. " + told +
         "Seconds per round are wall time of the rounds after round 0, measured while other arms or the test suite "
         "often shared the 2 cores: upper bounds. –: no recorded run. "
@@ -168,4 +168,5 @@ def merge(root: Path, score_on: str = "test") -> None:
         "(self-trained − round 0) / (ceiling − round 0), best F1, per seed. Cells: mean ± sd (number of seeds). "
         f"![F1 against labeled particles](img/{PNG.name})")
     commits = sorted({r.get("commit", "unknown") for r in results})
-    update_section("label-efficiency", "Label efficiency: self-training against round 0, the ceiling and Topaz", body, commits=commits)
+    update_section("label-efficiency", "Label efficiency: self-training against round 0, the ceiling and Topaz", body, commits=commits,
+                   machines=[r.get("machine") for r in results])
