@@ -21,6 +21,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from label_efficiency import DATA, DIAMETERS, split_of  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from topaz_dev import pick_file  # noqa: E402
+
 SHOWN = 16  # crops per row group
 
 
@@ -41,7 +44,7 @@ def main() -> None:
     stems = split_of(args.data)["unlabeled"]
     per = []
     for stem in stems:
-        xy, s = read_coords(next(f for f in (args.picks / f"{stem}.star", args.picks / f"{stem}.csv") if f.is_file()))
+        xy, s = read_coords(pick_file(args.picks, stem))
         per.append((stem, xy, s, read_coords(data / "coords" / f"{stem}.star")[0]))
     curve = pooled_curve([(xy, s, t) for _, xy, s, t in per], radius=diameter / 2)
     f1, threshold = best_threshold(curve)

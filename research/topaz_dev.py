@@ -26,6 +26,11 @@ from topaz_runner import ensure_topaz_venv, run_topaz  # noqa: E402
 RECALLS = (0.1, 0.2, 0.5, 0.8, 0.9)
 
 
+def pick_file(folder: Path, stem: str) -> Path:
+    """A micrograph's picks in ``folder``: Topaz's ``STEM.csv`` (x, y, score) or cryopick's ``STEM.star``."""
+    return next(f for f in (folder / f"{stem}.csv", folder / f"{stem}.star") if f.is_file())
+
+
 def score(folder: Path, data: Path, stems: list[str], diameter: float, band: float) -> dict[str, float]:
     """Best F1, AP and precision at :data:`RECALLS` of the pooled picks (match radius half the diameter).
 
@@ -38,7 +43,7 @@ def score(folder: Path, data: Path, stems: list[str], diameter: float, band: flo
 
     per = []
     for stem in stems:
-        xy, s = read_coords(next(f for f in (folder / f"{stem}.csv", folder / f"{stem}.star") if f.is_file()))
+        xy, s = read_coords(pick_file(folder, stem))
         xy, s = drop_near_edge(xy, s, read_shape(data / "micrographs" / f"{stem}.mrc"), band)
         per.append((xy, s, read_coords(data / "coords" / f"{stem}.star")[0]))
     curve = pooled_curve(per, radius=diameter / 2)
