@@ -269,6 +269,44 @@ def test_teacher_round_trains_online_against_an_ema_teacher_with_sparse_labels(c
 
 
 @pytest.mark.timeout(240)
+def test_a_fresh_round_trains_a_new_student_against_the_previous_model_held_fixed(campaign: dict[str, Any], tmp_path: Path) -> None:
+    """`selftrain.warm_start: false` with the teacher method (Noisy Student): the student starts from random weights,
+    round 0's model labels for it and never moves, competes at step 0 as the floor, and the round keeps the student's
+    best checkpoint or round 0's weights, nothing else."""
+    import torch
+
+    from cryopick.distributed.orchestrator import run_campaign
+    from cryopick.distributed.train_loop import STATE_FILE
+    from cryopick.selftrain.config import load_config
+
+    source = campaign["dir"] / "round_000"
+    over = {k: v for k, v in campaign["cfg"].as_dict()["data"].items() if v}
+    cfg = load_config(None, {**{f"data.{k}": v for k, v in over.items()}, **TINY, "selftrain.method": "teacher",
+                             "selftrain.warm_start": False, "selftrain.positive": 0.5, "selftrain.negative": 0.2,
+                             "selftrain.round0_model": str(source), "out": str(tmp_path / "fresh")})
+    run_campaign(cfg, progress=False, log=lambda s: None)
+    rdir = cfg.campaign_dir / "round_001"
+    trained = json.loads((rdir / "config.json").read_text())
+    assert trained["warm_start_from"] is None and trained["result"]["method"] == "teacher"
+    assert trained["result"]["warm_start_floor"] is True  # round 0's labels: its model is the floor
+    history = list(csv.DictReader(open(rdir / "history.csv")))
+    assert history[0]["step"] == "0" and history[0]["val_f1"] != ""  # the fixed teacher, scored before any step
+    assert float(history[-1]["teacher_positive"]) + float(history[-1]["teacher_negative"]) > 0.0
+    round0 = torch.load(source / "model.pt", map_location="cpu", weights_only=True)["state_dict"]
+    last = sorted((cfg.campaign_dir / "ray_results").rglob(STATE_FILE), key=lambda f: f.parent.name)[-1]
+    state = torch.load(last, map_location="cpu", weights_only=False)
+    assert state["step"] == 20
+    for k, v in round0.items():  # the teacher never moved ...
+        assert torch.equal(state["teacher"][k], v), k
+    moved = [k for k, v in round0.items() if v.is_floating_point() and not torch.allclose(state["model"][k], v)]
+    assert moved  # ... while the student trained from its own start
+    kept = torch.load(rdir / "model.pt", map_location="cpu", weights_only=True)["state_dict"]
+    expected = round0 if state["best_step"] == 0 else state["best_state"]
+    for k, v in expected.items():
+        assert torch.allclose(kept[k].float(), v.float()), k
+
+
+@pytest.mark.timeout(240)
 def test_expected_particles_make_round_zero_learn_sparse_picks_as_positive_unlabeled(campaign: dict[str, Any], tmp_path: Path) -> None:
     """A user who expects four times the particles they picked: round 0 already knows the picks are sparse (auto),
     trains the unpicked pixels as positive-unlabeled with the prior those numbers give, and stores that share."""

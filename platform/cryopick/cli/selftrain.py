@@ -86,7 +86,8 @@ def add_args(parser: argparse.ArgumentParser) -> None:
                         "instead of training one; it must have the campaign's model, binning and diameter")
     ws = g.add_mutually_exclusive_group()
     ws.add_argument("--warm-start", dest="warm_start", action="store_true", default=None, help="start each round from the previous model (default)")
-    ws.add_argument("--fresh", dest="warm_start", action="store_false", help="train each round from scratch")
+    ws.add_argument("--fresh", dest="warm_start", action="store_false", help="train each round from scratch (teacher method: a new student from random weights, taught by the "
+                    "previous round's model held fixed)")
     g.add_argument("--steps", type=int)
     g.add_argument("--batch-size", type=int)
     g.add_argument("--patch-size", type=int)

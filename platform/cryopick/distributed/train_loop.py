@@ -12,6 +12,8 @@ A self-training round with a teacher (``selftrain.method: teacher``) keeps an EM
 every worker: each batch's ignored pixels (patches of unlabeled micrographs, unpicked areas of sparse
 labels) get the teacher's labels before the step, the student sees their strong view, the teacher follows
 the student after it (:mod:`cryopick.training.teacher`), and the teacher is validated, checkpointed and kept.
+A fresh round (``selftrain.warm_start: false``) holds the previous round's model fixed as the teacher instead,
+trains a student from random weights and validates and keeps the student.
 """
 
 from __future__ import annotations
@@ -82,7 +84,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     ``smooth_sigma``, ``threads`` and ``teacher`` (:class:`TeacherConfig` dict, or None: the patches' masks as
     they come). With a teacher, every ignored pixel of a batch gets the teacher's confident label, the
     student learns them from a strong view, and the teacher (an EMA of the student) is what is validated
-    and kept.
+    and kept; with ``teacher.frozen_from`` the teacher is that model, fixed, and the student is kept.
     """
     import ray.train
     import ray.train.torch
@@ -99,16 +101,19 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     state = _load_state(ray.train.get_checkpoint())
     step, history, rule, best_step, best_state = _resume(state, core, opt)
     tcfg = TeacherConfig(**config["teacher"]) if config.get("teacher") else None
-    teacher = _teacher(core, state, device) if tcfg else None
-    kept: nn.Module = teacher if teacher is not None else core  # the weights validated and written
+    teacher = _teacher(core, state, device, tcfg.frozen_from) if tcfg else None
+    frozen = tcfg is not None and tcfg.frozen_from is not None  # a fixed teacher: the student is validated and kept
+    kept: nn.Module = teacher if teacher is not None and not frozen else core  # the weights validated and written
     gen = torch.Generator().manual_seed(tc.seed * 7919 + rank * 104729 + step)
     start_step = step
     val_items = load_val_items(config["val"], params) if rank == 0 and config["val"] else []
-    if state is None and config.get("init_state") and val_items:
-        # a warm start competes as step 0: on the same labels as the floor, with new ones as an ordinary checkpoint
-        res = evaluate(kept, val_items, params.diameter, config.get("smooth_sigma", 1.0), fractions=(0.6,))
+    if state is None and (config.get("init_state") or frozen) and val_items:
+        # a warm start (or a fresh round's fixed teacher: the previous model) competes as step 0: on the same labels
+        # as the floor, with new ones as an ordinary checkpoint
+        start = teacher if frozen and teacher is not None else kept
+        res = evaluate(start, val_items, params.diameter, config.get("smooth_sigma", 1.0), fractions=(0.6,))
         rule.start(res.f1, _n_true(res), floor=config.get("warm_floor", True))
-        best_step, best_state = 0, _cpu_copy(kept)
+        best_step, best_state = 0, _cpu_copy(start)
         history.append({"step": 0, "loss": float("nan"), "seconds": 0.0, "val_f1": res.f1, "val_ap": res.average_precision})
 
     shard = ray.train.get_dataset_shard("train")
@@ -129,7 +134,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             if teacher is not None and tcfg is not None:
                 images, masks = _teach(teacher, images, masks, tcfg, gen, taught)
             running.append(train_step(model, opt, images, masks, prior=params.prior))
-            if teacher is not None and tcfg is not None:
+            if teacher is not None and tcfg is not None and not frozen:
                 ema_update(teacher, core, tcfg.ema)
             step += 1
             if step % tc.val_every == 0 or step == tc.steps:
@@ -154,10 +159,13 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         _report(rank, {"step": step, "loss": float("nan")}, step, start_step, core, opt, history, rule, best_step, best_state, teacher)
 
 
-def _teacher(core: nn.Module, state: dict[str, Any] | None, device: torch.device) -> nn.Module:
-    """The EMA teacher: the student's starting weights, or the teacher of the checkpoint being resumed."""
+def _teacher(core: nn.Module, state: dict[str, Any] | None, device: torch.device, frozen_from: str | None = None) -> nn.Module:
+    """The EMA teacher: the student's starting weights, or the teacher of the checkpoint being resumed; with
+    ``frozen_from``, that model.pt's weights, fixed for the whole round."""
     teacher = make_teacher(core)
-    if state is not None and state.get("teacher") is not None:
+    if frozen_from is not None:
+        teacher.load_state_dict(torch.load(frozen_from, map_location="cpu", weights_only=True)["state_dict"])
+    elif state is not None and state.get("teacher") is not None:
         teacher.load_state_dict(state["teacher"])
     return teacher.to(device)
 

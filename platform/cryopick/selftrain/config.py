@@ -77,7 +77,9 @@ class RoundsSection:
     positive: float = 0.95  # pseudo-label: p > positive -> particle
     negative: float = 0.05  # pseudo-label: p < negative -> background, else ignored
     pseudo_rule: str = "calibrated"  # calibrated | plain (see PSEUDO_RULES; method offline)
-    warm_start: bool = True  # start each round from the previous round's weights
+    # start each round from the previous round's weights (teacher method: the student, whose EMA teaches); false: a
+    # student from random weights, the previous round's model as its fixed teacher
+    warm_start: bool = True
     labeled_fraction: float = 0.5  # share of training patches cut from labeled micrographs (rounds >= 1)
     patches_per_epoch: int = 512  # patches one pass over the training Dataset yields (all workers)
     patience: int = 1  # stop after this many rounds without a val F1 gain

@@ -41,6 +41,9 @@ class TeacherConfig:
             heatmap of a patch into targets (calibrated probabilities, particle disks at confident peaks);
             None: the bare rule on the teacher's raw probabilities (:func:`teacher_targets`).
         diameter: particle diameter, original px; scale: original px per binned px (for ``labeler``).
+        frozen_from: a model.pt whose weights are a fixed teacher (a fresh round, ``selftrain.warm_start: false``:
+            the student starts from random weights, the previous round's model labels for it and does not move,
+            and the student is what is validated and kept; Noisy Student's scheme). None: the EMA teacher.
     """
 
     positive: float = 0.95
@@ -50,6 +53,7 @@ class TeacherConfig:
     labeler: dict[str, Any] | None = None
     diameter: float = 0.0
     scale: float = 1.0
+    frozen_from: str | None = None
 
 
 def make_teacher(student: nn.Module) -> nn.Module:
