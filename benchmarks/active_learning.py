@@ -46,7 +46,7 @@ from cryopick.io.coords import Box
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 from _cache import finish, records, start  # noqa: E402
-from label_efficiency import DATA, DIAMETERS, campaign as label_efficiency_campaign, mics, round_row, settings, split_of  # noqa: E402
+from label_efficiency import BATCH_HELP, DATA, DIAMETERS, campaign as label_efficiency_campaign, mics, round_row, settings, split_of  # noqa: E402
 
 OUT = REPO / "benchmarks" / "out" / "active_learning"
 ARMS = ("base", "combined", "random", "ceiling")
@@ -189,9 +189,7 @@ def main() -> None:
     p.add_argument("--arm", choices=ARMS, default="combined")
     p.add_argument("--regions", default="1,2,4,8,16", help="labeled regions after each acquisition step")
     p.add_argument("--steps", type=int, default=200, help="training steps per round and worker")
-    p.add_argument("--batch-size", type=int, default=4,
-                   help="patches per step and worker (4 patches of 7 diameters at the 20-px binning target hold about "
-                   "the pixels of 8 at 14 px, which the runs before 2026-12-06 used)")
+    p.add_argument("--batch-size", type=int, default=4, help=BATCH_HELP)
     p.add_argument("--width", type=int, default=16, help="U-Net base width")
     p.add_argument("--val-every", type=int, default=50)
     p.add_argument("--set", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"), type=str)

@@ -54,6 +54,8 @@ BUDGETS = ("1", "5", "s10", "s30")
 DEV_POOL = 5  # pool micrographs scored with --score-on dev when the budget takes every labeled micrograph
 DEV_SUFFIX = "-dev"  # the name a pool micrograph is scored under (a campaign refuses one micrograph in two roles)
 ARMS = ("selftrain", "offline", "variant", "ceiling", "topaz")
+BATCH_HELP = ("patches per step and worker (4 patches of 7 diameters at the 20-px binning target hold about the pixels "
+              "of 8 at 14 px, which the runs before 2026-12-06 used)")
 
 
 def split_of(data: str) -> dict[str, list[str]]:
@@ -228,9 +230,7 @@ def main() -> None:
     p.add_argument("--score-on", choices=("test", "dev"), default="test",
                    help="dev, to choose settings: score on the labeled micrographs outside the budget, or on pool micrographs")
     p.add_argument("--steps", type=int, default=300, help="training steps per round and worker")
-    p.add_argument("--batch-size", type=int, default=4,
-                   help="patches per step and worker (4 patches of 7 diameters at the 20-px binning target hold about "
-                   "the pixels of 8 at 14 px, which the runs before 2026-12-06 used)")
+    p.add_argument("--batch-size", type=int, default=4, help=BATCH_HELP)
     p.add_argument("--rounds", type=int, default=3, help="rounds including round 0")
     p.add_argument("--width", type=int, default=16, help="U-Net base width")
     p.add_argument("--val-every", type=int, default=100)

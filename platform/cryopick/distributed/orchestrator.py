@@ -364,7 +364,8 @@ def _train(r: _Round, pseudo_pairs: list[tuple[Path, Path]], labeler: PseudoLabe
     floor = True
     if init is not None:  # fine-tune: restarting at the full rate first undoes what round r-1 learned
         train = dataclasses.replace(train, lr=train.lr * WARM_LR_SCALE)
-    if init is not None or (teacher is not None and teacher.frozen_from):  # round r-1's model competes at step 0
+    competes = init is not None or (teacher is not None and teacher.frozen_from is not None)  # round r-1's model, at step 0
+    if competes:
         floor, why = stages.warm_start_floor(r.prev, data, params.sparse)
         if not floor:
             r.detail(f"round {r.rnd}: {why}: round {r.rnd - 1}'s model competes as an ordinary checkpoint, not as the floor")
@@ -380,7 +381,7 @@ def _train(r: _Round, pseudo_pairs: list[tuple[Path, Path]], labeler: PseudoLabe
               "resumed_from_step": out.start_step, "final_loss": losses[-1] if losses else None,
               "method": "teacher" if teacher is not None else "supervised" if not pseudo_pairs else "offline",
               "sparse_labels": params.sparse, "unpicked_prior": prior if prior > 0 else None,
-              "warm_start_floor": floor if init is not None or (teacher is not None and teacher.frozen_from) else None}
+              "warm_start_floor": floor if competes else None}
     taught = [h for h in out.history if "teacher_positive" in h]
     if taught:  # what the teacher labeled over the last validation interval
         result.update(teacher_positive=taught[-1]["teacher_positive"], teacher_negative=taught[-1]["teacher_negative"])
