@@ -21,37 +21,34 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
-import yaml
 
+from cryopick.config import from_dict
 from cryopick.evaluation.metrics import CANDIDATE_FLOOR, centre_within_noise
 from cryopick.inference.picker import load_picker
 from cryopick.io.coords import read_coords
 from cryopick.selftrain import stages
-from cryopick.selftrain.config import TUNE_TOLERANCE, load_config, resolve_data
+from cryopick.selftrain.config import TUNE_TOLERANCE, ResolvedData, SelftrainConfig, resolve_campaign_geometry, resolve_data
 from cryopick.selftrain.scoring import best_trial, candidate_scores, count_matched_threshold, load_heatmap, pooled, score_picks
 
 RULES = ("count", "tune", "one", "centre", "best")
-SECTIONS = ("data", "model", "name", "out", "predict", "preprocess", "ray", "selftrain", "tracking", "train", "tune")
 
 
-def _config(campaign: Path):
+def campaign_config(campaign: Path) -> SelftrainConfig:
+    """The campaign's resolved config (campaign.json, less the keys the campaign adds, such as its version)."""
     raw = json.loads((campaign / "campaign.json").read_text())
-    path = Path(tempfile.mkdtemp()) / "campaign.yaml"
-    path.write_text(yaml.safe_dump({k: v for k, v in raw.items() if k in SECTIONS}))
-    return load_config(path)
+    sections = {f.name for f in dataclasses.fields(SelftrainConfig)}
+    return resolve_campaign_geometry(from_dict(SelftrainConfig, {k: v for k, v in raw.items() if k in sections}, ""))
 
 
-def replay(campaign: Path, rnd: int) -> dict[str, tuple[float, float]]:
-    """{rule: (threshold, dev F1)} for one round of one campaign."""
-    cfg = _config(campaign)
-    data = resolve_data(cfg)
-    rdir, diam = campaign / f"round_{rnd:03d}", cfg.data.diameter
+def replay(rdir: Path, cfg: SelftrainConfig, data: ResolvedData) -> dict[str, tuple[float, float]]:
+    """{rule: (threshold, dev F1)} for one round directory of a campaign."""
+    diam = cfg.data.diameter
     md = json.loads((rdir / "metrics.json").read_text())["min_distance"]
     band = load_picker(rdir)[1].border
     hm = lambda m: rdir / "heatmaps" / f"{m.stem}.npz"  # noqa: E731
@@ -78,19 +75,20 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     rows: dict[str, list[dict[str, tuple[float, float]]]] = {}
     for campaign in args.campaigns:
+        cfg = campaign_config(campaign)
+        data, name = resolve_data(cfg), Path(cfg.data.coords).parent.name
         seen: set[tuple[str, ...]] = set()
-        for rdir in sorted(campaign.glob("round_*/tune.csv")):
-            rnd = int(rdir.parent.name.split("_")[1])
-            if json.loads((rdir.parent / "metrics.json").read_text()).get("scored_on") is None:
+        for tune_csv in sorted(campaign.glob("round_*/tune.csv")):
+            rdir = tune_csv.parent
+            if json.loads((rdir / "metrics.json").read_text()).get("scored_on") is None:
                 continue
-            r = replay(campaign, rnd)
+            r = replay(rdir, cfg, data)
             key = tuple(f"{r[k][0]:.4f}" for k in RULES)
             if key in seen:  # a round that kept the previous weights
                 continue
             seen.add(key)
-            name = json.loads((campaign / "campaign.json").read_text())["data"]["coords"].split("/")[-2]
             rows.setdefault(name, []).append(r)
-            print(f"{campaign} round {rnd}: " + ", ".join(f"{k} {r[k][1]:.3f} (t {r[k][0]:.2f})" for k in RULES), flush=True)
+            print(f"{campaign} {rdir.name}: " + ", ".join(f"{k} {r[k][1]:.3f} (t {r[k][0]:.2f})" for k in RULES), flush=True)
     for name, rs in rows.items():
         print(f"{name}, {len(rs)} round models, dev F1 mean ± sd: " + ", ".join(
             f"{k} {np.mean([r[k][1] for r in rs]):.3f} ± {np.std([r[k][1] for r in rs], ddof=1) if len(rs) > 1 else 0:.3f}"

@@ -164,7 +164,7 @@ def _teacher(core: nn.Module, state: dict[str, Any] | None, device: torch.device
     ``frozen_from``, that model.pt's weights, fixed for the whole round."""
     teacher = make_teacher(core)
     if frozen_from is not None:
-        teacher.load_state_dict(torch.load(frozen_from, map_location="cpu", weights_only=True)["state_dict"])
+        teacher.load_state_dict(_model_weights(frozen_from))
     elif state is not None and state.get("teacher") is not None:
         teacher.load_state_dict(state["teacher"])
     return teacher.to(device)
@@ -214,8 +214,13 @@ def _initial_model(config: dict[str, Any], seed: int) -> nn.Module:
     torch.manual_seed(seed)
     model = build_unet(from_dict(ModelConfig, config["model"], "model"))
     if config.get("init_state"):
-        model.load_state_dict(torch.load(config["init_state"], map_location="cpu", weights_only=True)["state_dict"])
+        model.load_state_dict(_model_weights(config["init_state"]))
     return model
+
+
+def _model_weights(path: str) -> dict[str, torch.Tensor]:
+    """The U-Net weights of a picker's model.pt (a previous round's model: a warm start or a fixed teacher)."""
+    return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
 
 
 def _validate(core: nn.Module, val_items: list[Any], diameter: float, smooth_sigma: float, rule: CheckpointRule,
