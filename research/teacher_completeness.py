@@ -9,7 +9,7 @@ the expert's picking frequency, and table / top is the precision against all par
 both tables to the saved heatmaps of a campaign round's count micrographs (the first ``unlabeled`` ones:
 dev, expert picks known) on the whole micrograph, and reports what each teacher would label:
 
-* particles: peaks labeled particle, the share within half a diameter of an expert pick (precision against
+* particles: peaks labeled particle, the share matched one-to-one to an expert pick within half a diameter (precision against
   the expert), and the share of expert picks covered (recall);
 * background: the share of pixels labeled background, and the share of expert particle-disk pixels among
   them (background taught on picked particles: an error whatever the expert omitted).
@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
-from scipy.spatial import cKDTree
 
+from cryopick.evaluation.metrics import match
 from cryopick.io.coords import read_coords
 from cryopick.preprocessing.labels import circle_mask
 from cryopick.selftrain import stages
@@ -49,7 +49,7 @@ def normalised(labeler: PseudoLabeler) -> PseudoLabeler:
 
 def teacher_stats(labeler: PseudoLabeler, items: list, diameter: float) -> dict[str, float]:
     """Pooled counts of what ``labeler`` labels on ``items`` (ScoredHeatmaps with expert picks)."""
-    n_part = n_hit = n_true = n_cov = 0
+    n_part = n_hit = n_true = 0
     px = bg = bg_on_true = 0
     for sh in items:
         mask = labeler.mask(sh.heatmap, diameter, sh.mean_scale)
@@ -58,20 +58,17 @@ def teacher_stats(labeler: PseudoLabeler, items: list, diameter: float) -> dict[
         px += mask.size
         bg += int((mask == 0).sum())
         bg_on_true += int(((mask == 0) & disks).sum())
-        # particle disks: connected components of the mask's particles, one per labeled peak
+        # particle disks: connected components of the mask's particles, one per labeled peak (disks do not touch)
         lab, n = ndimage.label(mask == 1)
         if n:
             centres = np.array(ndimage.center_of_mass(mask == 1, lab, range(1, n + 1)))[:, ::-1]  # (x, y) binned
-            tol = diameter / 2 / sh.mean_scale
-            if len(true_b):
-                d, _ = cKDTree(true_b).query(centres)
-                n_hit += int((d <= tol).sum())
-                dd, _ = cKDTree(centres).query(true_b)
-                n_cov += int((dd <= tol).sum())
+            scores = sh.heatmap[centres[:, 1].astype(int), centres[:, 0].astype(int)]
+            hits = match(centres, scores, true_b, diameter / 2 / sh.mean_scale)  # one-to-one, as picks are scored
+            n_hit += int(hits.sum())
             n_part += n
         n_true += len(true_b)
     return {"particles": n_part, "precision": n_hit / n_part if n_part else float("nan"),
-            "recall": n_cov / n_true if n_true else float("nan"), "background": bg / px,
+            "recall": n_hit / n_true if n_true else float("nan"), "background": bg / px,
             "background_on_picks": bg_on_true / max(bg, 1)}
 
 
