@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--thresholds", type=float, nargs="+", default=[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9])
     p.add_argument("--min-distance-fractions", type=float, nargs="+", default=[0.4, 0.5, 0.6, 0.75, 1.0],
                    help="peak distances to try, as fractions of the particle diameter")
-    p.add_argument("--actors", type=int, default=1, help="prediction actors")
+    p.add_argument("--actors", type=int, default=0, help="prediction actors (default 0: one per GPU, or per CPU core)")
     p.add_argument("--cpu-per-trial", type=float, default=0.5)
     p.add_argument("--tolerance", type=float, default=0.0,
                    help="within this F1 of the best, take the lowest threshold (default 0: the best F1)")

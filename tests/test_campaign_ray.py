@@ -145,3 +145,38 @@ def test_pick_pipeline_runs_a_campaign_on_its_own_local_ray(sim_data: Path, tiny
     assert "4 micrograph(s): 4 picked" in res.stdout
     index = (tmp_path / "out" / "coordinate_files.star").read_text()
     assert all(f"{m.stem}.star" in index for m in (sim_data / "micrographs").glob("*.mrc"))
+
+
+def _pid_predictor(delay: float) -> type:
+    """A ``HeatmapPredictor`` that is slow and names its process in the row's ``node``."""
+    from cryopick.distributed.predict import HeatmapPredictor
+
+    class PidPredictor(HeatmapPredictor):
+        def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            time.sleep(delay * len(batch["path"]))
+            rows = super().__call__(batch)
+            rows["node"] = np.array([str(os.getpid())] * len(rows["name"]))
+            return rows
+
+    return PidPredictor
+
+
+@pytest.mark.timeout(180)
+def test_prediction_pool_grows_to_the_cores_with_the_same_heatmaps(
+    ray_session: Any, sim_data: Path, tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import cryopick.distributed.predict as predict
+    from cryopick.config import HeatmapConfig
+    from cryopick.inference.picker import load_picker
+
+    mics = copies(sim_data / "micrographs" / "sim_0001.mrc", tmp_path / "mics", 6)
+    _, meta = load_picker(tiny_model)
+    monkeypatch.setattr(predict, "HeatmapPredictor", _pid_predictor(delay=1.0))
+    cfg = HeatmapConfig(tta=1)
+    one = list(predict.predict_to_dir(mics, tmp_path / "one", tiny_model, meta.preprocess, cfg, actors=1, progress=False))
+    auto = list(predict.predict_to_dir(mics, tmp_path / "auto", tiny_model, meta.preprocess, cfg, actors=0, progress=False))
+    assert len({r["node"] for r in one}) == 1
+    assert len({r["node"] for r in auto}) == 2  # one actor per CPU of the 2-CPU test cluster
+    for m in mics:
+        with np.load(tmp_path / "one" / f"{m.stem}.npz") as a, np.load(tmp_path / "auto" / f"{m.stem}.npz") as b:
+            np.testing.assert_array_equal(a["heatmap"], b["heatmap"])

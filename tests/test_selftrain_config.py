@@ -41,6 +41,7 @@ def test_defaults_and_overrides(tmp_path: Path, sim_data: Path) -> None:
         ("selftrain.rounds", 0, "selftrain.rounds must be >= 1"),
         ("ray.use_gpu", "maybe", "ray.use_gpu must be auto, true or false"),
         ("ray.cpu_per_worker", 0, "ray.cpu_per_worker must be positive"),
+        ("ray.predict_actors", -1, "ray.predict_actors must be >= 0"),
         ("data.diameter", -3, "data.diameter must be positive"),
         ("tune.thresholds", [1.5], "tune.thresholds"),
         ("train.patch_size", 40, "train.patch_size must be a multiple of 16"),

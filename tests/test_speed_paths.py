@@ -126,3 +126,35 @@ def test_compiled_heatmap_matches_eager() -> None:
     eager = predict_heatmap(model, image, PickConfig(tile_size=32), overlap=0.5)
     compiled = predict_heatmap(model, image, PickConfig(tile_size=32), overlap=0.5, compile_model=True)
     np.testing.assert_allclose(compiled, eager, rtol=0, atol=1e-5)
+
+
+
+class _LocalFilter(nn.Module):
+    """A 9x9 filter and a sigmoid: a heatmap that follows the image, with a known reach of 4 px."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(1, 1, 9, padding=4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(3.0 * self.conv(x))
+
+
+def test_validation_predicts_the_scored_strip_with_the_whole_micrographs_answers() -> None:
+    from cryopick.training.dataset import ValItem
+    from cryopick.training.loop import VAL_CONTEXT, scored_heatmap
+
+    model, image = _LocalFilter(), _image(318)
+    cfg = PickConfig(tile_size=512, tta=2)
+    whole = predict_heatmap(model, image, cfg)
+    assert whole.std() > 0.1  # the heatmap follows the image
+    strip = ValItem("m", image, np.zeros((0, 2)), rows=(201, 259), scale=1.0, original_shape=(318, 318), cols=(41, 299))
+    part = scored_heatmap(model, strip, cfg)
+    assert not part[: 201 - VAL_CONTEXT - 16].any() and not part[259 + VAL_CONTEXT + 16 :].any()  # never predicted
+    np.testing.assert_allclose(part[201:259, 41:299], whole[201:259, 41:299], rtol=0, atol=1e-6)
+    unet = _trained_like_unet(width=4, depth=2)  # 318 px: padded; the window is padded and pooled alike
+    part = scored_heatmap(unet, strip, cfg)
+    np.testing.assert_allclose(part[201:259, 41:299], predict_heatmap(unet, image, cfg)[201:259, 41:299], rtol=0, atol=1e-6)
+    everything = ValItem("m", image, np.zeros((0, 2)), rows=(0, 318), scale=1.0, original_shape=(318, 318))
+    np.testing.assert_array_equal(scored_heatmap(model, everything, cfg), whole)

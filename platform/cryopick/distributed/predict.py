@@ -90,7 +90,7 @@ def predict_to_dir(
     preprocess_cfg: PreprocessConfig,
     heatmap: HeatmapConfig,
     *,
-    actors: int = 1,
+    actors: int = 0,
     use_gpu: bool = False,
     data_cpus: float = 0.5,
     keep_image: bool = False,
@@ -119,11 +119,12 @@ def predict_to_dir(
     if not todo:
         return
     env = {"env_vars": dict(CPU_ENV)}  # OpenMP must not spin in actors sharing small machines
+    pool = _pool(actors, use_gpu, len(todo))
     ds: ray.data.Dataset = ray.data.from_items([{"path": str(m), "out": str(t)} for m, t in todo], override_num_blocks=len(todo))
     ds = ds.map_batches(read_for_prediction, batch_size=1, num_cpus=data_cpus,  # type: ignore[arg-type]  # fn_kwargs supplies the other arguments
                         fn_kwargs={"preprocess_cfg": asdict(preprocess_cfg), "pixel_size": pixel_size}, runtime_env=env)
     ds = ds.map_batches(
-        HeatmapPredictor, batch_size=1, compute=ray.data.ActorPoolStrategy(size=actors),
+        HeatmapPredictor, batch_size=1, compute=pool,
         num_cpus=data_cpus if not use_gpu else 1, num_gpus=1 if use_gpu else 0,
         fn_constructor_kwargs={"model_path": str(model_path), "heatmap": asdict(heatmap), "keep_image": keep_image,
                                "pseudo": asdict(pseudo) if pseudo is not None else None, "diameter": diameter,
@@ -132,6 +133,22 @@ def predict_to_dir(
     )
     for row in tqdm(ds.iter_rows(), total=len(todo), desc=f"predict {out_dir.name}", unit="mic", disable=not progress):
         yield {k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
+
+
+def _pool(actors: int, use_gpu: bool, todo: int) -> Any:
+    """The actor pool for ``todo`` micrographs: ``actors`` of them, or for 0 one per GPU (``use_gpu``) or per CPU the
+    cluster holds, started one at a time as resources free up; never more actors than micrographs.
+
+    Each CPU actor runs one thread, so one actor per core keeps every core busy with a micrograph of its own.
+    """
+    import ray
+    import ray.data
+
+    if actors > 0:
+        return ray.data.ActorPoolStrategy(size=max(1, min(actors, todo)))
+    most = int(ray.cluster_resources().get("GPU" if use_gpu else "CPU", 1))
+    size = max(1, min(most, todo))
+    return ray.data.ActorPoolStrategy(min_size=1, max_size=size, initial_size=size)
 
 
 def _row_from_file(mic: Path, npz: Path, pseudo: PseudoLabeler | None, diameter: float) -> dict[str, Any]:

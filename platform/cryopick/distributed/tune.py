@@ -96,7 +96,7 @@ def tune_model(
     thresholds: Sequence[float],
     min_distance_fractions: Sequence[float],
     *,
-    actors: int = 1,
+    actors: int = 0,
     cpu_per_trial: float = 0.5,
     tolerance: float = 0.0,
     progress: bool = True,

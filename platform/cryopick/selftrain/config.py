@@ -151,7 +151,7 @@ class RaySection:
     use_gpu: str = "auto"  # auto | true | false
     cpu_per_worker: float = 0.5  # < 1 leaves CPU to Ray Data on small machines (see STACK-NOTES)
     data_cpus: float = 0.5  # CPU per read/preprocess/patch task and per Tune trial
-    predict_actors: int = 1  # actor pool size of the prediction stage
+    predict_actors: int = 0  # actor pool size of the prediction stage; 0: one per GPU, or per CPU core (one thread each)
     max_failures: int = 2  # Ray Train restarts from the last checkpoint this often
     storage_path: str | None = None  # Ray Train/Tune results; None: <campaign>/ray_results (shared FS on clusters)
 
@@ -163,8 +163,8 @@ class RaySection:
         for key in ("cpu_per_worker", "data_cpus"):
             if getattr(self, key) <= 0:
                 raise CryopickError(f"{where}.{key} must be positive, got {getattr(self, key)!r}")
-        if self.predict_actors < 1:
-            raise CryopickError(f"{where}.predict_actors must be >= 1, got {self.predict_actors}")
+        if self.predict_actors < 0:
+            raise CryopickError(f"{where}.predict_actors must be >= 0 (0: one per GPU or CPU core), got {self.predict_actors}")
         if self.max_failures < -1:
             raise CryopickError(f"{where}.max_failures must be >= -1 (-1 = retry forever), got {self.max_failures}")
         if self.num_cpus is not None and self.num_cpus < 1:
