@@ -137,7 +137,8 @@ def predict_to_dir(
 
 def _pool(actors: int, use_gpu: bool, todo: int) -> Any:
     """The actor pool for ``todo`` micrographs: ``actors`` of them, or for 0 one per GPU (``use_gpu``) or per CPU the
-    cluster holds, started one at a time as resources free up; never more actors than micrographs.
+    cluster holds, never more actors than micrographs. The 0 pool asks for all of them at once and starts work with
+    the first; those a busy cluster cannot place yet wait for resources.
 
     Each CPU actor runs one thread, so one actor per core keeps every core busy with a micrograph of its own.
     """
