@@ -164,15 +164,20 @@ def scored_heatmap(model: nn.Module, v: ValItem, cfg: PickConfig | None = None) 
     the window as it does the whole micrograph.
     """
     h, w = v.image.shape
-    (r0, r1), (c0, c1) = v.rows, v.cols or (0, w)
-    g = 2 ** getattr(model, "depth", 0)  # edges on the U-Net's pooling grid, counted from both ends: same padding
-    y0, x0 = max(0, r0 - VAL_CONTEXT) // g * g, max(0, c0 - VAL_CONTEXT) // g * g
-    y1, x1 = h - max(0, h - r1 - VAL_CONTEXT) // g * g, w - max(0, w - c1 - VAL_CONTEXT) // g * g
+    g = 2 ** getattr(model, "depth", 0)  # the U-Net's pooling grid
+    (y0, y1), (x0, x1) = _on_grid(v.rows, h, g), _on_grid(v.cols or (0, w), w, g)
     if (y0, y1, x0, x1) == (0, h, 0, w):
         return predict_heatmap(model, v.image, cfg)
     out = np.zeros((h, w), dtype=np.float32)
     out[y0:y1, x0:x1] = predict_heatmap(model, np.ascontiguousarray(v.image[y0:y1, x0:x1]), cfg)
     return out
+
+
+def _on_grid(span: tuple[int, int], n: int, g: int) -> tuple[int, int]:
+    """``span`` of an axis of ``n`` px widened by ``VAL_CONTEXT`` and clipped, its ends a multiple of ``g`` from either end
+    of the axis (same padding and pooling as the whole axis)."""
+    lo, hi = span
+    return max(0, lo - VAL_CONTEXT) // g * g, n - max(0, n - hi - VAL_CONTEXT) // g * g
 
 
 def _scored_share(v: ValItem) -> float:
