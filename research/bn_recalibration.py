@@ -12,7 +12,8 @@ of 8 random crops (flipped and turned; patch edge and binning as the campaign an
 campaign's labeled and unlabeled micrographs (with ``--exclude-scored`` all but the scored ones, as a micrograph
 outside the campaign is picked; with ``--on labeled`` its labeled ones alone, the control); both scored on DEV micrographs (the data set's ``unlabeled`` split, first
 ``--score`` of them; expert picks known; one test-time view unless ``--tta``): best F1 and average precision over
-every peak above 0.02.
+every peak above 0.02. ``--score-on strip`` scores the bottom ``val_fraction`` of the labeled micrographs
+instead, about where the rounds' validation scores.
 
     python research/bn_recalibration.py --exclude-scored --data empiar10017 \
         benchmarks/out/label_efficiency/empiar10017/test/seed{0,1,2}/1/selftrain/round_000
@@ -38,13 +39,18 @@ from cryopick.preprocessing.binning import preprocess
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
-def dev_score(model: nn.Module, meta, mics: list[Path], coords: Path, tta: int = 1) -> tuple[float, float]:
-    """(best F1, AP) of ``model`` on ``mics`` against their expert picks."""
+def dev_score(model: nn.Module, meta, mics: list[Path], coords: Path, tta: int = 1, strip: float = 0.0) -> tuple[float, float]:
+    """(best F1, AP) of ``model`` on ``mics`` against their expert picks; with ``strip`` > 0 only in the bottom
+    ``strip`` of each micrograph's rows (about the validation strip, for the labeled micrographs)."""
     cfg = PickConfig(tta=tta, threshold=0.02)
     rows = []
     for m in mics:
-        picked = pick_micrograph(model, meta, read_micrograph(m), cfg)
-        rows.append((picked.xy, picked.scores, read_coords(coords / f"{m.stem}.csv")[0]))
+        mic = read_micrograph(m)
+        picked = pick_micrograph(model, meta, mic, cfg)
+        truth = read_coords(coords / f"{m.stem}.csv")[0]
+        y0 = (1.0 - strip) * mic.shape[0] if strip > 0 else -1.0
+        keep = picked.xy[:, 1] >= y0
+        rows.append((picked.xy[keep], picked.scores[keep], truth[truth[:, 1] >= y0]))
     curve = pooled_curve(rows, meta.diameter / 2)
     return best_threshold(curve)[0], average_precision(curve)
 
@@ -81,6 +87,8 @@ def main() -> None:
     p.add_argument("--batches", type=int, default=32)
     p.add_argument("--on", choices=("campaign", "labeled"), default="campaign",
                    help="re-estimate on the campaign's micrographs, or on its labeled ones alone (the control)")
+    p.add_argument("--score-on", choices=("dev", "strip"), default="dev",
+                   help="strip: the bottom val_fraction of the campaign's labeled micrographs (where validation scores)")
     p.add_argument("--tta", type=int, default=1, help="test-time-augmentation views scored (the product picks with 8)")
     p.add_argument("--exclude-scored", action="store_true",
                    help="re-estimate on the campaign's micrographs other than the scored ones (as a test micrograph is picked)")
@@ -96,8 +104,11 @@ def main() -> None:
             seen = [m for m in seen if m.stem not in {d.stem for d in dev}]
         model, meta = load_picker(rdir)
         patch = int(campaign["train"]["patch_size"])
-        before = dev_score(model, meta, dev, root / "coords", args.tta)
-        after = dev_score(recalibrated(model, meta, seen, patch, args.batches), meta, dev, root / "coords", args.tta)
+        scored, strip = dev, 0.0
+        if args.score_on == "strip":
+            scored, strip = [Path(m) for m in campaign["resolved"]["labeled"]], float(campaign["train"]["val_fraction"])
+        before = dev_score(model, meta, scored, root / "coords", args.tta, strip)
+        after = dev_score(recalibrated(model, meta, seen, patch, args.batches), meta, scored, root / "coords", args.tta, strip)
         print(f"{rdir}: best F1 {before[0]:.3f} -> {after[0]:.3f}, AP {before[1]:.3f} -> {after[1]:.3f}", flush=True)
 
 
