@@ -130,3 +130,41 @@ def test_suggest_cli_writes_the_ranking_into_the_latest_round(sim_data: Path, tm
     assert {r["micrograph"] for r in rows} == {"sim_0002"}
     assert main(["suggest", "--campaign", str(tmp_path / "nothing")]) == 2
     assert "not a campaign directory" in capsys.readouterr().err
+
+
+def test_round_suggestions_score_the_heatmaps_the_prediction_stage_wrote(sim_data: Path, tmp_path: Path) -> None:
+    """A round scores its suggestion pool from the prediction stage's heatmaps (mean and spread of the views,
+    no second prediction), as `cryopick suggest` scores the same micrographs by predicting them itself."""
+    from cryopick.config import HeatmapConfig
+    from cryopick.distributed.predict import HeatmapPredictor, read_for_prediction
+    from cryopick.errors import CryopickError
+    from cryopick.selftrain.suggest import ROUND_POOL, round_suggestions, score_micrographs, suggestion_pool
+
+    rdir = tmp_path / "round_001"
+    torch.manual_seed(0)
+    meta = PickerMeta(diameter=24.0, model=ModelConfig(base_width=4), threshold=0.5)
+    save_picker(rdir, build_unet(ModelConfig(base_width=4)), meta)
+    mics = mic_paths(sim_data, ["sim_0001", "sim_0002"])
+    cfg = HeatmapConfig(tta=4)
+    items = {"path": np.array([str(m) for m in mics]), "out": np.array([str(tmp_path / f"{m.stem}.npz") for m in mics])}
+    read = read_for_prediction(items, {**vars(meta.preprocess)}, None)
+    rows = HeatmapPredictor(str(rdir / "model.pt"), vars(cfg), keep_image=True, keep_spread=True)(read)
+    heatmaps = {m: Path(str(npz)) for m, npz in zip(mics, rows["npz"])}
+    labeled = {mics[1]: [Box(0, 0, 128, 128)]}  # labeled in a region: its other three regions stay open
+    path = round_suggestions(rdir, heatmaps, diameter=12.8, seed=1, labeled=labeled)  # 128-px regions
+    got = {(r["micrograph"], r["region"]): r for r in csv.DictReader(open(path))}
+    assert len(got) == 7 and ("sim_0002", "0,0,128,128") not in got  # 4 + 3 open regions of 256² micrographs
+    # the same scores as predicting the micrographs again (up to the heatmaps' float16 storage)
+    direct = score_micrographs(rdir / "model.pt", mics, cfg, None, 128, labeled={"sim_0002": labeled[mics[1]]})
+    for s in direct:
+        row = got[(s.micrograph, f"{s.box.x0},{s.box.y0},{s.box.x1},{s.box.y1}")]
+        assert float(row["disagreement"]) == pytest.approx(s.disagreement, abs=2e-3)
+        assert float(row["uncertainty"]) == pytest.approx(s.uncertainty, abs=0.05) and s.disagreement > 0
+    # the pool: a seeded sample of at most ROUND_POOL, each micrograph once
+    many = [Path(f"m{i}.mrc") for i in range(ROUND_POOL + 8)]
+    pool = suggestion_pool(many, many[:3], seed=2)
+    assert len(pool) == ROUND_POOL == len(set(pool)) and pool == suggestion_pool(many, many[:3], seed=2)
+    with np.load(heatmaps[mics[0]]) as z:  # a heatmap without the spread of its views is named, not scored as 0
+        np.savez(tmp_path / "old.npz", **{k: z[k] for k in ("heatmap", "scale")})
+    with pytest.raises(CryopickError, match="old.npz.*no spread"):
+        round_suggestions(rdir, {mics[0]: tmp_path / "old.npz"}, diameter=12.8)

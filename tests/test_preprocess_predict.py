@@ -9,7 +9,7 @@ import torch
 from cryopick.config import ModelConfig, PickConfig, PreprocessConfig, TrainConfig, from_dict
 from cryopick.errors import CryopickError
 from cryopick.model.unet import build_unet
-from cryopick.inference.tiling import gaussian_importance, predict_heatmap, tile_starts
+from cryopick.inference.tiling import gaussian_importance, predict_heatmap, predict_heatmap_spread, predict_views, tile_starts
 from cryopick.preprocessing.binning import fourier_crop, normalize, preprocess
 
 
@@ -137,6 +137,17 @@ def test_test_time_augmentation_averages_views_and_is_equivariant() -> None:
     assert predict_heatmap(model, rect, PickConfig(tta=8, tile_size=64)).shape == rect.shape
     with pytest.raises(CryopickError, match="pick.tta"):
         from_dict(PickConfig, {"tta": 3}, "pick")
+
+
+def test_spread_is_the_std_of_the_views_beside_the_same_heatmap() -> None:
+    model = _calibrated_model()
+    img = np.random.default_rng(5).normal(size=(128, 128)).astype(np.float32)
+    heatmap, spread = predict_heatmap_spread(model, img, PickConfig(tta=8))
+    np.testing.assert_array_equal(heatmap, predict_heatmap(model, img, PickConfig(tta=8)))  # picking's heatmap, unchanged
+    views = predict_views(model, img, PickConfig(tta=8))
+    np.testing.assert_allclose(spread, views.std(axis=0), atol=1e-5)
+    assert spread.max() > 1e-3  # the views differ (the network is not equivariant)
+    assert not predict_heatmap_spread(model, img, PickConfig(tta=1))[1].any()  # one view: no spread
 
 
 def test_config_validation_names_the_key() -> None:

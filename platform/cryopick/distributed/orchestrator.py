@@ -49,7 +49,7 @@ from cryopick.selftrain.pseudo import PseudoLabeler
 from cryopick.selftrain.reuse import adopt_picker, keep_previous
 from cryopick.selftrain.scoring import at_picks, best_trial, judged_share, load_heatmap, picked_share, score_and_write, sparse_trials
 from cryopick.selftrain.state import METRICS_FILE, CampaignState, campaign_stop, completed_rounds_on_disk, patch_counts, round_dir
-from cryopick.selftrain.suggest import SUGGESTIONS_FILE, round_suggestions
+from cryopick.selftrain.suggest import SUGGESTIONS_FILE, round_suggestions, suggestion_pool
 from cryopick.training.loop import INTENSITY_AUGMENT, write_history
 from cryopick.training.teacher import TeacherConfig
 
@@ -207,7 +207,9 @@ def run_round(cfg: SelftrainConfig, data: ResolvedData, campaign: Path, rnd: int
         hook(rnd, "pseudo")
     _train_stage(r, pseudo, labeler)
     hook(rnd, "train")
-    val_items, test_items, count_items = _predict_stage(r)
+    partial = {m: data.boxes[m.stem] for m in data.labeled if m.stem in data.boxes}  # their other regions stay open
+    pool = suggestion_pool(data.unlabeled, list(partial), seed=rnd)
+    val_items, test_items, count_items, pool_npz = _predict_stage(r, pool)
     hook(rnd, "predict")
     best, val_threshold = _tune_stage(r, val_items, count_items)
     hook(rnd, "tune")
@@ -216,8 +218,7 @@ def run_round(cfg: SelftrainConfig, data: ResolvedData, campaign: Path, rnd: int
     score = score_and_write(r.dir, scored, best["threshold"], best["min_distance"], cfg.data.diameter, stages.SMOOTH_SIGMA)
     r.timings["time_score_s"] = time.monotonic() - t0
     t0 = time.monotonic()
-    partial = {m: data.boxes[m.stem] for m in data.labeled if m.stem in data.boxes}  # their other regions stay open
-    round_suggestions(r.dir, data.unlabeled, cfg.predict, cfg.data.pixel_size, cfg.data.diameter, seed=rnd, labeled=partial)
+    round_suggestions(r.dir, pool_npz, cfg.data.diameter, seed=rnd, labeled=partial)
     r.timings["time_suggest_s"] = time.monotonic() - t0
     r.timings["time_total_s"] = time.monotonic() - t_start
     train_result = _train_result(r.dir)
@@ -263,10 +264,13 @@ def _train_stage(r: _Round, pseudo: stages.PseudoOutcome | None, labeler: Pseudo
     r.timings["time_train_s"] = time.monotonic() - t0
 
 
-def _predict_stage(r: _Round) -> tuple[list[Any], list[Any], list[Any]]:
-    """Heatmaps of the validation, test and count micrographs with this round's model, as scored items."""
+def _predict_stage(r: _Round, pool: list[Path]) -> tuple[list[Any], list[Any], list[Any], dict[Path, Path]]:
+    """Heatmaps of the validation, test and count micrographs with this round's model, as scored items, and
+    of the suggestion ``pool`` (micrograph -> .npz), in one pass with the spread of the views."""
     val_mics, count_mics, scored = stages.scored_micrographs(r.cfg, r.data)
-    npz = {row["name"]: Path(row["npz"]) for row in r.predict(scored, r.dir / "heatmaps", r.dir / MODEL_FILE, keep_image=True)}
+    mics = list(dict.fromkeys([*scored, *pool]))
+    rows = r.predict(mics, r.dir / "heatmaps", r.dir / MODEL_FILE, keep_image=True, keep_spread=True)
+    npz = {row["name"]: Path(row["npz"]) for row in rows}
     _, meta = load_picker(r.dir, "cpu")
     band = meta.border  # scored as `cryopick pick` with this model would pick
     strips = not r.data.validation
@@ -274,7 +278,7 @@ def _predict_stage(r: _Round) -> tuple[list[Any], list[Any], list[Any]]:
            for m in val_mics for box in (r.data.boxes.get(m.stem, [None]) if strips else [None])]
     test = [stages.scored_item(m, npz[m.stem], r.data, band) for m in r.data.test]
     count = [load_heatmap(npz[m.stem], border=band) for m in count_mics]
-    return val, test, count
+    return val, test, count, {m: npz[m.stem] for m in pool}
 
 
 def _tune_stage(r: _Round, val_items: list[Any], count_items: list[Any]) -> tuple[dict[str, float], float]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from cryopick.config import HeatmapConfig, PickConfig, PreprocessConfig, from_di
 from cryopick.distributed.data import _obj, node_id
 from cryopick.io.atomic import atomic_write
 from cryopick.io.micrograph import read_micrograph
-from cryopick.preprocessing.binning import Binned, preprocess
+from cryopick.preprocessing.binning import preprocess
 from cryopick.selftrain.pseudo import PseudoLabeler, coverage_row
 from cryopick.runtime import CPU_ENV
 
@@ -39,13 +40,15 @@ def read_for_prediction(batch: dict[str, np.ndarray], preprocess_cfg: dict[str, 
 class HeatmapPredictor:
     """Actor stage: loads the picker once, writes one heatmap ``.npz`` per micrograph.
 
-    The ``.npz`` holds ``heatmap`` (h, w) float16, ``scale`` (2,) and, with ``keep_image``, the
-    binned ``image`` (h, w) float16 (for previews). With a ``pseudo`` labeler the returned row
-    also carries that micrograph's pseudo-label coverage.
+    The ``.npz`` holds ``heatmap`` (h, w) float16, ``scale`` (2,), with ``keep_image`` the binned
+    ``image`` (h, w) float16 (for previews) and with ``keep_spread`` the ``spread`` (h, w) float16 of
+    the test-time-augmentation views (for labeling suggestions). With a ``pseudo`` labeler the
+    returned row also carries that micrograph's pseudo-label coverage.
     """
 
     def __init__(self, model_path: str, heatmap: dict[str, Any], keep_image: bool = False,
-                 pseudo: dict[str, Any] | None = None, diameter: float = 0.0, threads: int = 1) -> None:
+                 pseudo: dict[str, Any] | None = None, diameter: float = 0.0, threads: int = 1,
+                 keep_spread: bool = False) -> None:
         import torch
 
         from cryopick.inference.picker import load_picker
@@ -55,19 +58,21 @@ class HeatmapPredictor:
         self.model, self.meta = load_picker(model_path, resolve_device("auto"))
         self.pick = from_dict(PickConfig, heatmap, "predict")
         self.keep_image = keep_image
+        self.keep_spread = keep_spread
         self.labeler = PseudoLabeler(**pseudo) if pseudo is not None else None
         self.diameter = diameter or self.meta.diameter
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from cryopick.inference.picker import pick_micrograph
+        from cryopick.inference.picker import with_oom_retry
+        from cryopick.inference.tiling import predict_heatmap_spread
 
         rows: dict[str, list[Any]] = {"name": [], "npz": [], "positive": [], "negative": [], "ignored": [], "pixels": [], "node": []}
         for path, out, image, scale in zip(batch["path"], batch["out"], batch["image"], batch["scale"]):
             image = np.asarray(image, dtype=np.float32)
-            sy, sx = float(scale[0]), float(scale[1])
-            binned = Binned(image, (sy, sx), (round(image.shape[0] * sy), round(image.shape[1] * sx)))
-            heatmap = pick_micrograph(self.model, self.meta, binned, self.pick, retry_oom=True).heatmap
+            heatmap, spread = with_oom_retry(partial(predict_heatmap_spread, self.model, image), self.pick)
             extra: dict[str, Any] = {"image": image.astype(np.float16)} if self.keep_image else {}
+            if self.keep_spread:
+                extra["spread"] = spread.astype(np.float16)
             with atomic_write(Path(str(out)), suffix=".npz") as tmp:
                 with open(tmp, "wb") as fh:
                     np.savez_compressed(fh, heatmap=heatmap.astype(np.float16), scale=np.asarray(scale, np.float64), **extra)
@@ -94,6 +99,7 @@ def predict_to_dir(
     use_gpu: bool = False,
     data_cpus: float = 0.5,
     keep_image: bool = False,
+    keep_spread: bool = False,
     pseudo: PseudoLabeler | None = None,
     diameter: float = 0.0,
     pixel_size: float | None = None,
@@ -127,6 +133,7 @@ def predict_to_dir(
         HeatmapPredictor, batch_size=1, compute=pool,
         num_cpus=data_cpus if not use_gpu else 1, num_gpus=1 if use_gpu else 0,
         fn_constructor_kwargs={"model_path": str(model_path), "heatmap": asdict(heatmap), "keep_image": keep_image,
+                               "keep_spread": keep_spread,
                                "pseudo": asdict(pseudo) if pseudo is not None else None, "diameter": diameter,
                                "threads": max(1, int(round(data_cpus)))},
         runtime_env=env,

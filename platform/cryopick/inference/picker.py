@@ -2,16 +2,18 @@
 
 ``RUNDIR/model.pt`` holds the weights and a :class:`PickerMeta` (diameter, preprocessing,
 threshold and peak distance chosen on validation, the edge band the expert picks kept free), so
-``cryopick pick`` needs no other input. :func:`pick_micrograph` is what ``cryopick pick``, the
-batch run over a data set and the Ray prediction stage all call: micrograph -> preprocess ->
-tiled heatmap -> peaks -> (optional carbon/ice mask) -> coordinates in ORIGINAL pixels.
+``cryopick pick`` needs no other input. :func:`pick_micrograph` is what ``cryopick pick`` and the
+batch run over a data set call: micrograph -> preprocess -> tiled heatmap -> peaks -> (optional
+carbon/ice mask) -> coordinates in ORIGINAL pixels. The Ray prediction stage, which keeps heatmaps
+rather than picks, computes the same heatmap with :func:`with_oom_retry`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -31,6 +33,7 @@ from cryopick.model.unet import UNet, build_unet
 from cryopick.preprocessing.binning import Binned, preprocess, resolve_binning
 
 MODEL_FILE = "model.pt"
+T = TypeVar("T")
 
 
 @dataclass
@@ -151,10 +154,15 @@ def _oom_types() -> tuple[type[BaseException], ...]:
 
 def heatmap_with_retry(model: nn.Module, image: np.ndarray, cfg: PickConfig) -> np.ndarray:
     """:func:`predict_heatmap`, halving ``cfg.tile_batch`` on out-of-memory until it is 1."""
+    return with_oom_retry(lambda c: predict_heatmap(model, image, c), cfg)
+
+
+def with_oom_retry(predict: Callable[[PickConfig], T], cfg: PickConfig) -> T:
+    """``predict(cfg)``, halving ``cfg.tile_batch`` on out-of-memory until it is 1."""
     tile_batch = cfg.tile_batch
     while True:
         try:
-            return predict_heatmap(model, image, dataclasses.replace(cfg, tile_batch=tile_batch))
+            return predict(dataclasses.replace(cfg, tile_batch=tile_batch))
         except _oom_types() as exc:
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()

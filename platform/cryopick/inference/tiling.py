@@ -201,11 +201,35 @@ def predict_heatmap(
     Returns:
         (H, W) float32 heatmap in [0, 1].
     """
-    cfg = cfg or HeatmapConfig()
+    return _mean_and_spread(model, image, cfg or HeatmapConfig(), device, False, fuse, compile_model, channels_last, overlap)[0]
+
+
+def predict_heatmap_spread(model: nn.Module, image: np.ndarray, cfg: HeatmapConfig | None = None,
+                           device: torch.device | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`predict_heatmap` and the per-pixel standard deviation of its test-time-augmentation views, (H, W) each.
+
+    The spread says where the network's answer depends on the orientation it sees (what active learning
+    calls disagreement); it costs a sum of squares beside the views picking computes anyway, and the
+    heatmap is the same as :func:`predict_heatmap`'s.
+    """
+    mean, spread = _mean_and_spread(model, image, cfg or HeatmapConfig(), device, True)
+    assert spread is not None
+    return mean, spread
+
+
+def _mean_and_spread(model: nn.Module, image: np.ndarray, cfg: HeatmapConfig, device: torch.device | None, spread: bool,
+                     fuse: bool = True, compile_model: bool = False, channels_last: bool = True,
+                     overlap: float = TILE_OVERLAP) -> tuple[np.ndarray, np.ndarray | None]:
+    """Mean (H, W) of the views and, with ``spread``, their population standard deviation (H, W)."""
     acc = np.zeros(image.shape, dtype=np.float32)
+    sq = np.zeros(image.shape, dtype=np.float32) if spread else None
     for view in _views(model, image, cfg, device, fuse, compile_model, channels_last, overlap):
         acc += view
-    return acc / len(TTA_TRANSFORMS[cfg.tta])
+        if sq is not None:
+            sq += view * view
+    n = len(TTA_TRANSFORMS[cfg.tta])
+    mean = acc / n
+    return mean, None if sq is None else np.sqrt(np.maximum(sq / n - mean * mean, 0.0))
 
 
 def predict_views(model: nn.Module, image: np.ndarray, cfg: HeatmapConfig | None = None,

@@ -77,8 +77,15 @@ def _entropy(p: np.ndarray) -> np.ndarray:
     return -(p * np.log2(p) + (1 - p) * np.log2(1 - p))
 
 
-def score_views(
-    views: np.ndarray,
+def score_views(views: np.ndarray, scale: tuple[float, float], micrograph: str, threshold: float, min_distance: float,
+                image: np.ndarray | None = None, box: Box | None = None) -> Scored:
+    """:func:`score_maps` of (V, h, w) test-time-augmentation views (V may be 1): their mean and spread."""
+    return score_maps(views.mean(axis=0), views.std(axis=0), scale, micrograph, threshold, min_distance, image, box)
+
+
+def score_maps(
+    heatmap: np.ndarray,
+    spread: np.ndarray,
     scale: tuple[float, float],
     micrograph: str,
     threshold: float,
@@ -89,7 +96,8 @@ def score_views(
     """Acquisition scores of one micrograph (or the part of it inside ``box``).
 
     Args:
-        views: (V, h, w) heatmaps of the test-time-augmentation views on the binned grid (V may be 1).
+        heatmap: (h, w) mean of the test-time-augmentation views on the binned grid.
+        spread: (h, w) standard deviation of those views (zeros for one view).
         scale: (sy, sx) original px per binned px.
         threshold: the round's picking threshold.
         min_distance: peak distance, binned px.
@@ -99,21 +107,20 @@ def score_views(
     if box is not None:
         rows = slice(int(np.floor(box.y0 / scale[0])), int(np.ceil(box.y1 / scale[0])))
         cols = slice(int(np.floor(box.x0 / scale[1])), int(np.ceil(box.x1 / scale[1])))
-        views = views[:, rows, cols]
+        heatmap, spread = heatmap[rows, cols], spread[rows, cols]
         image = None if image is None else image[rows, cols]
-    mean = views.mean(axis=0)
-    xy, scores = find_peaks(mean, min_distance, CANDIDATE_FLOOR)
+    xy, scores = find_peaks(heatmap, min_distance, CANDIDATE_FLOOR)
     r, c = xy[:, 1].astype(int), xy[:, 0].astype(int)
-    spread = views[:, r, c].std(axis=0) if len(xy) else np.zeros(0)
+    at_peaks = spread[r, c] if len(xy) else np.zeros(0)
     unsure = np.abs(scores - threshold) <= UNSURE_BAND
-    stats = [float(mean.mean()), float(mean.std()), float((mean >= threshold).mean()), len(xy) / max(mean.size, 1) * 1e3]
+    stats = [float(heatmap.mean()), float(heatmap.std()), float((heatmap >= threshold).mean()), len(xy) / max(heatmap.size, 1) * 1e3]
     if image is not None and image.size:
         stats += [float(image.mean()), float(image.std())]
     return Scored(
         micrograph=micrograph, box=box,
         uncertainty=float(unsure.mean()) if len(xy) else 0.0,
         entropy=float(_entropy(scores).mean()) if len(xy) else 0.0,
-        disagreement=float(spread.mean()) if len(xy) else 0.0,
+        disagreement=float(at_peaks.mean()) if len(xy) else 0.0,
         n_candidates=int(len(xy)), n_picks=int((scores >= threshold).sum()),
         features=np.asarray(stats, dtype=np.float64),
     )

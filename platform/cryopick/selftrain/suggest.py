@@ -1,9 +1,11 @@
 """A campaign's labeling suggestions: its latest round's model scores the unlabeled micrographs.
 
-Reads ``campaign.json`` (the unlabeled micrographs as resolved) and ``state.json`` (the completed
-rounds), predicts every unlabeled micrograph with the latest round's model and all its
+``cryopick suggest`` reads ``campaign.json`` (the unlabeled micrographs as resolved) and ``state.json``
+(the completed rounds), predicts every unlabeled micrograph with the latest round's model and all its
 test-time-augmentation views, scores micrographs or regions (:mod:`cryopick.selftrain.acquisition`)
-and writes ``round_NNN/suggestions.csv`` atomically. Plain functions, no Ray.
+and writes ``round_NNN/suggestions.csv`` atomically. After each round the campaign does the same for
+a sample of them (:func:`suggestion_pool`) from the heatmaps its prediction stage already wrote.
+Plain functions, no Ray.
 """
 
 from __future__ import annotations
@@ -18,13 +20,14 @@ import numpy as np
 from cryopick.config import HeatmapConfig, from_dict
 from cryopick.errors import CryopickError
 from cryopick.inference.picker import MODEL_FILE, load_picker
-from cryopick.inference.tiling import predict_views
+from cryopick.inference.tiling import predict_heatmap_spread
 from cryopick.io.micrograph import read_micrograph
 from cryopick.preprocessing.binning import preprocess
 from cryopick.io.coords import Box
-from cryopick.selftrain.acquisition import Scored, open_regions, rank, region_boxes, score_views
+from cryopick.selftrain.acquisition import Scored, open_regions, rank, region_boxes, score_maps
 from cryopick.selftrain.labels import read_labels
 from cryopick.selftrain.outputs import write_csv
+from cryopick.selftrain.scoring import load_heatmap
 from cryopick.selftrain.state import CAMPAIGN_FILE, CampaignState, round_dir
 
 SUGGESTIONS_FILE = "suggestions.csv"
@@ -78,9 +81,9 @@ def score_micrographs(model_file: Path, mics: Sequence[Path], cfg: HeatmapConfig
         if not boxes:
             continue
         b = preprocess(m.data, meta.preprocess, m.pixel_size)
-        views = predict_views(model, b.image, cfg)
+        heatmap, spread = predict_heatmap_spread(model, b.image, cfg)
         md = meta.resolved_min_distance() / b.mean_scale
-        out += [score_views(views, b.scale, m.name, meta.threshold, md, b.image, box) for box in boxes]
+        out += [score_maps(heatmap, spread, b.scale, m.name, meta.threshold, md, b.image, box) for box in boxes]
         if progress is not None:
             progress(f"scored {i + 1}/{len(mics)}: {m.name}")
     return out
@@ -113,17 +116,41 @@ def suggest(campaign: Path, n: int = 10, strategy: str = "combined", region_size
     return Suggestions(rnd, rdir / SUGGESTIONS_FILE, chosen, len(candidates))
 
 
-def round_suggestions(rdir: Path, unlabeled: Sequence[Path], cfg: HeatmapConfig, pixel_size: float | None,
-                      diameter: float, seed: int = 0, labeled: Mapping[Path, Sequence[Box]] | None = None) -> Path | None:
-    """A round's ``suggestions.csv`` from its own model: regions of at most ``ROUND_POOL`` unlabeled micrographs, and
-    of the ``labeled`` ones labeled in regions only (micrograph -> its labeled boxes) the regions still open."""
-    mics = list(unlabeled) + list(labeled or {})
-    if not mics:
-        return None
+def suggestion_pool(unlabeled: Sequence[Path], labeled: Sequence[Path] = (), seed: int = 0) -> list[Path]:
+    """The micrographs a round scores for suggestions: at most ``ROUND_POOL`` (a ``seed``-ed sample) of the
+    ``unlabeled`` ones and the ``labeled`` ones labeled in regions only."""
+    mics = list(dict.fromkeys([*unlabeled, *labeled]))
     rng = np.random.default_rng(seed)
-    pool = [mics[i] for i in sorted(rng.permutation(len(mics))[:ROUND_POOL])]
+    return [mics[i] for i in sorted(rng.permutation(len(mics))[:ROUND_POOL])]
+
+
+def round_suggestions(rdir: Path, heatmaps: Mapping[Path, Path], diameter: float, seed: int = 0,
+                      labeled: Mapping[Path, Sequence[Box]] | None = None) -> Path | None:
+    """A round's ``suggestions.csv`` from its own model's heatmaps.
+
+    Args:
+        heatmaps: micrograph -> its ``.npz`` from the round's prediction stage (heatmap, scale, image and
+            spread of the test-time-augmentation views); the micrographs of :func:`suggestion_pool`.
+        labeled: micrographs labeled in regions only -> their labeled boxes (ORIGINAL px): only the
+            regions still open are candidates.
+    """
+    if not heatmaps:
+        return None
+    _, meta = load_picker(rdir / MODEL_FILE)  # with the threshold this round stored
     boxes = {Path(m).stem: b for m, b in (labeled or {}).items()}
-    candidates = score_micrographs(rdir / MODEL_FILE, pool, cfg, pixel_size, default_region_size(diameter), labeled=boxes)
+    size = default_region_size(diameter)
+    candidates: list[Scored] = []
+    for mic, npz in heatmaps.items():
+        sh = load_heatmap(npz)
+        with np.load(npz) as z:
+            if "spread" not in z:
+                raise CryopickError("heatmap has no spread of its views (predicted by an older cryopick): delete it and "
+                                    "rerun the campaign to predict it again", npz)
+            spread = z["spread"].astype(np.float32)
+        md = meta.resolved_min_distance() / sh.mean_scale
+        regions = open_regions(region_boxes(sh.original_shape, size), boxes.get(Path(mic).stem, ()))
+        candidates += [score_maps(sh.heatmap, spread, sh.scale, Path(mic).stem, meta.threshold, md, sh.image, box)
+                       for box in regions]
     if not candidates:
         return None
     write_suggestions(rdir / SUGGESTIONS_FILE, rank(candidates, ROUND_SUGGESTIONS, "combined", seed=seed))
