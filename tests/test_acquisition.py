@@ -150,6 +150,11 @@ def test_round_suggestions_score_the_heatmaps_the_prediction_stage_wrote(sim_dat
     read = read_for_prediction(items, {**vars(meta.preprocess)}, None)
     rows = HeatmapPredictor(str(rdir / "model.pt"), vars(cfg), keep_image=True, keep_spread=True)(read)
     heatmaps = {m: Path(str(npz)) for m, npz in zip(mics, rows["npz"])}
+    plain = {"path": read["path"], "out": np.array([str(tmp_path / f"plain_{m.stem}.npz") for m in mics]),
+             "image": read["image"], "scale": read["scale"]}
+    HeatmapPredictor(str(rdir / "model.pt"), vars(cfg))(plain)  # without keep_spread: the same heatmap, no spread
+    with np.load(plain["out"][0]) as z, np.load(heatmaps[mics[0]]) as zs:
+        assert "spread" not in z and "spread" in zs and np.array_equal(z["heatmap"], zs["heatmap"])
     labeled = {mics[1]: [Box(0, 0, 128, 128)]}  # labeled in a region: its other three regions stay open
     path = round_suggestions(rdir, heatmaps, diameter=12.8, seed=1, labeled=labeled)  # 128-px regions
     got = {(r["micrograph"], r["region"]): r for r in csv.DictReader(open(path))}

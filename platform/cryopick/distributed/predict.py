@@ -63,16 +63,18 @@ class HeatmapPredictor:
         self.diameter = diameter or self.meta.diameter
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from cryopick.inference.picker import with_oom_retry
+        from cryopick.inference.picker import heatmap_with_retry, with_oom_retry
         from cryopick.inference.tiling import predict_heatmap_spread
 
         rows: dict[str, list[Any]] = {"name": [], "npz": [], "positive": [], "negative": [], "ignored": [], "pixels": [], "node": []}
         for path, out, image, scale in zip(batch["path"], batch["out"], batch["image"], batch["scale"]):
             image = np.asarray(image, dtype=np.float32)
-            heatmap, spread = with_oom_retry(partial(predict_heatmap_spread, self.model, image), self.pick)
             extra: dict[str, Any] = {"image": image.astype(np.float16)} if self.keep_image else {}
             if self.keep_spread:
+                heatmap, spread = with_oom_retry(partial(predict_heatmap_spread, self.model, image), self.pick)
                 extra["spread"] = spread.astype(np.float16)
+            else:  # no sum of squares where nobody reads the spread
+                heatmap = heatmap_with_retry(self.model, image, self.pick)
             with atomic_write(Path(str(out)), suffix=".npz") as tmp:
                 with open(tmp, "wb") as fh:
                     np.savez_compressed(fh, heatmap=heatmap.astype(np.float16), scale=np.asarray(scale, np.float64), **extra)
