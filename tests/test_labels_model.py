@@ -156,6 +156,15 @@ def test_checkpoint_rule_keeps_the_latest_within_one_standard_error() -> None:
     warm = CheckpointRule()
     warm.start(0.806)
     assert [s for s, f1 in [(100, 0.8125), (200, 0.8085), (300, 0.796), (400, 0.779)] if warm.offer(f1, 100)] == [100, 200]
+    # the floor holds in average precision too: EMPIAR-10017, one micrograph, dev seed 0, round 1 (start F1 0.784,
+    # AP 0.745): step 300 tied the start in F1 while ranking worse, and the dev micrographs lost 0.028 best F1 with it
+    steps = [(100, 0.740, 0.696), (200, 0.751, 0.685), (300, 0.787, 0.714)]
+    f1_only, both = CheckpointRule(), CheckpointRule()
+    f1_only.start(0.784)
+    both.start(0.784, ap=0.745)
+    assert [s for s, f1, ap in steps if f1_only.offer(f1, 88)] == [300]
+    assert [s for s, f1, ap in steps if both.offer(f1, 88, ap)] == [] and both.kept_f1 == 0.784
+    assert both.offer(0.79, 88, 0.75)  # better in both: kept
 
 
 def test_a_warm_start_with_new_labels_is_an_ordinary_checkpoint() -> None:

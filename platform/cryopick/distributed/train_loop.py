@@ -112,7 +112,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         # as the floor, with new ones as an ordinary checkpoint
         start = teacher if frozen and teacher is not None else kept
         res = evaluate(start, val_items, params.diameter, config.get("smooth_sigma", 1.0), fractions=(0.6,))
-        rule.start(res.f1, _n_true(res), floor=config.get("warm_floor", True))
+        rule.start(res.f1, _n_true(res), floor=config.get("warm_floor", True), ap=res.average_precision)
         best_step, best_state = 0, _cpu_copy(start)
         history.append({"step": 0, "loss": float("nan"), "seconds": 0.0, "val_f1": res.f1, "val_ap": res.average_precision})
 
@@ -230,7 +230,7 @@ def _validate(core: nn.Module, val_items: list[Any], diameter: float, smooth_sig
         return True
     res = evaluate(core, val_items, diameter, smooth_sigma, fractions=(0.6,))
     row.update(val_f1=res.f1, val_ap=res.average_precision)
-    return rule.offer(res.f1, _n_true(res))
+    return rule.offer(res.f1, _n_true(res), res.average_precision)
 
 
 def _cpu_copy(core: nn.Module) -> dict[str, torch.Tensor]:
@@ -244,7 +244,8 @@ def _resume(state: dict[str, Any] | None, core: nn.Module, opt: torch.optim.Opti
         return 0, [], CheckpointRule(), 0, None
     core.load_state_dict(state["model"])  # a restart after a failure (or a rerun of an interrupted round)
     opt.load_state_dict(state["optimizer"])
-    rule = CheckpointRule(float(state["best_f1"]), float(state.get("top_f1", state["best_f1"])), float(state.get("floor", -1.0)))
+    rule = CheckpointRule(float(state["best_f1"]), float(state.get("top_f1", state["best_f1"])), float(state.get("floor", -1.0)),
+                          float(state.get("floor_ap", -1.0)))
     return int(state["step"]), list(state["history"]), rule, int(state["best_step"]), state["best_state"]
 
 
@@ -268,7 +269,7 @@ def _report(
         _save_state(Path(tmp), {
             "model": {k: v.detach().cpu() for k, v in core.state_dict().items()},
             "optimizer": copy.deepcopy(opt.state_dict()), "step": step, "history": history,
-            "best_f1": rule.kept_f1, "top_f1": rule.top_f1, "floor": rule.floor, "best_step": best_step, "best_state": best_state,
+            "best_f1": rule.kept_f1, "top_f1": rule.top_f1, "floor": rule.floor, "floor_ap": rule.floor_ap, "best_step": best_step, "best_state": best_state,
             "teacher": _cpu_copy(teacher) if teacher is not None else None,
         })
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))

@@ -27,8 +27,11 @@ class CheckpointRule:
     keeps the latest checkpoint whose F1 is within one standard error of the best of all of them.
 
     A warm start (:meth:`start`) sets a floor: no checkpoint scoring below the starting weights is
-    kept. Without it each self-training round could give up one standard error against its start,
-    and over rounds those losses added up (docs/selftrain.md, one label with intensity augmentation).
+    kept, in F1 or in average precision. Without it each self-training round could give up one standard
+    error against its start, and over rounds those losses added up (docs/selftrain.md, one label with
+    intensity augmentation). F1 at the validation threshold moves by a pick or two between checkpoints;
+    average precision reads the whole ranking, and a round whose checkpoint tied the start in F1 while
+    ranking worse lost on the micrographs it did not validate on (docs/selftrain.md, "Checkpoints").
     When the expert labels changed since the warm start was trained, it is offered as an ordinary
     checkpoint instead (``floor=False``), so that a tiny validation set cannot discard the new labels.
     """
@@ -36,19 +39,21 @@ class CheckpointRule:
     kept_f1: float = -1.0
     top_f1: float = -1.0
     floor: float = -1.0
+    floor_ap: float = -1.0
 
-    def start(self, f1: float, n_true: int = 0, floor: bool = True) -> None:
-        """The warm start's score (on ``n_true`` picks): kept unless a checkpoint scores at least as high
-        (``floor``), else as an ordinary first checkpoint."""
+    def start(self, f1: float, n_true: int = 0, floor: bool = True, ap: float = -1.0) -> None:
+        """The warm start's F1 and average precision ``ap`` (on ``n_true`` picks): kept unless a checkpoint
+        scores at least as high in both (``floor``), else as an ordinary first checkpoint."""
         if floor:
             self.kept_f1 = self.top_f1 = self.floor = f1
+            self.floor_ap = ap
         else:
             self.offer(f1, n_true)
 
-    def offer(self, f1: float, n_true: int) -> bool:
-        """True if the checkpoint scoring ``f1`` (on ``n_true`` picks) replaces the kept one."""
+    def offer(self, f1: float, n_true: int, ap: float = 1.0) -> bool:
+        """True if the checkpoint scoring ``f1`` and average precision ``ap`` (on ``n_true`` picks) replaces the kept one."""
         self.top_f1 = max(self.top_f1, f1)
-        if f1 >= self.floor and f1 >= self.top_f1 - f1_standard_error(self.top_f1, n_true):
+        if f1 >= self.floor and ap >= self.floor_ap and f1 >= self.top_f1 - f1_standard_error(self.top_f1, n_true):
             self.kept_f1 = f1
             return True
         return False
