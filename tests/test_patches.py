@@ -33,6 +33,30 @@ def test_patches_move_image_and_mask_alike() -> None:
     assert all(p[0].astype(np.int8).tobytes() in crops for p in plain)
 
 
+def test_patches_outside_labeled_regions_are_drawn_again() -> None:
+    """A micrograph labeled in one small region: every patch holds some of it, at varying places in the patch."""
+    mask = np.full((300, 300), -1, np.int8)
+    mask[100:140, 200:240] = 0
+    mask[110:116, 210:216] = 1
+    item = TrainItem("m", mask.astype(np.float32), mask)
+    _, masks = sample_patches([item], 200, 48, np.random.default_rng(4), augment_patches=False)
+    assert all((m >= 0).any() for m in masks)  # drawn uniformly, only about 12 % would
+    first = [np.argwhere(m[0] >= 0)[0] for m in masks]  # where the region starts in each patch
+    assert np.std([r for r, _ in first]) > 5 and np.std([c for _, c in first]) > 5
+
+
+def test_whole_micrograph_patches_are_drawn_uniformly() -> None:
+    """Where every patch holds labeled pixels, the corners are the plain uniform draws (nothing is redrawn)."""
+    item = _item(size=96)
+    item.mask[item.mask < 0] = 0
+    _, masks = sample_patches([item], 20, 32, np.random.default_rng(5), augment_patches=False)
+    rng = np.random.default_rng(5)
+    rng.choice(1, size=20, p=[1.0])
+    for m in masks:
+        y, x = int(rng.integers(65)), int(rng.integers(65))
+        assert np.array_equal(m[0], item.mask[y : y + 32, x : x + 32])
+
+
 def test_intensity_jitter_changes_the_image_only() -> None:
     _, plain_m = sample_patches([_item()], 32, 32, np.random.default_rng(2))
     jit_i, jit_m = sample_patches([_item()], 32, 32, np.random.default_rng(2), intensity=1.0)

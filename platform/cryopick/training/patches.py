@@ -75,6 +75,10 @@ def sample_patches(
 ) -> tuple[np.ndarray, np.ndarray]:
     """``n`` random patches, micrographs chosen in proportion to their labeled area (``weighted``) or to their area.
 
+    A patch that falls where nothing is taught (outside a micrograph's labeled regions, or inside its held-back
+    strip) is drawn again around a random pixel that is, so region labels are not diluted by empty patches;
+    a micrograph labeled whole is sampled as before, apart from the rare patch inside its strip.
+
     Returns:
         images: (n, 1, size, size) float32.
         masks: (n, 1, size, size) int8, values as the items' masks.
@@ -86,10 +90,15 @@ def sample_patches(
     images = np.empty((n, 1, size, size), dtype=np.float32)
     masks = np.empty((n, 1, size, size), dtype=np.int8)
     picks = rng.choice(len(items), size=n, p=weights)
+    taught: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # per item: (rows, cols) of its trainable pixels
     for i, j in enumerate(picks):
         image, mask = _pad_to(items[j].image, items[j].mask, size)
         y = int(rng.integers(image.shape[0] - size + 1))
         x = int(rng.integers(image.shape[1] - size + 1))
+        if not trainable(mask[y : y + size, x : x + size]).any():
+            if j not in taught:
+                taught[j] = np.nonzero(trainable(mask))
+            y, x = _around(taught[j], image.shape, size, rng, (y, x))
         pi, pm = image[y : y + size, x : x + size], mask[y : y + size, x : x + size]
         if augment_patches:
             pi, pm = augment(pi, pm, rng)
@@ -97,3 +106,16 @@ def sample_patches(
             pi = jitter_intensity(pi, rng)
         images[i, 0], masks[i, 0] = pi, pm
     return images, masks
+
+
+def _around(pixels: tuple[np.ndarray, np.ndarray], shape: tuple[int, ...], size: int, rng: np.random.Generator,
+            fallback: tuple[int, int]) -> tuple[int, int]:
+    """Top-left corner of a ``size`` patch inside ``shape`` that holds one of ``pixels`` (rows, cols), drawn at
+    random with the pixel anywhere in the patch; ``fallback`` where there is none."""
+    rows, cols = pixels
+    if len(rows) == 0:
+        return fallback
+    k = int(rng.integers(len(rows)))
+    y = int(np.clip(rows[k] - rng.integers(size), 0, shape[0] - size))
+    x = int(np.clip(cols[k] - rng.integers(size), 0, shape[1] - size))
+    return y, x
