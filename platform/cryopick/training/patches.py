@@ -75,9 +75,10 @@ def sample_patches(
 ) -> tuple[np.ndarray, np.ndarray]:
     """``n`` random patches, micrographs chosen in proportion to their labeled area (``weighted``) or to their area.
 
-    A patch that falls where nothing is taught (outside a micrograph's labeled regions, or inside its held-back
-    strip) is drawn again around a random pixel that is, so region labels are not diluted by empty patches;
-    a micrograph labeled whole is sampled as before, apart from the rare patch inside its strip.
+    A patch with no labeled pixel (outside a micrograph's labeled regions, or inside its held-back strip) is drawn
+    again around a random labeled pixel, so region labels are not diluted by empty patches; a micrograph labeled
+    whole is sampled as before, apart from the rare patch inside its strip. Items with no labeled pixel at all
+    (unlabeled micrographs, whose targets the teacher gives) are sampled uniformly.
 
     Returns:
         images: (n, 1, size, size) float32.
