@@ -98,7 +98,8 @@ def sample_patches(
         x = int(rng.integers(image.shape[1] - size + 1))
         if not trainable(mask[y : y + size, x : x + size]).any():
             if j not in taught:
-                taught[j] = np.nonzero(trainable(mask))
+                rows, cols = np.nonzero(trainable(mask))
+                taught[j] = (rows, cols)
             y, x = _around(taught[j], image.shape, size, rng, (y, x))
         pi, pm = image[y : y + size, x : x + size], mask[y : y + size, x : x + size]
         if augment_patches:
