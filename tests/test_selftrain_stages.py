@@ -14,6 +14,7 @@ from cryopick.selftrain.config import ResolvedData, load_config, resolve_data
 from cryopick.selftrain.pseudo import PseudoLabeler
 from cryopick.selftrain.scoring import RoundScore, ScoredHeatmap
 from cryopick.evaluation.metrics import PRCurve
+from cryopick.io.coords import Box
 
 
 def _cfg(tmp_path: Path, sim: Path, **over: object) -> object:
@@ -119,11 +120,30 @@ def test_later_rounds_judge_and_count_on_round_zeros_share(tmp_path: Path, sim_d
     (camp / "round_000").mkdir(parents=True)
     (camp / "round_000" / stages.CALIBRATION_FILE).write_text(json.dumps({"picked_share": 0.23}))
     assert stages.judged_share_of_round0(camp) == 0.23
-    assert stages.sparse_labels(_cfg(tmp_path, sim_data), camp) is True
-    assert stages.sparse_labels(_cfg(tmp_path, sim_data), camp, share=0.8) is False
-    assert stages.sparse_labels(_cfg(tmp_path, sim_data, **{"selftrain.labels": "complete"}), camp) is False
+    cfg = _cfg(tmp_path, sim_data)
+    data = resolve_data(cfg)
+    assert stages.sparse_labels(cfg, camp, data) is True
+    assert stages.sparse_labels(cfg, camp, data, share=0.8) is False
+    assert stages.sparse_labels(_cfg(tmp_path, sim_data, **{"selftrain.labels": "complete"}), camp, data) is False
     (camp / "round_000" / stages.CALIBRATION_FILE).write_text(json.dumps({}))
     assert stages.judged_share_of_round0(camp) == 1.0
+
+
+def test_region_labels_are_never_judged_sparse(tmp_path: Path, sim_data: Path) -> None:
+    """A region is labeled completely inside: with every labeled micrograph labeled in regions only, auto keeps the
+    picks complete whatever round 0 judged (a weak round 0's false peaks read as unpicked particles); a whole
+    micrograph among them brings the judgement back, and an explicit setting still wins."""
+    camp = tmp_path / "camp"
+    (camp / "round_000").mkdir(parents=True)
+    (camp / "round_000" / stages.CALIBRATION_FILE).write_text(json.dumps({"picked_share": 0.23}))
+    cfg = _cfg(tmp_path, sim_data)
+    data = resolve_data(cfg)
+    data.boxes = {m.stem: (Box(0, 0, 64, 64),) for m in data.labeled}
+    assert data.regions_only and stages.sparse_labels(cfg, camp, data) is False
+    assert stages.sparse_labels(cfg, camp, data, share=0.1) is False
+    assert stages.sparse_labels(_cfg(tmp_path, sim_data, **{"selftrain.labels": "sparse"}), camp, data) is True
+    data.boxes.pop(data.labeled[0].stem)
+    assert not data.regions_only and stages.sparse_labels(cfg, camp, data) is True
 
 
 def test_few_validation_picks_leave_the_peak_distance_to_the_default() -> None:

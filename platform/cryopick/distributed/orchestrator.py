@@ -296,8 +296,10 @@ def _tune_stage(r: _Round, val_items: list[Any], count_items: list[Any]) -> tupl
         best = best_trial(chosen_from, TUNE_TOLERANCE)
         r.detail(f"round {r.rnd}: {few}")
     expected = stages.expected_share(c, r.data)  # the user's expected particles say what share is picked
-    share = expected if expected is not None else judged_share(trials, at_picks(val_items, c.data.diameter))
-    sparse = stages.sparse_labels(c, r.campaign, share if r.rnd == 0 or expected is not None else None)
+    # region labels are complete inside their regions: nothing to judge (stages.sparse_labels)
+    share = expected if expected is not None else 1.0 if r.data.regions_only else judged_share(
+        trials, at_picks(val_items, c.data.diameter))
+    sparse = stages.sparse_labels(c, r.campaign, r.data, share if r.rnd == 0 or expected is not None else None)
     if sparse:  # unpicked particles are not false picks: rescore the trials with the estimated particle count
         best = best_trial(sparse_trials(chosen_from), TUNE_TOLERANCE)
         if r.rnd == 0 and c.selftrain.labels == "auto":
@@ -353,7 +355,7 @@ def _train(r: _Round, pseudo_pairs: list[tuple[Path, Path]], labeler: PseudoLabe
     # sparse picks: left to the teacher in rounds >= 1; in round 0 taught as positive-unlabeled where the user's
     # expected particles give the share of particles among the unpicked pixels, else (unknown yet) as background
     expected = stages.expected_share(cfg, data) if r.rnd == 0 and teacher is None else None
-    sparse = (teacher is not None or expected is not None) and stages.sparse_labels(cfg, r.campaign, expected)
+    sparse = (teacher is not None or expected is not None) and stages.sparse_labels(cfg, r.campaign, data, expected)
     prior = stages.unpicked_prior(data, cfg.data.diameter, expected) if sparse and expected is not None else 0.0
     params = StageParams(diameter=cfg.data.diameter, preprocess=asdict(cfg.preprocess), val_fraction=cfg.train.val_fraction,
                          pseudo=asdict(labeler or PseudoLabeler()), pixel_size=cfg.data.pixel_size,

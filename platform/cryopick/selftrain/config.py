@@ -340,6 +340,11 @@ class ResolvedData:
         """Labeled micrographs whose labels cover them whole (they say where the edge band is)."""
         return [m for m in self.labeled if m.stem not in self.boxes]
 
+    @property
+    def regions_only(self) -> bool:
+        """Whether every labeled micrograph is labeled in regions only (complete inside them, by definition)."""
+        return bool(self.labeled) and not self.complete
+
 
 def resolve_data(cfg: SelftrainConfig) -> ResolvedData:
     """Expand and check every path before a cluster is asked to do anything.

@@ -210,12 +210,14 @@ def scored_item(mic: Path, npz: Path, data: ResolvedData, border: float, held_ba
     return sh
 
 
-def sparse_labels(cfg: SelftrainConfig, campaign: Path, share: float | None = None) -> bool:
+def sparse_labels(cfg: SelftrainConfig, campaign: Path, data: ResolvedData, share: float | None = None) -> bool:
     """Whether the campaign's expert picks are sparse: ``selftrain.labels``, or for auto round 0's estimate.
 
+    Auto never calls region labels sparse: a region is labeled completely inside (its sidecar says so), and a
+    share judged on its few picks reads a weak round 0's false peaks as unpicked particles.
     ``share``: the picked share estimated in round 0 itself (before its calibration.json exists).
     """
-    if cfg.selftrain.labels != "auto":
+    if cfg.selftrain.labels != "auto" or data.regions_only:
         return cfg.selftrain.labels == "sparse"
     return (judged_share_of_round0(campaign) if share is None else share) < SPARSE_SHARE
 
