@@ -59,7 +59,8 @@ def test_killed_prediction_actor_leaves_exactly_one_output_per_micrograph(
     def kill_first_worker() -> None:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            records = sorted((tmp_path / "out" / "done").glob("*.json"))
+            # finished records only: an atomic write's hidden temporary file also ends in .json, until it is renamed
+            records = sorted(p for p in (tmp_path / "out" / "done").glob("*.json") if not p.name.startswith("."))
             if records:
                 killed["pid"] = int(json.loads(records[0].read_text())["worker"].rsplit(":", 1)[1])
                 killed["done_at_kill"] = len(records)
