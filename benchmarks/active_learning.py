@@ -11,6 +11,7 @@ the records into one table and a PNG):
   one seeded random region of the non-test micrographs; every arm adopts it (``selftrain.round0_model``);
 * arm ``combined`` (the default strategy): after each round, the next regions are the top rows of
   that round's ``suggestions.csv``, as the campaign wrote them;
+* arm ``errors``: the same, with the campaign ranking by expected errors (``selftrain.suggest: errors``);
 * arm ``random``: seeded random regions among those not yet labeled;
 * arm ``ceiling``: every non-test micrograph labeled whole, one round with all the arms' training steps
   (``label_efficiency.py``'s ceiling).
@@ -49,7 +50,8 @@ from _cache import finish, records, start  # noqa: E402
 from label_efficiency import BATCH_HELP, DATA, DIAMETERS, campaign as label_efficiency_campaign, mics, round_row, settings, split_of  # noqa: E402
 
 OUT = REPO / "benchmarks" / "out" / "active_learning"
-ARMS = ("base", "combined", "random", "ceiling")
+SUGGESTED = ("combined", "errors")  # arms that label the top rows of the campaign's suggestions.csv (selftrain.suggest)
+ARMS = ("base", *SUGGESTED, "random", "ceiling")
 
 
 def pool_of(data: str, score_on: str = "test") -> list[str]:
@@ -124,7 +126,7 @@ def clicks(data: str, model_dir: Path, stem: str, box: Box) -> int:
 def next_regions(arm: str, data: str, cdir: Path, rnd: int, chosen: dict[str, list[Box]], k: int, seed: int,
                  score_on: str = "test") -> list[tuple[str, Box]]:
     """The ``k`` regions an arm labels after round ``rnd``."""
-    if arm == "combined":
+    if arm in SUGGESTED:
         with open(cdir / f"round_{rnd:03d}" / "suggestions.csv") as fh:
             rows = [(r["micrograph"], Box(*(int(r[k]) for k in ("x0", "y0", "x1", "y1")))) for r in csv.DictReader(fh)]
         rows = [(s, b) for s, b in rows if b not in chosen.get(s, [])]
@@ -154,6 +156,8 @@ def run_arm(args: argparse.Namespace) -> dict[str, Any]:
             "selftrain.patience": len(args.regions) + 1, "out": str(cdir)}
     if args.arm != "base":
         base["selftrain.round0_model"] = str(root / "base" / "round_000")
+    if args.arm in SUGGESTED:
+        base["selftrain.suggest"] = args.arm
     steps: list[dict[str, Any]] = []
     cost = first_clicks = write_oracle_labels(args.data, cdir, chosen)  # from scratch: one click per particle
     t0 = time.monotonic()

@@ -15,7 +15,7 @@ from cryopick.config import ModelConfig
 from cryopick.inference.picker import PickerMeta, save_picker
 from cryopick.model.unet import build_unet
 from cryopick.io.coords import Box
-from cryopick.selftrain.acquisition import open_regions, rank, region_boxes, score_views
+from cryopick.selftrain.acquisition import expected_errors, open_regions, rank, region_boxes, score_views
 from cryopick.selftrain.labels import import_labels
 from cryopick.selftrain.state import CampaignState
 from conftest import mic_paths
@@ -42,6 +42,22 @@ def test_an_unsure_micrograph_ranks_above_a_confident_one() -> None:
     assert a.uncertainty == 0.0 and b.uncertainty == 1.0 and b.entropy > 0.9 > 0.3 > a.entropy
     for strategy in ("combined", "uncertainty"):
         assert [s.micrograph for s, _ in rank([a, b], 2, strategy)] == ["unsure", "confident"]
+
+
+def test_expected_errors_count_the_corrections_a_region_needs() -> None:
+    """Σ 1 − c over picks and c over the rest: many doubtful peaks outrank a few, and confident ones cost nothing."""
+    assert expected_errors(np.array([0.9, 0.6, 0.3, 0.1]), 0.5) == pytest.approx(0.1 + 0.4 + 0.3 + 0.1)
+    # with a calibration table, c is the calibrated precision: every peak a true particle -> only the non-picks count
+    assert expected_errors(np.array([0.9, 0.6, 0.3, 0.1]), 0.5, [1.0] * 10) == pytest.approx(2.0)
+    assert expected_errors(np.zeros(0), 0.5) == 0.0
+    few = blobs((128, 128), CENTRES[:3], [0.45, 0.55, 0.5])[None]
+    many = blobs((128, 128), CENTRES, [0.45, 0.55] * (len(CENTRES) // 2) + [0.5] * (len(CENTRES) % 2))[None]
+    sure = blobs((128, 128), CENTRES, [0.99] * len(CENTRES))[None]
+    scored = [score_views(m, (1.0, 1.0), name, 0.5, 6) for name, m in (("few", few), ("many", many), ("sure", sure))]
+    assert scored[1].expected_errors == pytest.approx(24 * 0.45 + 0.5, abs=0.05) and scored[2].expected_errors < 0.3
+    assert [s.micrograph for s, _ in rank(scored, 3, "errors", diversity=False)] == ["many", "few", "sure"]
+    # the mean-based combined score cannot tell three doubtful peaks from twenty-five
+    assert scored[0].uncertainty == scored[1].uncertainty == 1.0
 
 
 def test_view_disagreement_is_the_spread_of_the_augmented_views_at_the_peaks() -> None:
@@ -115,6 +131,10 @@ def test_suggest_cli_writes_the_ranking_into_the_latest_round(sim_data: Path, tm
     assert [r["rank"] for r in rows] == ["1", "2", "3"]
     assert all(r["micrograph"] in ("sim_0001", "sim_0002") and int(r["x1"]) - int(r["x0"]) == 128 for r in rows)
     assert float(rows[0]["score"]) >= float(rows[1]["score"]) >= float(rows[2]["score"])
+    assert main(["suggest", "--campaign", str(campaign), "-n", "8", "--region-size", "128", "--strategy", "errors", "--quiet"]) == 0
+    rows = list(csv.DictReader(open(campaign / "round_001" / "suggestions.csv")))
+    errors = [float(r["expected_errors"]) for r in rows]
+    assert [float(r["score"]) for r in rows][0] == pytest.approx(max(errors), abs=0.01)  # ranked by the expected errors
     assert main(["suggest", "--campaign", str(campaign), "-n", "5", "--whole", "--quiet"]) == 0
     rows = list(csv.DictReader(open(campaign / "round_001" / "suggestions.csv")))
     assert len(rows) == 2 and {r["region"] for r in rows} == {"whole"}  # only 2 micrographs to suggest

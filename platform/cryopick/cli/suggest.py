@@ -3,7 +3,8 @@
 The latest round's model predicts every unlabeled micrograph with all its test-time-augmentation
 views; each micrograph, or each region of one (--region-size px squares, labeled completely inside,
 ignored outside), is scored by the share of picks near the round's threshold, their entropy and the
-views' disagreement, and chosen greedily so that the suggestions are not near-copies (diversity).
+views' disagreement (combined), or by the corrections a user is expected to make there (errors), and
+chosen greedily so that the suggestions are not near-copies (diversity).
 Writes round_NNN/suggestions.csv in the campaign and prints the ranking.
 """
 
@@ -20,7 +21,8 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--campaign", type=Path, required=True, help="campaign directory (of `cryopick selftrain --out`)")
     parser.add_argument("-n", type=int, default=10, help="how many suggestions (default 10)")
     parser.add_argument("--strategy", choices=STRATEGIES, default="combined",
-                        help="combined (default): uncertainty + entropy + view disagreement; random: the baseline")
+                        help="combined (default): uncertainty + entropy + view disagreement; errors: expected false picks + "
+                             "missed particles (calibrated); random: the baseline")
     g = parser.add_mutually_exclusive_group()
     g.add_argument("--region-size", type=int, metavar="PX", help="region edge in original px (default: 10 particle diameters)")
     g.add_argument("--whole", action="store_true", help="suggest whole micrographs instead of regions")

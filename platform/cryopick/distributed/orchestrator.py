@@ -218,7 +218,7 @@ def run_round(cfg: SelftrainConfig, data: ResolvedData, campaign: Path, rnd: int
     score = score_and_write(r.dir, scored, best["threshold"], best["min_distance"], cfg.data.diameter, stages.SMOOTH_SIGMA)
     r.timings["time_score_s"] = time.monotonic() - t0
     t0 = time.monotonic()
-    round_suggestions(r.dir, pool_npz, cfg.data.diameter, seed=rnd, labeled=partial)
+    round_suggestions(r.dir, pool_npz, cfg.data.diameter, seed=rnd, labeled=partial, strategy=cfg.selftrain.suggest)
     r.timings["time_suggest_s"] = time.monotonic() - t0
     r.timings["time_total_s"] = time.monotonic() - t_start
     train_result = _train_result(r.dir)

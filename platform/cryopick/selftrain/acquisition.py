@@ -9,6 +9,11 @@ would teach it:
   keep as drop; and the mean binary entropy at those peaks;
 - **disagreement**: the mean standard deviation, at the candidate peaks, of the test-time
   augmentation views (flips and quarter turns) that picking averages anyway;
+- **expected errors** (strategy ``errors``): the corrections a user is expected to make there,
+  Σ over candidate peaks of 1 − c for the picks (each may be a false pick) and c for the others
+  (each may be a missed particle), c the round's calibrated peak precision (its ``calibration.json``;
+  the peak score itself without one). A sum, not a mean: a region of many doubtful peaks outranks
+  one of a few, which is where a label corrects most;
 - **diversity**: suggestions are chosen greedily, each one's score discounted by its closeness (in
   simple image and heatmap statistics) to those already chosen, so that k suggestions are not k
   near-copies of one hard region.
@@ -27,8 +32,9 @@ import numpy as np
 from cryopick.evaluation.metrics import CANDIDATE_FLOOR
 from cryopick.inference.peaks import find_peaks
 from cryopick.io.coords import Box
+from cryopick.selftrain.pseudo import apply_calibration
 
-STRATEGIES = ("combined", "uncertainty", "disagreement", "random")
+STRATEGIES = ("combined", "errors", "uncertainty", "disagreement", "random")
 UNSURE_BAND = 0.15  # a candidate peak within this of the threshold counts as unsure
 REGION_SIZE = 256  # default region edge, original px
 
@@ -45,6 +51,7 @@ class Scored:
         n_candidates: candidate peaks inside.
         n_picks: peaks at or above the threshold (the picks a user would start from).
         features: statistics for the diversity term.
+        expected_errors: expected false picks + missed particles among the candidate peaks.
     """
 
     micrograph: str
@@ -55,6 +62,7 @@ class Scored:
     n_candidates: int
     n_picks: int
     features: np.ndarray = field(repr=False)
+    expected_errors: float = 0.0
 
 
 def region_boxes(shape: tuple[int, int], size: int = REGION_SIZE) -> list[Box]:
@@ -78,9 +86,19 @@ def _entropy(p: np.ndarray) -> np.ndarray:
 
 
 def score_views(views: np.ndarray, scale: tuple[float, float], micrograph: str, threshold: float, min_distance: float,
-                image: np.ndarray | None = None, box: Box | None = None) -> Scored:
+                image: np.ndarray | None = None, box: Box | None = None, calibration: Sequence[float] | None = None) -> Scored:
     """:func:`score_maps` of (V, h, w) test-time-augmentation views (V may be 1): their mean and spread."""
-    return score_maps(views.mean(axis=0), views.std(axis=0), scale, micrograph, threshold, min_distance, image, box)
+    return score_maps(views.mean(axis=0), views.std(axis=0), scale, micrograph, threshold, min_distance, image, box,
+                      calibration)
+
+
+def expected_errors(scores: np.ndarray, threshold: float, calibration: Sequence[float] | None = None) -> float:
+    """Expected false picks + missed particles among candidate peaks of ``scores`` (K,) at ``threshold``: Σ 1 − c
+    over the picks, Σ c over the rest; c = P(true particle | score) from the ``calibration`` table
+    (:func:`cryopick.selftrain.pseudo.apply_calibration`), the score itself without one."""
+    scores = np.asarray(scores, dtype=np.float32)
+    c = apply_calibration(scores, calibration) if calibration else scores
+    return float(np.where(scores >= threshold, 1.0 - c, c).sum())
 
 
 def score_maps(
@@ -92,6 +110,7 @@ def score_maps(
     min_distance: float,
     image: np.ndarray | None = None,
     box: Box | None = None,
+    calibration: Sequence[float] | None = None,
 ) -> Scored:
     """Acquisition scores of one micrograph (or the part of it inside ``box``).
 
@@ -103,6 +122,7 @@ def score_maps(
         min_distance: peak distance, binned px.
         image: (h, w) preprocessed micrograph, for the diversity statistics (optional).
         box: region in original px; None scores the whole micrograph.
+        calibration: the round's peak calibration table (``calibration.json`` "peak"), for the expected errors.
     """
     if box is not None:
         rows = slice(int(np.floor(box.y0 / scale[0])), int(np.ceil(box.y1 / scale[0])))
@@ -123,12 +143,16 @@ def score_maps(
         disagreement=float(at_peaks.mean()) if len(xy) else 0.0,
         n_candidates=int(len(xy)), n_picks=int((scores >= threshold).sum()),
         features=np.asarray(stats, dtype=np.float64),
+        expected_errors=expected_errors(scores, threshold, calibration),
     )
 
 
 def base_score(s: Scored, strategy: str) -> float:
     """A candidate's worth before diversity: the measure the strategy names; combined: the mean of the
-    unsure share, the entropy (bits) and twice the view spread (a probability's std is at most 0.5), each in [0, 1]."""
+    unsure share, the entropy (bits) and twice the view spread (a probability's std is at most 0.5), each in [0, 1];
+    errors: the expected errors (a count)."""
+    if strategy == "errors":
+        return s.expected_errors
     if strategy == "uncertainty":
         return s.uncertainty
     if strategy == "disagreement":

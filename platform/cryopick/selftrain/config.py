@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from cryopick.config import MIN_DISTANCE_FRACTIONS, HeatmapConfig, ModelConfig, PreprocessConfig, TrainConfig, from_dict, load_yaml, to_dict
 from cryopick.errors import CryopickError
 from cryopick.io.coords import Box
+from cryopick.selftrain.acquisition import STRATEGIES
 
 if TYPE_CHECKING:
     from cryopick.selftrain.labels import Label
@@ -87,6 +88,8 @@ class RoundsSection:
     # a round trains only if its pseudo-labels mark at least this share of the particle pixels the expert
     # labels mark (as shares of their pixels); otherwise it keeps the previous model and the campaign stops
     min_pseudo_share: float = 0.1
+    # how each round ranks what to label next (round_NNN/suggestions.csv): one of acquisition.STRATEGIES
+    suggest: str = "combined"
 
     def validate(self, where: str = "selftrain") -> None:
         if self.rounds < 1:
@@ -104,6 +107,8 @@ class RoundsSection:
             raise CryopickError(f"{where}.method must be one of {', '.join(METHODS)}, got {self.method!r}")
         if self.labels not in LABEL_KINDS:
             raise CryopickError(f"{where}.labels must be one of {', '.join(LABEL_KINDS)}, got {self.labels!r}")
+        if self.suggest not in STRATEGIES:
+            raise CryopickError(f"{where}.suggest must be one of {', '.join(STRATEGIES)}, got {self.suggest!r}")
         if self.pseudo_rule not in PSEUDO_RULES:
             raise CryopickError(f"{where}.pseudo_rule must be one of {', '.join(PSEUDO_RULES)}, got {self.pseudo_rule!r}")
         if self.patience < 1:

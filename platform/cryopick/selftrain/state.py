@@ -26,7 +26,7 @@ STATE_FILE = "state.json"
 METRICS_FILE = "metrics.json"
 
 # Keys that may change when a campaign is resumed; anything else must match campaign.json.
-RESUMABLE_KEYS = ("selftrain.rounds", "selftrain.patience", "ray", "tracking")
+RESUMABLE_KEYS = ("selftrain.rounds", "selftrain.patience", "selftrain.suggest", "ray", "tracking")
 
 
 def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -28,6 +28,7 @@ from cryopick.selftrain.acquisition import Scored, open_regions, rank, region_bo
 from cryopick.selftrain.labels import read_labels
 from cryopick.selftrain.outputs import write_csv
 from cryopick.selftrain.scoring import load_heatmap
+from cryopick.selftrain.stages import read_calibration
 from cryopick.selftrain.state import CAMPAIGN_FILE, CampaignState, round_dir
 
 SUGGESTIONS_FILE = "suggestions.csv"
@@ -35,7 +36,7 @@ REGION_DIAMETERS = 10  # default region edge in particle diameters: a few dozen 
 ROUND_SUGGESTIONS = 10  # suggestions a campaign writes after each round
 ROUND_POOL = 32  # at most this many unlabeled micrographs (a seeded sample) are scored after each round
 COLUMNS = ("rank", "micrograph", "region", "x0", "y0", "x1", "y1", "score", "uncertainty", "entropy", "disagreement",
-           "n_picks", "n_candidates")
+           "expected_errors", "n_picks", "n_candidates")
 
 
 @dataclass
@@ -65,10 +66,12 @@ def latest_round(campaign: Path) -> int:
 
 def score_micrographs(model_file: Path, mics: Sequence[Path], cfg: HeatmapConfig, pixel_size: float | None,
                       region_size: int | None, progress: Callable[[str], None] | None = None,
-                      labeled: Mapping[str, Sequence[Box]] | None = None) -> list[Scored]:
+                      labeled: Mapping[str, Sequence[Box]] | None = None,
+                      calibration: Sequence[float] | None = None) -> list[Scored]:
     """Every candidate (whole micrographs with ``region_size`` None, else their regions) scored by the model in ``model_file``.
 
     ``labeled``: regions already labeled (stem -> boxes, ORIGINAL px); the regions they cover are no candidates.
+    ``calibration``: the round's peak calibration table, for the expected errors.
     """
     model, meta = load_picker(model_file)
     labeled = labeled or {}
@@ -83,7 +86,7 @@ def score_micrographs(model_file: Path, mics: Sequence[Path], cfg: HeatmapConfig
         b = preprocess(m.data, meta.preprocess, m.pixel_size)
         heatmap, spread = predict_heatmap_spread(model, b.image, cfg)
         md = meta.resolved_min_distance() / b.mean_scale
-        out += [score_maps(heatmap, spread, b.scale, m.name, meta.threshold, md, b.image, box) for box in boxes]
+        out += [score_maps(heatmap, spread, b.scale, m.name, meta.threshold, md, b.image, box, calibration) for box in boxes]
         if progress is not None:
             progress(f"scored {i + 1}/{len(mics)}: {m.name}")
     return out
@@ -108,7 +111,7 @@ def suggest(campaign: Path, n: int = 10, strategy: str = "combined", region_size
     if region_size is None:  # a whole micrograph that is labeled in part is no candidate
         mics = [m for m in mics if m.stem not in regions]
     candidates = score_micrographs(rdir / MODEL_FILE, mics, cfg, (stored.get("data") or {}).get("pixel_size"), region_size, progress,
-                                   regions)
+                                   regions, read_calibration(rdir).get("peak"))
     if not candidates:
         raise CryopickError("every region of the campaign's unlabeled micrographs is labeled", campaign / CAMPAIGN_FILE)
     chosen = rank(candidates, n, strategy, seed=seed)
@@ -125,8 +128,8 @@ def suggestion_pool(unlabeled: Sequence[Path], labeled: Sequence[Path] = (), see
 
 
 def round_suggestions(rdir: Path, heatmaps: Mapping[Path, Path], diameter: float, seed: int = 0,
-                      labeled: Mapping[Path, Sequence[Box]] | None = None) -> Path | None:
-    """A round's ``suggestions.csv`` from its own model's heatmaps.
+                      labeled: Mapping[Path, Sequence[Box]] | None = None, strategy: str = "combined") -> Path | None:
+    """A round's ``suggestions.csv`` from its own model's heatmaps, ranked by ``strategy`` (``selftrain.suggest``).
 
     Args:
         heatmaps: micrograph -> its ``.npz`` from the round's prediction stage (heatmap, scale, image and
@@ -137,6 +140,7 @@ def round_suggestions(rdir: Path, heatmaps: Mapping[Path, Path], diameter: float
     if not heatmaps:
         return None
     _, meta = load_picker(rdir / MODEL_FILE)  # with the threshold this round stored
+    calibration = read_calibration(rdir).get("peak")
     boxes = {Path(m).stem: b for m, b in (labeled or {}).items()}
     size = default_region_size(diameter)
     candidates: list[Scored] = []
@@ -149,11 +153,11 @@ def round_suggestions(rdir: Path, heatmaps: Mapping[Path, Path], diameter: float
             spread = z["spread"].astype(np.float32)
         md = meta.resolved_min_distance() / sh.mean_scale
         regions = open_regions(region_boxes(sh.original_shape, size), boxes.get(Path(mic).stem, ()))
-        candidates += [score_maps(sh.heatmap, spread, sh.scale, Path(mic).stem, meta.threshold, md, sh.image, box)
+        candidates += [score_maps(sh.heatmap, spread, sh.scale, Path(mic).stem, meta.threshold, md, sh.image, box, calibration)
                        for box in regions]
     if not candidates:
         return None
-    write_suggestions(rdir / SUGGESTIONS_FILE, rank(candidates, ROUND_SUGGESTIONS, "combined", seed=seed))
+    write_suggestions(rdir / SUGGESTIONS_FILE, rank(candidates, ROUND_SUGGESTIONS, strategy, seed=seed))
     return rdir / SUGGESTIONS_FILE
 
 
@@ -165,5 +169,5 @@ def write_suggestions(path: Path, chosen: Sequence[tuple[Scored, float]]) -> Non
         coords = ("", "", "", "") if b is None else (b.x0, b.y0, b.x1, b.y1)
         region = "whole" if b is None else f"{b.x0},{b.y0},{b.x1},{b.y1}"
         rows.append((i, s.micrograph, region, *coords, f"{score:.4f}", f"{s.uncertainty:.4f}", f"{s.entropy:.4f}",
-                     f"{s.disagreement:.4f}", s.n_picks, s.n_candidates))
+                     f"{s.disagreement:.4f}", f"{s.expected_errors:.2f}", s.n_picks, s.n_candidates))
     write_csv(path, COLUMNS, rows)
