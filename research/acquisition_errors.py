@@ -33,8 +33,7 @@ def region_rows(rd: Path, data: str) -> np.ndarray:
     from cryopick.evaluation.metrics import CANDIDATE_FLOOR, match
     from cryopick.inference.peaks import find_peaks
     from cryopick.inference.picker import load_picker
-    from cryopick.selftrain.acquisition import base_score, region_boxes, score_maps
-    from cryopick.selftrain.pseudo import apply_calibration
+    from cryopick.selftrain.acquisition import base_score, expected_errors, region_boxes, score_maps
     from cryopick.selftrain.scoring import load_heatmap
     from cryopick.selftrain.suggest import default_region_size
 
@@ -54,9 +53,8 @@ def region_rows(rd: Path, data: str) -> np.ndarray:
             k, txy = _inside(pxy, b), truth[_inside(truth, b)]
             s, pick = ps[k], ps[k] >= t
             hits = int(match(pxy[k][pick], s[pick], txy, DIAMETERS[data] / 2).sum()) if pick.any() else 0
-            c = apply_calibration(s, cal) if cal else s
             rows.append((base_score(score_maps(sh.heatmap, spread, sh.scale, stem, t, md, sh.image, b), "combined"),
-                         float(np.sum(np.where(pick, 1 - c, c))), (pick.sum() - hits) + (len(txy) - hits), len(txy)))
+                         expected_errors(s, t, cal), (pick.sum() - hits) + (len(txy) - hits), len(txy)))
     return np.array(rows, dtype=float)
 
 
