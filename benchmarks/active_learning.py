@@ -28,6 +28,8 @@ labeling cost of an acquired region is the clicks a user makes to correct the ro
 
 Choosing a setting of the rounds: ``--score-on dev`` draws the regions from the ``labeled`` micrographs only and
 scores every round on the ``unlabeled`` ones (``benchmarks/out/active_learning/<data>/dev/``, never merged; no ceiling).
+EMPIAR-10028's dev pool holds 12 regions (three 1024² micrographs in 560-px regions), so its dev steps end at
+``--regions 1,2,4``; EMPIAR-10017's holds 80.
 """
 
 from __future__ import annotations
@@ -216,6 +218,10 @@ def main() -> None:
     args.rounds = len(args.regions)
     if args.score_on == "dev" and args.arm == "ceiling":
         raise SystemExit("--score-on dev has no ceiling arm (the ceiling is measured on test)")
+    if args.arm != "ceiling":
+        n_regions = sum(len(regions_of(args.data, s)) for s in pool_of(args.data, args.score_on))
+        if args.regions[-1] > n_regions:
+            raise SystemExit(f"--regions {args.regions[-1]}: the {args.score_on} pool of {args.data} holds {n_regions} regions")
     dest = arm_root(args.cache, args.data, args.seed, args.score_on) / args.arm
     if args.arm not in ("base", "ceiling") and not (dest.parent / "base" / "summary.json").is_file():
         raise SystemExit(f"run --arm base for {args.data} seed {args.seed} first")
