@@ -29,7 +29,7 @@ labeling cost of an acquired region is the clicks a user makes to correct the ro
 Choosing a setting of the rounds: ``--score-on dev`` draws the regions from the ``labeled`` micrographs only and
 scores every round on the ``unlabeled`` ones (``benchmarks/out/active_learning/<data>/dev/``, never merged; no ceiling).
 EMPIAR-10028's dev pool holds 12 regions (three 1024² micrographs in 560-px regions), so its dev steps end at
-``--regions 1,2,4``; EMPIAR-10017's holds 80.
+``--regions 1,2,4``; EMPIAR-10017's holds 80. A suggested arm adds at most the 10 regions a round suggests per step.
 """
 
 from __future__ import annotations
@@ -222,6 +222,11 @@ def main() -> None:
         n_regions = sum(len(regions_of(args.data, s)) for s in pool_of(args.data, args.score_on))
         if args.regions[-1] > n_regions:
             raise SystemExit(f"--regions {args.regions[-1]}: the {args.score_on} pool of {args.data} holds {n_regions} regions")
+        from cryopick.selftrain.suggest import ROUND_SUGGESTIONS
+
+        step = max(b - a for a, b in zip(args.regions, args.regions[1:])) if len(args.regions) > 1 else 0
+        if args.arm in SUGGESTED and step > ROUND_SUGGESTIONS:
+            raise SystemExit(f"--regions {args.regions}: a step of {step} regions, a round suggests {ROUND_SUGGESTIONS}")
     dest = arm_root(args.cache, args.data, args.seed, args.score_on) / args.arm
     if args.arm not in ("base", "ceiling") and not (dest.parent / "base" / "summary.json").is_file():
         raise SystemExit(f"run --arm base for {args.data} seed {args.seed} first")
