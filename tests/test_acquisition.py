@@ -15,7 +15,7 @@ from cryopick.config import ModelConfig
 from cryopick.inference.picker import PickerMeta, save_picker
 from cryopick.model.unet import build_unet
 from cryopick.io.coords import Box
-from cryopick.selftrain.acquisition import expected_errors, open_regions, rank, region_boxes, score_views
+from cryopick.selftrain.acquisition import DEFAULT_STRATEGY, expected_errors, open_regions, rank, region_boxes, score_views
 from cryopick.selftrain.labels import import_labels
 from cryopick.selftrain.state import CampaignState
 from conftest import mic_paths
@@ -126,7 +126,7 @@ def test_suggest_cli_writes_the_ranking_into_the_latest_round(sim_data: Path, tm
     save_picker(campaign / "round_001", build_unet(ModelConfig(base_width=4)), PickerMeta(diameter=24.0, model=ModelConfig(base_width=4), threshold=0.5))
     assert main(["suggest", "--campaign", str(campaign), "-n", "3", "--region-size", "128", "--quiet"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("round 1: 3 of 8 candidates (combined)")  # 2 micrographs of 256² in 128-px regions
+    assert out.startswith(f"round 1: 3 of 8 candidates ({DEFAULT_STRATEGY})")  # 2 micrographs of 256² in 128-px regions
     rows = list(csv.DictReader(open(campaign / "round_001" / "suggestions.csv")))
     assert [r["rank"] for r in rows] == ["1", "2", "3"]
     assert all(r["micrograph"] in ("sim_0001", "sim_0002") and int(r["x1"]) - int(r["x0"]) == 128 for r in rows)

@@ -16,13 +16,13 @@ from pathlib import Path
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
-    from cryopick.selftrain.acquisition import STRATEGIES
+    from cryopick.selftrain.acquisition import DEFAULT_STRATEGY, STRATEGIES
 
     parser.add_argument("--campaign", type=Path, required=True, help="campaign directory (of `cryopick selftrain --out`)")
     parser.add_argument("-n", type=int, default=10, help="how many suggestions (default 10)")
-    parser.add_argument("--strategy", choices=STRATEGIES, default="combined",
-                        help="combined (default): uncertainty + entropy + view disagreement; errors: expected false picks + "
-                             "missed particles (calibrated); random: the baseline")
+    parser.add_argument("--strategy", choices=STRATEGIES, default=DEFAULT_STRATEGY,
+                        help=f"default {DEFAULT_STRATEGY}. combined: uncertainty + entropy + view disagreement; errors: expected "
+                             "false picks + missed particles (calibrated); random: the baseline")
     g = parser.add_mutually_exclusive_group()
     g.add_argument("--region-size", type=int, metavar="PX", help="region edge in original px (default: 10 particle diameters)")
     g.add_argument("--whole", action="store_true", help="suggest whole micrographs instead of regions")

@@ -35,6 +35,7 @@ from cryopick.io.coords import Box
 from cryopick.selftrain.pseudo import apply_calibration
 
 STRATEGIES = ("combined", "errors", "uncertainty", "disagreement", "random")
+DEFAULT_STRATEGY = "combined"  # selftrain.suggest and `cryopick suggest --strategy` (docs/selftrain.md, "Asking for labels")
 UNSURE_BAND = 0.15  # a candidate peak within this of the threshold counts as unsure
 REGION_SIZE = 256  # default region edge, original px
 
@@ -160,7 +161,7 @@ def base_score(s: Scored, strategy: str) -> float:
     return (s.uncertainty + s.entropy + 2.0 * s.disagreement) / 3.0
 
 
-def rank(candidates: Sequence[Scored], k: int, strategy: str = "combined", diversity: bool = True,
+def rank(candidates: Sequence[Scored], k: int, strategy: str = DEFAULT_STRATEGY, diversity: bool = True,
          seed: int = 0) -> list[tuple[Scored, float]]:
     """The ``k`` candidates to label next, best first, each with the score it was chosen by.
 

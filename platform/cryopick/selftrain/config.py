@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from cryopick.config import MIN_DISTANCE_FRACTIONS, HeatmapConfig, ModelConfig, PreprocessConfig, TrainConfig, from_dict, load_yaml, to_dict
 from cryopick.errors import CryopickError
 from cryopick.io.coords import Box
-from cryopick.selftrain.acquisition import STRATEGIES
+from cryopick.selftrain.acquisition import DEFAULT_STRATEGY, STRATEGIES
 
 if TYPE_CHECKING:
     from cryopick.selftrain.labels import Label
@@ -89,7 +89,7 @@ class RoundsSection:
     # labels mark (as shares of their pixels); otherwise it keeps the previous model and the campaign stops
     min_pseudo_share: float = 0.1
     # how each round ranks what to label next (round_NNN/suggestions.csv): one of acquisition.STRATEGIES
-    suggest: str = "combined"
+    suggest: str = DEFAULT_STRATEGY
 
     def validate(self, where: str = "selftrain") -> None:
         if self.rounds < 1:

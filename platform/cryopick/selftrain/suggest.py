@@ -24,7 +24,7 @@ from cryopick.inference.tiling import predict_heatmap_spread
 from cryopick.io.micrograph import read_micrograph
 from cryopick.preprocessing.binning import preprocess
 from cryopick.io.coords import Box
-from cryopick.selftrain.acquisition import Scored, open_regions, rank, region_boxes, score_maps
+from cryopick.selftrain.acquisition import DEFAULT_STRATEGY, Scored, open_regions, rank, region_boxes, score_maps
 from cryopick.selftrain.labels import read_labels
 from cryopick.selftrain.outputs import write_csv
 from cryopick.selftrain.scoring import load_heatmap
@@ -92,7 +92,7 @@ def score_micrographs(model_file: Path, mics: Sequence[Path], cfg: HeatmapConfig
     return out
 
 
-def suggest(campaign: Path, n: int = 10, strategy: str = "combined", region_size: int | None = -1, seed: int = 0,
+def suggest(campaign: Path, n: int = 10, strategy: str = DEFAULT_STRATEGY, region_size: int | None = -1, seed: int = 0,
             progress: Callable[[str], None] | None = None) -> Suggestions:
     """Rank a campaign's unlabeled micrographs (or regions: ``region_size`` px, -1 = the default for the particle,
     None = whole micrographs) and write the latest round's ``suggestions.csv``."""
@@ -128,7 +128,7 @@ def suggestion_pool(unlabeled: Sequence[Path], labeled: Sequence[Path] = (), see
 
 
 def round_suggestions(rdir: Path, heatmaps: Mapping[Path, Path], diameter: float, seed: int = 0,
-                      labeled: Mapping[Path, Sequence[Box]] | None = None, strategy: str = "combined") -> Path | None:
+                      labeled: Mapping[Path, Sequence[Box]] | None = None, strategy: str = DEFAULT_STRATEGY) -> Path | None:
     """A round's ``suggestions.csv`` from its own model's heatmaps, ranked by ``strategy`` (``selftrain.suggest``).
 
     Args:
