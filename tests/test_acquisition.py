@@ -131,7 +131,11 @@ def test_suggest_cli_writes_the_ranking_into_the_latest_round(sim_data: Path, tm
     assert [r["rank"] for r in rows] == ["1", "2", "3"]
     assert all(r["micrograph"] in ("sim_0001", "sim_0002") and int(r["x1"]) - int(r["x0"]) == 128 for r in rows)
     assert float(rows[0]["score"]) >= float(rows[1]["score"]) >= float(rows[2]["score"])
-    assert main(["suggest", "--campaign", str(campaign), "-n", "8", "--region-size", "128", "--strategy", "errors", "--quiet"]) == 0
+    stored = json.loads((campaign / "campaign.json").read_text())
+    (campaign / "campaign.json").write_text(json.dumps({**stored, "selftrain": {"suggest": "errors"}}))
+    assert main(["suggest", "--campaign", str(campaign), "-n", "8", "--region-size", "128", "--quiet"]) == 0
+    assert capsys.readouterr().out.startswith("round 1: 8 of 8 candidates (errors)")  # the campaign's own strategy
+    (campaign / "campaign.json").write_text(json.dumps(stored))
     rows = list(csv.DictReader(open(campaign / "round_001" / "suggestions.csv")))
     errors = [float(r["expected_errors"]) for r in rows]
     assert [float(r["score"]) for r in rows][0] == pytest.approx(max(errors), abs=0.01)  # ranked by the expected errors

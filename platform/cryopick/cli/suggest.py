@@ -20,9 +20,10 @@ def add_args(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("--campaign", type=Path, required=True, help="campaign directory (of `cryopick selftrain --out`)")
     parser.add_argument("-n", type=int, default=10, help="how many suggestions (default 10)")
-    parser.add_argument("--strategy", choices=STRATEGIES, default=DEFAULT_STRATEGY,
-                        help=f"default {DEFAULT_STRATEGY}. combined: uncertainty + entropy + view disagreement; errors: expected "
-                             "false picks + missed particles (calibrated); random: the baseline")
+    parser.add_argument("--strategy", choices=STRATEGIES,
+                        help=f"default: the campaign's selftrain.suggest ({DEFAULT_STRATEGY} unless set). combined: uncertainty + "
+                             "entropy + view disagreement; errors: expected false picks + missed particles (calibrated); "
+                             "random: the baseline")
     g = parser.add_mutually_exclusive_group()
     g.add_argument("--region-size", type=int, metavar="PX", help="region edge in original px (default: 10 particle diameters)")
     g.add_argument("--whole", action="store_true", help="suggest whole micrographs instead of regions")
@@ -39,7 +40,7 @@ def main(args: argparse.Namespace) -> int:
     region = None if args.whole else (args.region_size if args.region_size is not None else -1)
     progress = None if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
     result = suggest(args.campaign, args.n, args.strategy, region, args.seed, progress)
-    print(f"round {result.round}: {len(result.chosen)} of {result.n_candidates} candidates ({args.strategy}) -> {result.path}")
+    print(f"round {result.round}: {len(result.chosen)} of {result.n_candidates} candidates ({result.strategy}) -> {result.path}")
     print(f"{'rank':>4}  {'micrograph':<32} {'region':<22} {'score':>6} {'unsure':>6} {'entropy':>7} {'views':>6} {'picks':>5}")
     for i, (s, score) in enumerate(result.chosen, 1):
         b = s.box

@@ -47,6 +47,7 @@ class Suggestions:
     path: Path
     chosen: list[tuple[Scored, float]]
     n_candidates: int
+    strategy: str
 
 
 def default_region_size(diameter: float) -> int:
@@ -92,13 +93,15 @@ def score_micrographs(model_file: Path, mics: Sequence[Path], cfg: HeatmapConfig
     return out
 
 
-def suggest(campaign: Path, n: int = 10, strategy: str = DEFAULT_STRATEGY, region_size: int | None = -1, seed: int = 0,
+def suggest(campaign: Path, n: int = 10, strategy: str | None = None, region_size: int | None = -1, seed: int = 0,
             progress: Callable[[str], None] | None = None) -> Suggestions:
     """Rank a campaign's unlabeled micrographs (or regions: ``region_size`` px, -1 = the default for the particle,
-    None = whole micrographs) and write the latest round's ``suggestions.csv``."""
+    None = whole micrographs) and write the latest round's ``suggestions.csv``; ``strategy`` None: the campaign's
+    ``selftrain.suggest``, as its rounds rank."""
     campaign = Path(campaign)
     rnd = latest_round(campaign)
     stored = json.loads((campaign / CAMPAIGN_FILE).read_text())
+    strategy = strategy or (stored.get("selftrain") or {}).get("suggest") or DEFAULT_STRATEGY
     labels = read_labels(campaign)  # labeled since the campaign started: nothing left to suggest there but other regions
     regions = {stem: lab.boxes for stem, lab in labels.items() if lab.boxes is not None}
     mics = [Path(p) for p in stored["resolved"]["unlabeled"] if Path(p).stem not in labels or Path(p).stem in regions]
@@ -116,7 +119,7 @@ def suggest(campaign: Path, n: int = 10, strategy: str = DEFAULT_STRATEGY, regio
         raise CryopickError("every region of the campaign's unlabeled micrographs is labeled", campaign / CAMPAIGN_FILE)
     chosen = rank(candidates, n, strategy, seed=seed)
     write_suggestions(rdir / SUGGESTIONS_FILE, chosen)
-    return Suggestions(rnd, rdir / SUGGESTIONS_FILE, chosen, len(candidates))
+    return Suggestions(rnd, rdir / SUGGESTIONS_FILE, chosen, len(candidates), strategy)
 
 
 def suggestion_pool(unlabeled: Sequence[Path], labeled: Sequence[Path] = (), seed: int = 0) -> list[Path]:
