@@ -135,6 +135,10 @@ def test_suggest_cli_writes_the_ranking_into_the_latest_round(sim_data: Path, tm
     (campaign / "campaign.json").write_text(json.dumps({**stored, "selftrain": {"suggest": "errors"}}))
     assert main(["suggest", "--campaign", str(campaign), "-n", "8", "--region-size", "128", "--quiet"]) == 0
     assert capsys.readouterr().out.startswith("round 1: 8 of 8 candidates (errors)")  # the campaign's own strategy
+    assert main(["suggest", "--campaign", str(campaign), "-n", "2", "--region-size", "128", "--strategy", "random", "--quiet"]) == 0
+    assert capsys.readouterr().out.startswith("round 1: 2 of 8 candidates (random)")  # --strategy overrides the campaign's
+    assert main(["suggest", "--campaign", str(campaign), "-n", "8", "--region-size", "128", "--quiet"]) == 0
+    capsys.readouterr()
     (campaign / "campaign.json").write_text(json.dumps(stored))
     rows = list(csv.DictReader(open(campaign / "round_001" / "suggestions.csv")))
     errors = [float(r["expected_errors"]) for r in rows]
