@@ -60,6 +60,45 @@ def test_learn_border_ignores_bands_that_sparse_labels_leave_empty_by_chance() -
     assert learn_border([(dense, shape)], 27.0) == 0.0
 
 
+def _corner_picks(n: int, seed: int, band: float = 32.0, side: float = 300.0) -> np.ndarray:
+    """n picks in the top-left ``side``² corner, none closer than ``band`` to an edge, one exactly at ``band``."""
+    xy = np.random.default_rng(seed).uniform(band + 1, side - 1, size=(n, 2))
+    xy[0] = (band, side / 2)
+    return xy
+
+
+def test_regions_that_reach_an_edge_show_the_band() -> None:
+    shape, diameter = (1024, 1024), 27.0
+    corner = (0.0, 0.0, 300.0, 300.0)  # a labeled region reaching two edges
+    xy = _corner_picks(60, 0)
+    got = learn_border([(xy, shape)], diameter, [[corner]])
+    assert got == pytest.approx(32.0 - SLACK_DIAMETERS * diameter)
+    # the same picks labeled whole say the opposite: the rest of the micrograph, band included, holds nothing
+    assert learn_border([(xy, shape)], diameter) == pytest.approx(got)
+    # a region filled up to its sides, away from the edges, says nothing about them, however many picks it holds
+    inner = np.random.default_rng(1).uniform(380, 620, size=(200, 2))
+    assert learn_border([(inner, shape)], diameter, [[(380.0, 380.0, 620.0, 620.0)]]) == 0.0
+    # picks outside a micrograph's regions are not its labels: one on the edge does not erase the band
+    stray = np.vstack([xy, [[1.0, 900.0]]])
+    assert learn_border([(stray, shape)], diameter, [[corner]]) == pytest.approx(got)
+    # regions and whole micrographs together: the smallest edge distance of either
+    whole = np.random.default_rng(2).uniform(40, 984, size=(400, 2))
+    both = learn_border([(xy, shape), (whole, shape)], diameter, [[corner], None])
+    assert both == pytest.approx(got)
+
+
+def test_a_region_band_needs_enough_expected_picks_and_overlaps_count_once() -> None:
+    shape, corner = (1024, 1024), (0.0, 0.0, 300.0, 300.0)
+    share = (300.0**2 - 268.0**2) / 300.0**2  # of the corner within 32 px of an edge
+    few = _corner_picks(20, 3)
+    assert 20 * share < MIN_EXPECTED_IN_BAND < 2 * 20 * share
+    assert learn_border([(few, shape)], 27.0, [[corner]]) == 0.0
+    assert learn_border([(few, shape)], 27.0, [[corner, corner]]) == 0.0  # the same region twice is one region
+    halves = [(0.0, 0.0, 300.0, 160.0), (0.0, 140.0, 300.0, 300.0)]  # overlapping halves of the corner
+    assert learn_border([(few, shape)], 27.0, [halves]) == 0.0
+    assert learn_border([(_corner_picks(30, 3), shape)], 27.0, [halves]) > 0.0
+
+
 def test_heatmap_to_picks_applies_the_stored_border_unless_overridden() -> None:
     hm = np.zeros((128, 128), np.float32)
     for x, y in [(2, 64), (64, 64), (125, 20)]:  # binned px; bin 2 -> original x2
@@ -115,3 +154,22 @@ def test_expert_picks_of_empiar10017_leave_a_32px_band(empiar: Path, split: dict
     assert got == pytest.approx(32.1 - SLACK_DIAMETERS * 27.0, abs=0.2)
     test_mins = [edge_distance(read_coords(empiar / "coords" / f"{n}.star")[0], (1024, 1024)).min() for n in split["test"]]
     assert min(test_mins) >= got  # the learned band removes no expert pick of the test split
+
+
+def test_a_campaign_labeled_in_regions_learns_the_band_of_empiar10017(empiar: Path, split: dict[str, list[str]]) -> None:
+    """One corner region (the campaign's own region grid) of one labeled micrograph shows the band whole
+    micrographs show; regions away from the edges show none."""
+    from cryopick.selftrain.acquisition import region_boxes
+    from cryopick.selftrain.config import ResolvedData
+    from cryopick.selftrain.stages import expert_border
+    from cryopick.selftrain.suggest import default_region_size
+
+    mics = mic_paths(empiar, split["labeled"])
+    grid = {m.stem: region_boxes(read_shape(m), default_region_size(27.0)) for m in mics}
+    whole = expert_border(ResolvedData(mics, [], [], [], empiar / "coords"), 27.0)
+    corner = expert_border(ResolvedData(mics[:1], [], [], [], empiar / "coords", boxes={mics[0].stem: (grid[mics[0].stem][0],)}), 27.0)
+    assert whole == pytest.approx(32.1 - SLACK_DIAMETERS * 27.0, abs=0.2)
+    assert corner == pytest.approx(whole, abs=0.5)
+    inner = {m.stem: tuple(b for b in grid[m.stem] if min(b.x0, b.y0) > 0 and max(b.x1, b.y1) < 1024) for m in mics}
+    assert all(inner.values())
+    assert expert_border(ResolvedData(mics, [], [], [], empiar / "coords", boxes=inner), 27.0) == 0.0

@@ -68,26 +68,57 @@ def outside_band(
     return row_ok[:, None] & col_ok[None, :]
 
 
-def _band_area(shape: tuple[int, int], b: float) -> float:
+def _labeled_area(shape: tuple[int, int], boxes: Sequence[Sequence[float]] | None, b: float) -> tuple[float, float]:
+    """(area labeled, the part of it within ``b`` of an edge), ORIGINAL px²: the union of ``boxes`` (None: the whole
+    micrograph), measured exactly on the grid of the boxes' and the band's edges."""
     h, w = shape
-    return float(h * w - max(h - 2 * b, 0.0) * max(w - 2 * b, 0.0))
+    if boxes is None:
+        return float(h * w), float(h * w - max(h - 2 * b, 0.0) * max(w - 2 * b, 0.0))
+    xs = np.unique(np.clip([0.0, w, b, w - b, *[v for x0, _, x1, _ in boxes for v in (x0, x1)]], 0.0, w))
+    ys = np.unique(np.clip([0.0, h, b, h - b, *[v for _, y0, _, y1 in boxes for v in (y0, y1)]], 0.0, h))
+    cx, cy = (xs[:-1] + xs[1:]) / 2, (ys[:-1] + ys[1:]) / 2
+    inside = np.zeros((len(cy), len(cx)), dtype=bool)
+    for x0, y0, x1, y1 in boxes:
+        inside |= ((cy >= y0) & (cy < y1))[:, None] & ((cx >= x0) & (cx < x1))[None, :]
+    cell = np.outer(np.diff(ys), np.diff(xs)) * inside
+    interior = ((cy >= b) & (cy <= h - b))[:, None] & ((cx >= b) & (cx <= w - b))[None, :]
+    return float(cell.sum()), float(cell[~interior].sum())
 
 
-def learn_border(labels: Sequence[tuple[np.ndarray, tuple[int, int]]], diameter: float) -> float:
+def learn_border(labels: Sequence[tuple[np.ndarray, tuple[int, int]]], diameter: float,
+                 boxes: Sequence[Sequence[Sequence[float]] | None] | None = None) -> float:
     """The empty edge band of expert picks, in original px (0 when the labels show none).
+
+    A micrograph labeled in regions (complete inside them, nothing known outside) shows the band along the
+    edges its regions reach: the band is the smallest edge distance of the picks inside labeled areas, and it
+    counts only if uniform picking over those areas would have put ``MIN_EXPECTED_IN_BAND`` picks in it.
 
     Args:
         labels: per micrograph, (N, 2) expert picks and the micrograph's (H, W), original px.
         diameter: particle diameter, original px.
+        boxes: per micrograph, the regions labeled completely as (x0, y0, x1, y1) original px, or None where the
+            micrograph is labeled whole; None: every micrograph whole.
     """
-    labels = [(np.asarray(xy, dtype=np.float64).reshape(-1, 2), shape) for xy, shape in labels]
-    dists = [edge_distance(xy, shape) for xy, shape in labels if len(xy)]
+    areas = []
+    for i, (xy, shape) in enumerate(labels):
+        xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
+        regions = None if boxes is None else boxes[i]
+        if regions is not None:
+            keep = np.zeros(len(xy), dtype=bool)
+            for x0, y0, x1, y1 in regions:
+                keep |= (xy[:, 0] >= x0) & (xy[:, 0] < x1) & (xy[:, 1] >= y0) & (xy[:, 1] < y1)
+            xy = xy[keep]
+        areas.append((xy, shape, regions))
+    dists = [edge_distance(xy, shape) for xy, shape, _ in areas if len(xy)]
     if not dists:
         return 0.0
     band = float(min(d.min() for d in dists))
     if band <= 0:
         return 0.0
-    expected = sum(len(xy) * _band_area(shape, band) / (shape[0] * shape[1]) for xy, shape in labels)
+    expected = 0.0
+    for xy, shape, regions in areas:
+        total, in_band = _labeled_area(shape, regions, band)
+        expected += len(xy) * in_band / total if total > 0 else 0.0
     if expected < MIN_EXPECTED_IN_BAND:
         return 0.0
     cap = MAX_BORDER_FRACTION * min(min(shape) for _, shape in labels)

@@ -301,7 +301,7 @@ class ResolvedData:
     ``labels``: micrographs labeled in the campaign since it started (stem -> ``labels/<stem>.star``);
     they are in ``labeled``, and their picks come from there instead of ``coords``. ``boxes``: those of
     them labeled in regions only (stem -> boxes, ORIGINAL px), which validate on a strip of each region
-    and say nothing about the edge band.
+    and show the edge band only along the edges they reach.
     """
 
     labeled: list[Path]
@@ -342,7 +342,7 @@ class ResolvedData:
 
     @property
     def complete(self) -> list[Path]:
-        """Labeled micrographs whose labels cover them whole (they say where the edge band is)."""
+        """Labeled micrographs whose labels cover them whole (a sample of a micrograph's particle density)."""
         return [m for m in self.labeled if m.stem not in self.boxes]
 
     @property

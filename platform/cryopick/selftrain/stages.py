@@ -57,8 +57,9 @@ def expert_labels(data: ResolvedData) -> list[tuple[np.ndarray, tuple[int, int]]
 
 
 def expert_border(data: ResolvedData, diameter: float) -> float:
-    """Edge band the labeled micrographs' expert picks leave empty."""
-    return learn_border(expert_labels(data), diameter)
+    """Edge band the expert picks leave empty: on micrographs labeled whole, and where labeled regions reach an edge."""
+    labels = [(read_coords(data.coords_file(m))[0], read_shape(m)) for m in data.labeled]
+    return learn_border(labels, diameter, [data.boxes.get(m.stem) for m in data.labeled])
 
 
 def bin_of(cfg: SelftrainConfig, data: ResolvedData) -> float:
