@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from cryopick.inference.border import (
-    MIN_EXPECTED_IN_BAND, SLACK_DIAMETERS, drop_near_edge, edge_distance, learn_border, outside_band,
+    FEW_LABELS_BAND, MIN_EXPECTED_IN_BAND, SLACK_DIAMETERS, drop_near_edge, edge_distance, learn_border, outside_band,
 )
 from cryopick.config import PickConfig, from_dict
 from cryopick.errors import CryopickError
@@ -46,14 +46,17 @@ def test_learn_border_finds_an_empty_band_and_stops_short_of_it() -> None:
     assert 28.0 < got < 30.0
 
 
-def test_learn_border_ignores_bands_that_sparse_labels_leave_empty_by_chance() -> None:
-    # 6 picks in a 1024² image: an empty 100 px band is expected to hold < 5 of them
+def test_learn_border_gives_sparse_labels_the_radius_not_the_band_they_leave_empty_by_chance() -> None:
+    # 6 picks in a 1024² image: an empty 150 px band is expected to hold < 5 of them
     shape = (1024, 1024)
     xy = np.array([[200.0, 300.0], [500.0, 500.0], [800.0, 150.0], [300.0, 800.0], [700.0, 700.0], [150.0, 600.0]])
     expected = len(xy) * (1024**2 - (1024 - 2 * 150.0) ** 2) / 1024**2
     assert expected < MIN_EXPECTED_IN_BAND
-    assert learn_border([(xy, shape)], 27.0) == 0.0
+    assert learn_border([(xy, shape)], 27.0) == FEW_LABELS_BAND * 27.0
     assert learn_border([], 27.0) == 0.0
+    # a sparse pick closer to an edge than the radius: that kind of pick is kept
+    near = np.vstack([xy, [[10.0, 500.0]]])
+    assert learn_border([(near, shape)], 27.0) == pytest.approx(10.0 - SLACK_DIAMETERS * 27.0)
     # picks on the edge itself: no band
     dense = np.random.default_rng(1).uniform(0, 1023, size=(500, 2))
     dense[0] = (0.0, 400.0)
@@ -77,7 +80,7 @@ def test_regions_that_reach_an_edge_show_the_band() -> None:
     assert learn_border([(xy, shape)], diameter) == pytest.approx(got)
     # a region filled up to its sides, away from the edges, says nothing about them, however many picks it holds
     inner = np.random.default_rng(1).uniform(380, 620, size=(200, 2))
-    assert learn_border([(inner, shape)], diameter, [[(380.0, 380.0, 620.0, 620.0)]]) == 0.0
+    assert learn_border([(inner, shape)], diameter, [[(380.0, 380.0, 620.0, 620.0)]]) == FEW_LABELS_BAND * diameter
     # picks outside a micrograph's regions are not its labels: one on the edge does not erase the band
     stray = np.vstack([xy, [[1.0, 900.0]]])
     assert learn_border([(stray, shape)], diameter, [[corner]]) == pytest.approx(got)
@@ -92,11 +95,12 @@ def test_a_region_band_needs_enough_expected_picks_and_overlaps_count_once() -> 
     share = (300.0**2 - 268.0**2) / 300.0**2  # of the corner within 32 px of an edge
     few = _corner_picks(20, 3)
     assert 20 * share < MIN_EXPECTED_IN_BAND < 2 * 20 * share
-    assert learn_border([(few, shape)], 27.0, [[corner]]) == 0.0
-    assert learn_border([(few, shape)], 27.0, [[corner, corner]]) == 0.0  # the same region twice is one region
+    radius = FEW_LABELS_BAND * 27.0  # too few labels: the radius, not the band
+    assert learn_border([(few, shape)], 27.0, [[corner]]) == radius
+    assert learn_border([(few, shape)], 27.0, [[corner, corner]]) == radius  # the same region twice is one region
     halves = [(0.0, 0.0, 300.0, 160.0), (0.0, 140.0, 300.0, 300.0)]  # overlapping halves of the corner
-    assert learn_border([(few, shape)], 27.0, [halves]) == 0.0
-    assert learn_border([(_corner_picks(30, 3), shape)], 27.0, [halves]) > 0.0
+    assert learn_border([(few, shape)], 27.0, [halves]) == radius
+    assert learn_border([(_corner_picks(30, 3), shape)], 27.0, [halves]) == pytest.approx(32.0 - SLACK_DIAMETERS * 27.0)
 
 
 def test_heatmap_to_picks_applies_the_stored_border_unless_overridden() -> None:
@@ -158,7 +162,7 @@ def test_expert_picks_of_empiar10017_leave_a_32px_band(empiar: Path, split: dict
 
 def test_a_campaign_labeled_in_regions_learns_the_band_of_empiar10017(empiar: Path, split: dict[str, list[str]]) -> None:
     """One corner region (the campaign's own region grid) of one labeled micrograph shows the band whole
-    micrographs show; regions away from the edges show none."""
+    micrographs show; regions away from the edges show none (the radius stands in)."""
     from cryopick.selftrain.acquisition import region_boxes
     from cryopick.selftrain.config import ResolvedData
     from cryopick.selftrain.stages import expert_border
@@ -172,4 +176,4 @@ def test_a_campaign_labeled_in_regions_learns_the_band_of_empiar10017(empiar: Pa
     assert corner == pytest.approx(whole, abs=0.5)
     inner = {m.stem: tuple(b for b in grid[m.stem] if min(b.x0, b.y0) > 0 and max(b.x1, b.y1) < 1024) for m in mics}
     assert all(inner.values())
-    assert expert_border(ResolvedData(mics, [], [], [], empiar / "coords", boxes=inner), 27.0) == 0.0
+    assert expert_border(ResolvedData(mics, [], [], [], empiar / "coords", boxes=inner), 27.0) == FEW_LABELS_BAND * 27.0

@@ -4,7 +4,9 @@ Experts (and RELION's extraction) skip particles whose box would cross the micro
 expert picks keep a band along the edges free: on EMPIAR-10017 no pick of the 13,015 lies
 closer than 32 px to an edge (a 64 px box). A picker that fills that band produces picks that
 score as false positives and that extraction discards anyway. Training measures the band on the
-labeled micrographs and stores it with the model; ``cryopick pick --border`` overrides it.
+labeled micrographs and stores it with the model; ``cryopick pick --border`` overrides it. Labels
+too few to show a band (sparse picks, one region) get the particle radius: a particle centred closer
+than that to an edge is cut by it, and extraction (cryoSPARC's, RELION's) drops it with its box.
 """
 
 from __future__ import annotations
@@ -14,8 +16,11 @@ from collections.abc import Sequence
 import numpy as np
 
 # An empty band counts as the experts' convention only if uniform picking would have put at
-# least this many picks in it (P(empty by chance) = e^-5 < 1 %); sparse labels learn no band.
+# least this many picks in it (P(empty by chance) = e^-5 < 1 %); fewer labels get FEW_LABELS_BAND.
 MIN_EXPECTED_IN_BAND = 5.0
+# The band (× diameter) of labels too few to show one: a particle this close to an edge is cut by it.
+# Never wider than the labels' own closest pick to an edge (minus the slack), so a kind of pick the expert made stays.
+FEW_LABELS_BAND = 0.5
 # Predicted centres scatter by a few px around the true ones: stop the band a little short.
 SLACK_DIAMETERS = 0.1
 MAX_BORDER_FRACTION = 0.25  # never more than this share of the shorter image side
@@ -110,8 +115,9 @@ def learn_border(labels: Sequence[tuple[np.ndarray, tuple[int, int]]], diameter:
             xy = xy[keep]
         areas.append((xy, shape, regions))
     dists = [edge_distance(xy, shape) for xy, shape, _ in areas if len(xy)]
+    cap = MAX_BORDER_FRACTION * min((min(shape) for _, shape in labels), default=0)
     if not dists:
-        return 0.0
+        return float(min(FEW_LABELS_BAND * diameter, cap))
     band = float(min(d.min() for d in dists))
     if band <= 0:
         return 0.0
@@ -120,6 +126,5 @@ def learn_border(labels: Sequence[tuple[np.ndarray, tuple[int, int]]], diameter:
         total, in_band = _labeled_area(shape, regions, band)
         expected += len(xy) * in_band / total if total > 0 else 0.0
     if expected < MIN_EXPECTED_IN_BAND:
-        return 0.0
-    cap = MAX_BORDER_FRACTION * min(min(shape) for _, shape in labels)
+        band = min(band, FEW_LABELS_BAND * diameter + SLACK_DIAMETERS * diameter)
     return float(max(0.0, min(band, cap) - SLACK_DIAMETERS * diameter))
