@@ -92,7 +92,8 @@ def _labeled_area(shape: tuple[int, int], boxes: Sequence[Sequence[float]] | Non
 
 def learn_border(labels: Sequence[tuple[np.ndarray, tuple[int, int]]], diameter: float,
                  boxes: Sequence[Sequence[Sequence[float]] | None] | None = None) -> float:
-    """The empty edge band of expert picks, in original px (0 when the labels show none).
+    """The empty edge band of expert picks, in original px: 0 when picks reach the edge, the particle radius
+    (``FEW_LABELS_BAND``) when the labels are too few to show a band.
 
     A micrograph labeled in regions (complete inside them, nothing known outside) shows the band along the
     edges its regions reach: the band is the smallest edge distance of the picks inside labeled areas, and it
