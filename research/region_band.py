@@ -7,7 +7,9 @@ roots, this replays the regions the arm had labeled by that round (as the benchm
 from the expert picks inside them, and rescores the round's cached heatmaps of its scored micrographs (dev:
 ``unlabeled``; test: ``test``) with that band, at the round's stored threshold and peak distance and at the best
 threshold. No training and no new prediction: the round's own model, threshold and distance, with and without
-the band (a rerun would also use the band for the round's validation, Tune and checkpoint choice).
+the band (a rerun would also use the band for the round's validation, Tune and checkpoint choice). Rounds whose
+labels are too few to show a band get the particle radius (``FEW_LABELS_BAND``) and are summed up apart (band
+printed negative).
 
     python research/region_band.py --data empiar10028 --score-on dev
 """
@@ -25,6 +27,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 from active_learning import OUT, arm_root, expert, first_region, next_regions, scored_of  # noqa: E402
 from label_efficiency import DATA, DIAMETERS  # noqa: E402
+
+from cryopick.inference.border import FEW_LABELS_BAND  # noqa: E402
 
 
 def replay(data: str, seed: int, arm: str, cdir: Path, targets: list[int], score_on: str) -> list[dict[str, list]]:
@@ -71,8 +75,6 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--arms", nargs="+", default=["combined", "errors", "random"])
     p.add_argument("--regions", default="1,2,4,8,16")
-    p.add_argument("--fallback", type=float, default=0.0,
-                   help="where the regions show no band, rescore with this many diameters instead (0: none)")
     args = p.parse_args()
     targets = [int(x) for x in args.regions.split(",")]
     stems = scored_of(args.data, args.score_on)
@@ -88,20 +90,19 @@ def main() -> None:
                 rdir = cdir / f"round_{i:03d}"
                 stored = json.loads((rdir / "metrics.json").read_text())
                 before, band = rescore(args.data, rdir, stems, 0.0), band_of(args.data, chosen)
-                if band == 0 and args.fallback > 0:
-                    band = -args.fallback * DIAMETERS[args.data]  # negative: a fallback, reported apart
-                after = rescore(args.data, rdir, stems, abs(band))
+                after = rescore(args.data, rdir, stems, band)
+                if np.isclose(band, FEW_LABELS_BAND * DIAMETERS[args.data]):
+                    band = -band  # too few labels for a band: the radius, reported apart
                 row = {"seed": seed, "arm": arm, "round": i, "regions": sum(len(b) for b in chosen.values()),
-                       "stored_border": json.loads(json.dumps(stored.get("border", 0.0))), "band": round(band, 1),
-                       "f1": stored["f1"], "f1_check": before["f1"], "best_check": before["best_f1"],
+                       "band": round(band, 1), "f1_check": before["f1"], "best_check": before["best_f1"],
                        "f1_band": after["f1"], "best_band": after["best_f1"]}
                 rows.append(row)
                 print(f"seed {seed} {arm:8s} round {i} ({row['regions']:2d} regions) band {band:5.1f}: F1 stored "
                       f"{before['f1']:.3f} -> {after['f1']:.3f} (metrics {stored['f1']:.3f}), best {before['best_f1']:.3f} -> "
                       f"{after['best_f1']:.3f}", flush=True)
-    for label, sub in (("a band", [r for r in rows if r["band"] > 0]), ("the fallback", [r for r in rows if r["band"] < 0])):
+    for label, sub in (("a band", [r for r in rows if r["band"] > 0]), ("the radius", [r for r in rows if r["band"] < 0])):
         for key, name in (("f1", "stored"), ("best", "best")):
-            d = np.array([r[f"{key}_band"] - r[f"{key}_check" if key == "best" else "f1_check"] for r in sub])
+            d = np.array([r[f"{key}_band"] - r[f"{key}_check"] for r in sub])
             if len(d):
                 print(f"{name} F1, band - none, over {len(d)} rounds with {label}: {d.mean():+.4f} ± "
                       f"{d.std(ddof=1) if len(d) > 1 else 0:.4f} (min {d.min():+.4f}, max {d.max():+.4f})")

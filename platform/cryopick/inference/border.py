@@ -15,6 +15,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from cryopick.io.coords import Box, inside_boxes
+
 # An empty band counts as the experts' convention only if uniform picking would have put at
 # least this many picks in it (P(empty by chance) = e^-5 < 1 %); fewer labels get FEW_LABELS_BAND.
 MIN_EXPECTED_IN_BAND = 5.0
@@ -73,7 +75,7 @@ def outside_band(
     return row_ok[:, None] & col_ok[None, :]
 
 
-def _labeled_area(shape: tuple[int, int], boxes: Sequence[Sequence[float]] | None, b: float) -> tuple[float, float]:
+def _labeled_area(shape: tuple[int, int], boxes: Sequence[Box] | None, b: float) -> tuple[float, float]:
     """(area labeled, the part of it within ``b`` of an edge), ORIGINAL px²: the union of ``boxes`` (None: the whole
     micrograph), measured exactly on the grid of the boxes' and the band's edges."""
     h, w = shape
@@ -91,7 +93,7 @@ def _labeled_area(shape: tuple[int, int], boxes: Sequence[Sequence[float]] | Non
 
 
 def learn_border(labels: Sequence[tuple[np.ndarray, tuple[int, int]]], diameter: float,
-                 boxes: Sequence[Sequence[Sequence[float]] | None] | None = None) -> float:
+                 boxes: Sequence[Sequence[Box] | None] | None = None) -> float:
     """The empty edge band of expert picks, in original px: 0 when picks reach the edge, the particle radius
     (``FEW_LABELS_BAND``) when the labels are too few to show a band.
 
@@ -110,10 +112,7 @@ def learn_border(labels: Sequence[tuple[np.ndarray, tuple[int, int]]], diameter:
         xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
         regions = None if boxes is None else boxes[i]
         if regions is not None:
-            keep = np.zeros(len(xy), dtype=bool)
-            for x0, y0, x1, y1 in regions:
-                keep |= (xy[:, 0] >= x0) & (xy[:, 0] < x1) & (xy[:, 1] >= y0) & (xy[:, 1] < y1)
-            xy = xy[keep]
+            xy = xy[inside_boxes(xy, regions)]
         areas.append((xy, shape, regions))
     dists = [edge_distance(xy, shape) for xy, shape, _ in areas if len(xy)]
     cap = MAX_BORDER_FRACTION * min((min(shape) for _, shape in labels), default=0)

@@ -44,6 +44,14 @@ class Box(NamedTuple):
         return cls(x0, y0, x1, y1)
 
 
+def inside_boxes(xy: np.ndarray, boxes: Sequence[Box]) -> np.ndarray:
+    """(N,) bool: which (x, y) lie in any of ``boxes``."""
+    keep = np.zeros(len(xy), dtype=bool)
+    for x0, y0, x1, y1 in boxes:
+        keep |= (xy[:, 0] >= x0) & (xy[:, 0] < x1) & (xy[:, 1] >= y0) & (xy[:, 1] < y1)
+    return keep
+
+
 def _finish(path: Path, xy: np.ndarray, scores: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
     scores = np.ones(len(xy)) if scores is None else np.asarray(scores, dtype=np.float64)

@@ -22,7 +22,7 @@ import numpy as np
 
 from cryopick.errors import CryopickError
 from cryopick.io.atomic import write_json
-from cryopick.io.coords import Box, read_coords, write_coords
+from cryopick.io.coords import Box, inside_boxes, read_coords, write_coords
 
 LABELS_DIR = "labels"
 
@@ -80,14 +80,6 @@ def add_region(campaign: Path, micrograph: Path, xy: np.ndarray, box: Box, sourc
     merged = np.concatenate([old[~inside_boxes(old, [box])], xy[inside_boxes(xy, [box])]])
     box = Box.of(box)
     return write_label(campaign, micrograph, merged, source, replace=True, boxes=[*before, *([box] if box not in before else [])])
-
-
-def inside_boxes(xy: np.ndarray, boxes: Sequence[Box]) -> np.ndarray:
-    """(N,) bool: which (x, y) lie in any of ``boxes``."""
-    keep = np.zeros(len(xy), dtype=bool)
-    for x0, y0, x1, y1 in boxes:
-        keep |= (xy[:, 0] >= x0) & (xy[:, 0] < x1) & (xy[:, 1] >= y0) & (xy[:, 1] < y1)
-    return keep
 
 
 def label_boxes(star: Path) -> tuple[Box, ...] | None:

@@ -51,15 +51,14 @@ LEGACY_SELFTRAIN = {"method": "offline", "labels": "complete"}
 CALIBRATION_FILE = "calibration.json"
 
 
-def expert_labels(data: ResolvedData) -> list[tuple[np.ndarray, tuple[int, int]]]:
-    """(expert picks, (H, W)) of each micrograph labeled whole (headers and coordinate files only)."""
-    return [(read_coords(data.coords_file(Path(m)))[0], read_shape(m)) for m in data.complete]
+def expert_labels(data: ResolvedData, mics: list[Path] | None = None) -> list[tuple[np.ndarray, tuple[int, int]]]:
+    """(expert picks, (H, W)) of ``mics``, by default those labeled whole (headers and coordinate files only)."""
+    return [(read_coords(data.coords_file(Path(m)))[0], read_shape(m)) for m in (data.complete if mics is None else mics)]
 
 
 def expert_border(data: ResolvedData, diameter: float) -> float:
     """Edge band the expert picks leave empty: on micrographs labeled whole, and where labeled regions reach an edge."""
-    labels = [(read_coords(data.coords_file(m))[0], read_shape(m)) for m in data.labeled]
-    return learn_border(labels, diameter, [data.boxes.get(m.stem) for m in data.labeled])
+    return learn_border(expert_labels(data, data.labeled), diameter, [data.boxes.get(m.stem) for m in data.labeled])
 
 
 def bin_of(cfg: SelftrainConfig, data: ResolvedData) -> float:
