@@ -71,7 +71,7 @@ class TrainConfig:
         "channels_last": "was removed: training always runs channels-last",
         "device": "is a flag of cryopick train (--device); self-training places work with ray.use_gpu",
         "num_threads": "is a flag of cryopick train (--threads); Ray workers take theirs from ray.cpu_per_worker",
-        "amp": "is a flag of cryopick train (--amp); bfloat16 is used where the hardware runs it natively",
+        "amp": "is a flag of cryopick train (--amp: bf16 where the hardware runs it natively); campaign rounds train in float32",
         "max_minutes": "is a flag of cryopick train (--max-minutes)",
     }
 
