@@ -48,6 +48,17 @@ def test_train_writes_model_config_and_history(sim_run: Path) -> None:
     assert (sim_run / "val_pr.png").stat().st_size > 1000
 
 
+@pytest.mark.parametrize(("flag", "amp"), [([], None), (["--amp"], True), (["--no-amp"], False)])
+def test_train_amp_flag_is_the_train_setting(flag: list[str], amp: bool | None, tmp_path: Path) -> None:
+    """`--amp` / `--no-amp` set train.amp, the key campaigns read too (None: bfloat16 where the hardware runs it natively)."""
+    from cryopick.cli.__main__ import build_parser
+    from cryopick.cli.train import resolve_configs
+
+    args = build_parser().parse_args(["train", "--micrographs", "m.mrc", "--coords", "c", "--diameter", "24",
+                                      "--out", str(tmp_path), *flag])
+    assert resolve_configs(args)[2].amp is amp
+
+
 @pytest.mark.parametrize("fmt", ["star", "box", "csv", "txt"])
 def test_pick_every_format_scores_the_same(sim_run: Path, sim_data: Path, tmp_path: Path, fmt: str,
                                             capsys: pytest.CaptureFixture[str]) -> None:

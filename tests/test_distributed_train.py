@@ -71,9 +71,10 @@ def test_two_workers_get_disjoint_shards(ray_session: Any, sim_data: Path, tmp_p
     assert set(r0["names"]) | set(r1["names"]) == {m.stem for m in _mics(sim_data)}
 
 
-def _loop_config(sim: Path, steps: int, val_every: int, width: int = 4, patch: int = 32, batch: int = 4) -> dict[str, Any]:
+def _loop_config(sim: Path, steps: int, val_every: int, width: int = 4, patch: int = 32, batch: int = 4,
+                 amp: bool | None = None) -> dict[str, Any]:
     mics = _mics(sim)
-    train = TrainConfig(steps=steps, batch_size=batch, patch_size=patch, val_every=val_every, lr=3e-3, val_fraction=0.25)
+    train = TrainConfig(steps=steps, batch_size=batch, patch_size=patch, val_every=val_every, lr=3e-3, val_fraction=0.25, amp=amp)
     val = [asdict(v) for v in validation_specs([], mics[:1], sim / "coords", 0.25)]
     return loop_config(train, ModelConfig(base_width=width, depth=2), _params(), val, None)
 
@@ -86,7 +87,8 @@ def _dataset(sim: Path, per_mic: int) -> Any:
 @pytest.mark.timeout(240)
 def test_ddp_two_workers_loss_falls(ray_session: Any, sim_data: Path, tmp_path: Path) -> None:
     spec = TrainSpec(num_workers=2, cpu_per_worker=0.5, max_failures=0, storage_path=str(tmp_path / "ray"), name="ddp")
-    out = fit(_dataset(sim_data, 16), _loop_config(sim_data, steps=60, val_every=15, width=8, batch=8), spec)
+    # bfloat16 autocast under DDP, as campaign rounds train where the hardware runs it natively (forced here on any CPU)
+    out = fit(_dataset(sim_data, 16), _loop_config(sim_data, steps=60, val_every=15, width=8, batch=8, amp=True), spec)
     losses = [h["loss"] for h in out.history]
     assert [h["step"] for h in out.history] == [15, 30, 45, 60]
     # It learns, as single-process training does. Patch order is not seeded (Ray Data), so the margin is

@@ -278,12 +278,12 @@ def test_shipped_campaign_configs_load_and_full_gpu_is_the_full_model(empiar: Pa
         assert sorted(m.stem for m in getattr(data, role)) == sorted(split[role])
 
 
-def test_a_campaign_has_at_most_52_settings_all_in_the_shipped_configs() -> None:
+def test_a_campaign_has_at_most_53_settings_all_in_the_shipped_configs() -> None:
     from cryopick.config import to_dict
     from cryopick.selftrain.config import SelftrainConfig
 
     keys = set(flatten(to_dict(SelftrainConfig(out="x"))))
-    assert len(keys) <= 52, sorted(keys)  # 51: selftrain.expected_particles; 52: selftrain.suggest
+    assert len(keys) <= 53, sorted(keys)  # 51: selftrain.expected_particles; 52: selftrain.suggest; 53: train.amp
     configs = Path(__file__).resolve().parents[1] / "pipelines" / "configs"
     for name in ("tiny_cpu.yaml", "full_gpu.yaml"):
         text = (configs / name).read_text()

@@ -71,7 +71,6 @@ class TrainConfig:
         "channels_last": "was removed: training always runs channels-last",
         "device": "is a flag of cryopick train (--device); self-training places work with ray.use_gpu",
         "num_threads": "is a flag of cryopick train (--threads); Ray workers take theirs from ray.cpu_per_worker",
-        "amp": "is a flag of cryopick train (--amp: bf16 where the hardware runs it natively); campaign rounds train in float32",
         "max_minutes": "is a flag of cryopick train (--max-minutes)",
     }
 
@@ -82,6 +81,7 @@ class TrainConfig:
     val_fraction: float = 0.2  # share of each labeled micrograph's area held back if no val set
     val_every: int = 250
     seed: int = 0
+    amp: bool | None = None  # bfloat16 autocast of the forward pass; None: where the hardware runs bf16 natively
 
     def validate(self, where: str = "train") -> None:
         for key in ("batch_size", "steps", "val_every"):

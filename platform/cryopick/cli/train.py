@@ -56,7 +56,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
 
 FLAG_SECTIONS = {
     "preprocess": ("bin", "target_pixel_size", "target_diameter"),
-    "train": ("steps", "batch_size", "patch_size", "lr", "val_fraction", "val_every", "seed"),
+    "train": ("steps", "batch_size", "patch_size", "lr", "val_fraction", "val_every", "seed", "amp"),
 }
 
 
@@ -96,7 +96,7 @@ def main(args: argparse.Namespace) -> int:
     val = resolve_micrographs(args.val_micrographs) if args.val_micrographs else []
     result = train_from_files(
         mics, args.coords, diameter, args.out, pre, model_cfg, train_cfg, val, args.pixel_size, not args.quiet,
-        device=args.device or "auto", amp=args.amp, threads=args.threads, max_minutes=args.max_minutes, labels=args.labels,
+        device=args.device or "auto", threads=args.threads, max_minutes=args.max_minutes, labels=args.labels,
         expected_particles=args.expected_particles,
     )
     m = result.meta

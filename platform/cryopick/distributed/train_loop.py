@@ -2,7 +2,8 @@
 
 Each worker reads its shard with ``ray.train.get_dataset_shard("train")`` and runs the same
 :func:`cryopick.training.loop.train_step` as single-process training (``lr_at`` schedule, masked BCE);
-``ray.train.torch.prepare_model`` wraps the model in DDP (gloo on CPU, nccl on GPU). Every
+``ray.train.torch.prepare_model`` wraps the model in DDP (gloo on CPU, nccl on GPU); ``train.amp`` (default: where
+the hardware runs bfloat16 natively) autocasts the forward pass as there. Every
 ``val_every`` steps rank 0 scores the validation picks and all ranks call ``ray.train.report``;
 rank 0 attaches a checkpoint holding the current weights, optimizer, step and the best weights so
 far. After a worker dies, ``FailureConfig(max_failures)`` restarts the group and the loop resumes
@@ -33,7 +34,7 @@ from torch import nn
 from cryopick.config import ModelConfig, TrainConfig, from_dict
 from cryopick.distributed.data import StageParams, load_val_items
 from cryopick.model.unet import build_unet
-from cryopick.runtime import CPU_ENV
+from cryopick.runtime import CPU_ENV, resolve_amp
 from cryopick.selftrain.pseudo import PseudoLabeler
 from cryopick.training.checkpoint import CheckpointRule
 from cryopick.preprocessing.labels import IGNORE
@@ -95,6 +96,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     params = StageParams(**config["stage"])
     model = ray.train.torch.prepare_model(_initial_model(config, tc.seed))
     device = ray.train.torch.get_device()
+    amp = resolve_amp(tc.amp, device.type)  # as cryopick train: bfloat16 where the hardware runs it natively
     core: nn.Module = getattr(model, "module", model)  # the bare UNet inside DDP
     opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=WEIGHT_DECAY)
 
@@ -133,7 +135,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             masks = torch.from_numpy(np.ascontiguousarray(batch["mask"][:, None], dtype=np.int8)).to(device)
             if teacher is not None and tcfg is not None:
                 images, masks = _teach(teacher, images, masks, tcfg, gen, taught)
-            running.append(train_step(model, opt, images, masks, prior=params.prior))
+            running.append(train_step(model, opt, images, masks, amp=amp, prior=params.prior))
             if teacher is not None and tcfg is not None and not frozen:
                 ema_update(teacher, core, tcfg.ema)
             step += 1

@@ -240,7 +240,6 @@ def train_picker(
     on_validation: Callable[[int, dict[str, float]], None] | None = None,
     *,
     device: str = "auto",
-    amp: bool | None = None,
     threads: int | None = None,
     max_minutes: float | None = None,
     labels: str = "auto",
@@ -255,7 +254,6 @@ def train_picker(
 
     Args:
         device: auto | cpu | cuda | cuda:N.
-        amp: bfloat16 autocast; None = where the hardware runs bf16 natively.
         threads: torch CPU threads (None: torch's default).
         max_minutes: stop after this wall time (the best checkpoint so far is kept).
         labels: complete | sparse | auto (sparse when the validation picks look sparse, with a message):
@@ -270,7 +268,7 @@ def train_picker(
     dev = resolve_device(device)
     model = _new_model(meta, init_state, dev)
     memory_format = torch.channels_last
-    use_amp = resolve_amp(amp, dev.type)
+    use_amp = resolve_amp(cfg.amp, dev.type)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=WEIGHT_DECAY)
     history: list[dict[str, float]] = []
     rule, best_step, best_state = CheckpointRule(), 0, copy.deepcopy(model.state_dict())

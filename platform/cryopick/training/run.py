@@ -43,7 +43,6 @@ def train_from_files(
     progress: bool = True,
     *,
     device: str = "auto",
-    amp: bool | None = None,
     threads: int | None = None,
     max_minutes: float | None = None,
     labels: str = "auto",
@@ -57,7 +56,7 @@ def train_from_files(
 
     The run is built in ``OUT/.partial/`` (its plan, config.json without a result, is there from the start)
     and its files replace the previous run's only when it has finished, config.json last, so ``OUT``
-    always describes one run: a killed re-train leaves the previous run as it was. ``device``, ``amp``,
+    always describes one run: a killed re-train leaves the previous run as it was. ``device``,
     ``threads``, ``max_minutes`` and ``labels`` (complete | sparse | auto) are passed to :func:`train_picker`.
     """
     if diameter <= 0:
@@ -82,7 +81,7 @@ def train_from_files(
         shutil.rmtree(work, ignore_errors=True)  # a killed earlier attempt's (the lock says none is running)
         result = _train_into(work, micrographs, coords_dir, diameter, pre, model_cfg, train_cfg, val_micrographs, pixel_size,
                              train_items, val_items, meta, progress, time.monotonic() - t0,
-                             dict(device=device, amp=amp, threads=threads, max_minutes=max_minutes, labels=labels,
+                             dict(device=device, threads=threads, max_minutes=max_minutes, labels=labels,
                                   expected_particles=expected_particles, share=share, prior=prior))
         _publish(work, Path(out_dir))
     return result
@@ -94,16 +93,16 @@ def _train_into(work: Path, micrographs: Sequence[Path], coords_dir: Path, diame
                 runtime: dict[str, Any]) -> TrainResult:
     """Train and write the run's files into ``work``."""
     out_dir = work
-    device, amp, threads, max_minutes = runtime["device"], runtime["amp"], runtime["threads"], runtime["max_minutes"]
+    device, threads, max_minutes = runtime["device"], runtime["threads"], runtime["max_minutes"]
     config = {
         "cryopick_version": __version__, "command": "train", "micrographs": [str(m) for m in micrographs],
         "val_micrographs": [str(m) for m in val_micrographs], "coords": str(coords_dir), "diameter": diameter,
         "pixel_size": pixel_size, "preprocess": to_dict(pre), "model": to_dict(model_cfg), "train": to_dict(train_cfg),
-        "runtime": {"device": device, "amp": amp, "threads": threads, "max_minutes": max_minutes}, "labels": runtime["labels"],
+        "runtime": {"device": device, "threads": threads, "max_minutes": max_minutes}, "labels": runtime["labels"],
         "expected_particles": runtime["expected_particles"],
     }
     write_json(out_dir / "config.json", config)  # the plan, before the long part
-    result = train_picker(train_items, val_items, meta, train_cfg, out_dir, progress=progress, device=device, amp=amp,
+    result = train_picker(train_items, val_items, meta, train_cfg, out_dir, progress=progress, device=device,
                           threads=threads, max_minutes=max_minutes, labels=runtime["labels"], prior=runtime["prior"],
                           expected=runtime["expected_particles"] if runtime["prior"] > 0 else None)
     m = result.meta
