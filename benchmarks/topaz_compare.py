@@ -158,7 +158,7 @@ def measure(ds: DataSet, out: Path, cryopick_runs: list[Path], quick: bool, reus
     for i, root in enumerate(cryopick_runs[1:], start=1):
         run_dir = (root / ds.name / "run").resolve()
         config = json.loads((run_dir / "config.json").read_text())
-        cryopick_pick(run_dir, test, out / f"cryopick_low_{i}", ["--threshold", str(LOW_THRESHOLD)])
+        cryopick_pick(run_dir, test, out / f"cryopick_low_{i}", ["--no-amp", "--threshold", str(LOW_THRESHOLD)])
         s = score(ds, out / f"cryopick_low_{i}", float(config["result"]["threshold"]))
         R["cryopick_runs"].append(_cryopick_record(str(run_dir), config, s))
         print(ds.name, "cryopick", run_dir, json.dumps(R["cryopick_runs"][-1]), flush=True)
@@ -230,9 +230,9 @@ def _measure_cryopick(ds: DataSet, R: dict[str, Any], mics: dict[str, list[Path]
     config = json.loads((run_dir / "config.json").read_text())
     R["cryopick_run"], R["cryopick_config"], R["defaults_now"] = str(run_dir), config, defaults
     stored = float(config["result"]["threshold"])
-    # timed as a user runs it (stored threshold), then with weak picks kept for the PR sweep
-    R["cryopick"] = cryopick_pick(run_dir, test, out / "cryopick_default", [])
-    R["cryopick_low"] = cryopick_pick(run_dir, test, out / "cryopick_low", ["--threshold", str(LOW_THRESHOLD)])
+    # timed as a user runs it (stored threshold) in float32, then with weak picks kept for the PR sweep; bfloat16 below
+    R["cryopick"] = cryopick_pick(run_dir, test, out / "cryopick_default", ["--no-amp"])
+    R["cryopick_low"] = cryopick_pick(run_dir, test, out / "cryopick_low", ["--no-amp", "--threshold", str(LOW_THRESHOLD)])
     R["cryopick"]["score"] = score(ds, out / "cryopick_low", stored)
     R["cryopick_bf16"] = cryopick_pick(run_dir, test, out / "cryopick_bf16", ["--amp"])
     R["cryopick_bf16_low"] = cryopick_pick(run_dir, test, out / "cryopick_bf16_low", ["--amp", "--threshold", str(LOW_THRESHOLD)])

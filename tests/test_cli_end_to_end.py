@@ -59,6 +59,16 @@ def test_train_amp_flag_is_the_train_setting(flag: list[str], amp: bool | None, 
     assert resolve_configs(args)[2].amp is amp
 
 
+@pytest.mark.parametrize(("flag", "amp"), [([], None), (["--amp"], True), (["--no-amp"], False)])
+def test_pick_amp_flag_sets_the_heatmap_precision(flag: list[str], amp: bool | None) -> None:
+    """`cryopick pick` takes the same default as training: bfloat16 where the hardware runs it natively."""
+    from cryopick.cli.__main__ import build_parser
+    from cryopick.cli.pick import pick_config
+
+    args = build_parser().parse_args(["pick", "--model", "m", "--micrographs", "m.mrc", "--out", "o", *flag])
+    assert pick_config(args).amp is amp
+
+
 @pytest.mark.parametrize("fmt", ["star", "box", "csv", "txt"])
 def test_pick_every_format_scores_the_same(sim_run: Path, sim_data: Path, tmp_path: Path, fmt: str,
                                             capsys: pytest.CaptureFixture[str]) -> None:
@@ -78,6 +88,9 @@ def test_pick_defaults_heatmaps_and_boxes(sim_run: Path, sim_data: Path, tmp_pat
     assert cli(["pick", "--model", sim_run, "--micrographs", mic, "--out", tmp_path, "--save-heatmaps", "--boxes", "--quiet"]) == 0
     config = json.loads((tmp_path / "pick_config.json").read_text())
     assert config["model_meta"]["diameter"] == 24
+    from cryopick.runtime import bf16_is_fast
+
+    assert config["pick"]["amp"] is bf16_is_fast("cpu")  # the precision used, resolved from the default
     from cryopick.io.micrograph import read_micrograph
 
     heat = read_micrograph(tmp_path / "heatmaps" / "sim_0003.mrc").data

@@ -109,6 +109,7 @@ def test_config_mismatch_allows_only_resumable_keys() -> None:
     b["selftrain"]["rounds"] = 4
     b["ray"]["num_workers"] = 8
     b["train"]["amp"] = False  # a campaign started before the key (or on other hardware) resumes in another precision
+    b["predict"] = {"amp": None}  # ... and predicts in another (its default was false before it followed the hardware)
     assert config_mismatch(a, b) is None
     b["train"]["steps"] = 6
     assert config_mismatch(a, b) == "train.steps"

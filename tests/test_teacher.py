@@ -69,6 +69,25 @@ def test_strong_view_perturbs_images_and_ignores_what_the_cut_out_hides() -> Non
     assert same is images and msame is masks
 
 
+@pytest.mark.parametrize("amp", [True, False])
+def test_the_teacher_labels_in_the_precision_the_student_trains_in(amp: bool) -> None:
+    """A round's teacher forward pass runs under the round's ``train.amp`` (bfloat16 autocast), as the student's does."""
+    from cryopick.distributed.train_loop import _teach
+    from cryopick.training.teacher import TeacherConfig
+
+    torch.manual_seed(0)
+    teacher = make_teacher(nn.Sequential(nn.Conv2d(1, 1, 3, padding=1), nn.Sigmoid()))
+    seen: list[torch.dtype] = []
+    teacher[0].register_forward_hook(lambda module, inputs, out: seen.append(out.dtype))
+    images = torch.randn(2, 1, 16, 16)
+    masks = torch.full((2, 1, 16, 16), IGNORE, dtype=torch.int8)
+    masks[0] = 0  # an expert-labeled patch: the teacher is not asked about it
+    taught = np.zeros(3)
+    out, filled = _teach(teacher, images, masks, TeacherConfig(strength=0.0), torch.Generator().manual_seed(0), taught, amp)
+    assert seen == [torch.bfloat16 if amp else torch.float32]
+    assert taught[2] == 16 * 16 and torch.equal(filled[0], masks[0]) and out.dtype == torch.float32
+
+
 def test_unlabeled_rows_become_fully_ignored_patches_and_sparse_rows_leave_background_to_the_teacher(
     empiar: Path, split: dict[str, list[str]]) -> None:
     from dataclasses import asdict

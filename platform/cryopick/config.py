@@ -112,7 +112,7 @@ class HeatmapConfig:
 
     tile_size: int = 512  # binned pixels
     tile_batch: int = 4  # tiles per forward pass (bounds memory; halved on out-of-memory in batch runs)
-    amp: bool = False  # bfloat16/float16 autocast
+    amp: bool | None = None  # bfloat16 autocast (float16 on GPUs without bf16); None: where the hardware runs bf16 natively
     tta: int = 8  # test-time augmentation: heatmaps averaged over 1, 2, 4 or 8 flips/rotations (docs/design.md)
 
     def validate(self, where: str = "predict") -> None:

@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from cryopick.config import PickConfig
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
@@ -31,21 +35,28 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--tile-size", type=int, default=512, help="inference tile, binned px (default 512)")
     parser.add_argument("--tile-batch", type=int, default=4, help="tiles per forward pass (bounds memory)")
-    parser.add_argument("--amp", action="store_true", help="bfloat16/float16 autocast")
+    parser.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
+                        help="bfloat16 autocast (default: where the hardware runs it natively; --no-amp: float32)")
     parser.add_argument("--tta", type=int, default=8, choices=[1, 2, 4, 8],
                         help="average the heatmap over this many flips/rotations (default 8; 1 = fastest)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def main(args: argparse.Namespace) -> int:
+def pick_config(args: argparse.Namespace) -> PickConfig:
+    """The picking settings the flags give (unset ones: the model's stored values or the defaults)."""
     from cryopick.config import PickConfig, from_dict
-    from cryopick.io.manifest import resolve_micrographs
-    from cryopick.inference.pick_files import pick_files
 
-    cfg = from_dict(PickConfig, {
+    return from_dict(PickConfig, {
         "threshold": args.threshold, "min_distance": args.min_distance, "tile_size": args.tile_size,
         "tile_batch": args.tile_batch, "amp": args.amp, "border": args.border, "tta": args.tta,
     }, "pick")
+
+
+def main(args: argparse.Namespace) -> int:
+    from cryopick.io.manifest import resolve_micrographs
+    from cryopick.inference.pick_files import pick_files
+
+    cfg = pick_config(args)
     mics = resolve_micrographs(args.micrographs)
     records = pick_files(
         args.model, mics, args.out, cfg, args.format, args.box_size, args.save_heatmaps, args.boxes,

@@ -3,7 +3,7 @@
 Each worker reads its shard with ``ray.train.get_dataset_shard("train")`` and runs the same
 :func:`cryopick.training.loop.train_step` as single-process training (``lr_at`` schedule, masked BCE);
 ``ray.train.torch.prepare_model`` wraps the model in DDP (gloo on CPU, nccl on GPU); ``train.amp`` (default: where
-the hardware runs bfloat16 natively) autocasts the forward pass as there. Every
+the hardware runs bfloat16 natively) autocasts the forward pass as there, and the teacher's. Every
 ``val_every`` steps rank 0 scores the validation picks and all ranks call ``ray.train.report``;
 rank 0 attaches a checkpoint holding the current weights, optimizer, step and the best weights so
 far. After a worker dies, ``FailureConfig(max_failures)`` restarts the group and the loop resumes
@@ -134,7 +134,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             images = torch.from_numpy(np.ascontiguousarray(batch["image"][:, None], dtype=np.float32)).to(device)
             masks = torch.from_numpy(np.ascontiguousarray(batch["mask"][:, None], dtype=np.int8)).to(device)
             if teacher is not None and tcfg is not None:
-                images, masks = _teach(teacher, images, masks, tcfg, gen, taught)
+                images, masks = _teach(teacher, images, masks, tcfg, gen, taught, amp)
             running.append(train_step(model, opt, images, masks, amp=amp, prior=params.prior))
             if teacher is not None and tcfg is not None and not frozen:
                 ema_update(teacher, core, tcfg.ema)
@@ -173,20 +173,22 @@ def _teacher(core: nn.Module, state: dict[str, Any] | None, device: torch.device
 
 
 def _teach(teacher: nn.Module, images: torch.Tensor, masks: torch.Tensor, cfg: TeacherConfig, gen: torch.Generator,
-           taught: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+           taught: np.ndarray, amp: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """The batch the student trains on: patches with ignored pixels get the teacher's labels and a strong view.
 
-    ``taught`` accumulates (particle, background, asked) pixel counts of the teacher's labels.
+    ``taught`` accumulates (particle, background, asked) pixel counts of the teacher's labels; with ``amp`` the
+    teacher's forward pass runs under bfloat16 autocast, as the student's does.
     """
     open_ = (masks == IGNORE).flatten(1).any(1)
     if not bool(open_.any()):
         return images, masks
     idx = open_.nonzero().flatten()
     asked = masks[idx] == IGNORE
-    if cfg.labeler is not None:
-        filled = _labeler_targets(teacher, images[idx], masks[idx], cfg)
-    else:
-        filled = teacher_targets(teacher, images[idx], masks[idx], cfg.positive, cfg.negative)
+    with torch.autocast(device_type=images.device.type, dtype=torch.bfloat16, enabled=amp):
+        if cfg.labeler is not None:
+            filled = _labeler_targets(teacher, images[idx], masks[idx], cfg)
+        else:
+            filled = teacher_targets(teacher, images[idx], masks[idx], cfg.positive, cfg.negative)
     taught += [float((filled[asked] == 1).sum()), float((filled[asked] == 0).sum()), float(asked.sum())]
     strong, filled = strong_view(images[idx], filled, gen, cfg.strength)
     images, masks = images.clone(), masks.clone()

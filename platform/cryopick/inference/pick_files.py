@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +25,7 @@ from cryopick.io.coords import FORMATS, write_coords
 from cryopick.io.lock import OutputLock
 from cryopick.io.manifest import check_unique_stems, output_dir
 from cryopick.io.micrograph import read_micrograph, write_mrc
+from cryopick.runtime import resolve_amp
 
 
 @dataclass
@@ -56,7 +57,9 @@ def pick_files(
     if fmt not in FORMATS:
         raise CryopickError(f"unknown --format {fmt!r} (use {', '.join(FORMATS)})")
     check_unique_stems(micrographs)  # every input is checked before anything is written
-    model, meta = load_picker(model_dir, resolve_device(device))
+    dev = resolve_device(device)
+    model, meta = load_picker(model_dir, dev)
+    cfg = replace(cfg, amp=resolve_amp(cfg.amp, dev.type))  # pick_config.json records the precision used
     box_size = box_size or round(meta.diameter * 1.5)
     with OutputLock(output_dir(out_dir)):  # one writer per output directory
         write_json(

@@ -4,7 +4,8 @@ Tiles overlap and are blended with a Gaussian importance map, so there are no ti
 run in batches under ``torch.inference_mode``, so peak memory is set by the tile batch, not by
 the micrograph. The network runs as an inference copy with each BatchNorm folded into the conv
 before it and channels-last weights (:func:`inference_model`): same outputs to float rounding,
-one memory pass less per conv layer.
+one memory pass less per conv layer. ``amp`` (default: where the hardware runs bfloat16 natively, as training)
+runs the network in bfloat16; the blending stays float32.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from cryopick.config import HeatmapConfig
 from cryopick.errors import CryopickError
+from cryopick.runtime import resolve_amp
 
 TILE_OVERLAP = 0.25  # share of a tile its neighbours overlap; the Gaussian blend hides the seams
 ONE_TILE_SLACK = 1.5  # an axis up to this many tile edges runs as one tile: fewer pixels than two overlapping tiles
@@ -82,8 +84,9 @@ def _tiles(shape: tuple[int, int], tile: tuple[int, int], overlap: float) -> Ite
             yield y, x
 
 
-def _autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
-    if not enabled:
+def _autocast(device: torch.device, setting: bool | None) -> contextlib.AbstractContextManager:
+    """The heatmap's precision: ``setting`` None is bfloat16 where the hardware runs it natively (as training)."""
+    if not resolve_amp(setting, device.type):
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if device.type == "cpu" or torch.cuda.is_bf16_supported() else torch.float16
     return torch.autocast(device_type=device.type, dtype=dtype)

@@ -25,9 +25,9 @@ CAMPAIGN_FILE = "campaign.json"
 STATE_FILE = "state.json"
 METRICS_FILE = "metrics.json"
 
-# Keys that may change when a campaign is resumed; anything else must match campaign.json. train.amp is a
-# runtime choice, as the device is (ray.use_gpu, whose auto setting moves it too).
-RESUMABLE_KEYS = ("selftrain.rounds", "selftrain.patience", "selftrain.suggest", "train.amp", "ray", "tracking")
+# Keys that may change when a campaign is resumed; anything else must match campaign.json. train.amp and
+# predict.amp are runtime choices, as the device is (ray.use_gpu, whose auto setting moves it too).
+RESUMABLE_KEYS = ("selftrain.rounds", "selftrain.patience", "selftrain.suggest", "train.amp", "predict.amp", "ray", "tracking")
 
 
 def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
