@@ -125,6 +125,9 @@ def test_index_and_merged_star_round_trip_and_settings_change_redoes(
                 np.testing.assert_allclose(rows["rlnAutopickFigureOfMerit"].to_numpy(), scores, atol=1e-5)
     again = run_batch(tiny_model, mics, out, BatchConfig(format="box"), "local", progress=False)
     assert (again.picked, again.skipped) == (0, len(mics))
+    for amp in (True, False):  # the precision is the machine's, as the device is: nothing is redone
+        other = run_batch(tiny_model, mics, out, batch_config({"format": "box", "pick": {"amp": amp}}), "local", progress=False)
+        assert (other.picked, other.skipped) == (0, len(mics))
     empty = run_batch(tiny_model, mics, out, batch_config({"format": "box", "pick": {"threshold": 1.0}}),
                          "local", progress=False)
     assert (empty.picked, empty.particles) == (len(mics), 0)

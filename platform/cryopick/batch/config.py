@@ -48,9 +48,11 @@ class BatchConfig:
             raise CryopickError(f"{where}.max_task_retries must be >= 0, got {self.max_task_retries}")
 
     def decisive(self) -> dict[str, Any]:
-        """The settings that change the picks (engine settings such as ``workers`` do not)."""
+        """The settings that change the picks (engine settings such as ``workers`` do not). ``pick.amp`` is left out:
+        the precision, like the device, is the machine's, and a run resumed on other hardware keeps what it picked."""
+        pick = {k: v for k, v in to_dict(self.pick).items() if k != "amp"}
         return {"format": self.format, "box_size": self.box_size, "pixel_size": self.pixel_size,
-                "pick": to_dict(self.pick), "mask": to_dict(self.mask)}
+                "pick": pick, "mask": to_dict(self.mask)}
 
 
 def batch_config(data: dict[str, Any] | None) -> BatchConfig:
